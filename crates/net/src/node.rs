@@ -1,0 +1,686 @@
+//! The swarm task and the handle that talks to it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use sealpod_proto::{
+    limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error, ErrorCode,
+    PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{FrameError, ProtoCodec};
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on; empty for a client that only dials.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the DHT through, each with a `/p2p/<peer id>` suffix.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Answer the Apocryph protocols (a provider). A client only asks.
+    pub serve: bool,
+    /// Advertise this node as a provider on the DHT.
+    pub advertise: bool,
+    /// Timeout for attest, capacity and control requests.
+    pub request_timeout: Duration,
+    /// Timeout for provisioning, which includes unpacking images and starting
+    /// containers on the provider.
+    pub provision_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A client that dials out and listens nowhere.
+    pub fn client(keypair: Keypair) -> Self {
+        NodeConfig {
+            keypair,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            serve: false,
+            advertise: false,
+            request_timeout: Duration::from_secs(30),
+            provision_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a network operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Setting up transports or listeners failed.
+    #[error("network setup: {0}")]
+    Setup(String),
+    /// The peer could not be reached.
+    #[error("could not connect to {addr}: {reason}")]
+    Dial {
+        /// The address dialed.
+        addr: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The request was sent but no valid response came back.
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// The peer asked.
+        peer: PeerId,
+        /// What went wrong (timeout, unsupported protocol, closed stream…).
+        reason: String,
+    },
+    /// A DHT lookup failed.
+    #[error("DHT lookup failed: {0}")]
+    Discovery(String),
+    /// The node's background task has stopped.
+    #[error("the network node has shut down")]
+    Shutdown,
+}
+
+/// Answers one inbound request. Dropping it without answering sends the peer
+/// an internal error.
+pub struct Responder<T> {
+    tx: oneshot::Sender<T>,
+}
+
+impl<T> Responder<T> {
+    /// Sends the response to the peer.
+    pub fn respond(self, response: T) {
+        let _ = self.tx.send(response);
+    }
+}
+
+/// A request from a peer, already decoded and within limits. The peer id is the
+/// one authenticated by the connection's Noise handshake.
+pub enum InboundRequest {
+    /// `/apocryph/attest/0.0.1`
+    Attest {
+        /// Who asks.
+        peer: PeerId,
+        /// What was asked.
+        request: AttestRequest,
+        /// Where the answer goes.
+        responder: Responder<AttestResponse>,
+    },
+    /// `/apocryph/provisioning-capacity/0.0.1`
+    Capacity {
+        /// Who asks.
+        peer: PeerId,
+        /// What was asked.
+        request: CapacityRequest,
+        /// Where the answer goes.
+        responder: Responder<CapacityResponse>,
+    },
+    /// `/apocryph/provision-pod/0.0.1`
+    Provision {
+        /// Who asks.
+        peer: PeerId,
+        /// What was asked.
+        request: ProvisionPodRequest,
+        /// Where the answer goes.
+        responder: Responder<ProvisionPodResponse>,
+    },
+    /// `/apocryph/pod-control/0.0.1`
+    Control {
+        /// Who asks.
+        peer: PeerId,
+        /// What was asked.
+        request: PodControlRequest,
+        /// Where the answer goes.
+        responder: Responder<PodControlResponse>,
+    },
+}
+
+/// A response type that can carry an error, so that the node can answer a
+/// request it could not decode instead of silently closing the stream.
+trait ErrorResponse: Sized {
+    fn from_error(e: Error) -> Self;
+}
+
+impl ErrorResponse for AttestResponse {
+    fn from_error(e: Error) -> Self {
+        AttestResponse { error: Some(e), evidence: None }
+    }
+}
+impl ErrorResponse for CapacityResponse {
+    fn from_error(e: Error) -> Self {
+        CapacityResponse { error: Some(e), ..Default::default() }
+    }
+}
+impl ErrorResponse for ProvisionPodResponse {
+    fn from_error(e: Error) -> Self {
+        ProvisionPodResponse { error: Some(e), status: None }
+    }
+}
+impl ErrorResponse for PodControlResponse {
+    fn from_error(e: Error) -> Self {
+        PodControlResponse { result: Some(sealpod_proto::pod_control_response::Result::Error(e)) }
+    }
+}
+
+/// A request as the codec hands it over: decoded, or the reason it was not.
+type Decoded<T> = Result<T, FrameError>;
+type Rr<Req, Resp> = request_response::Behaviour<ProtoCodec<Req, Resp>>;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    attest: Rr<AttestRequest, AttestResponse>,
+    capacity: Rr<CapacityRequest, CapacityResponse>,
+    provision: Rr<ProvisionPodRequest, ProvisionPodResponse>,
+    control: Rr<PodControlRequest, PodControlResponse>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+enum Command {
+    Dial { addr: Multiaddr, peer: Option<PeerId>, reply: Reply<PeerId> },
+    Attest { peer: PeerId, request: AttestRequest, reply: Reply<AttestResponse> },
+    Capacity { peer: PeerId, request: CapacityRequest, reply: Reply<CapacityResponse> },
+    Provision { peer: PeerId, request: ProvisionPodRequest, reply: Reply<ProvisionPodResponse> },
+    Control { peer: PeerId, request: PodControlRequest, reply: Reply<PodControlResponse> },
+    FindProviders { reply: Reply<Vec<PeerId>> },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+}
+
+/// A running libp2p node. Cheap to clone; the swarm stops when every handle and
+/// the inbound receiver are dropped.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Node {
+    /// Starts the swarm on the current tokio runtime. Returns once every listen
+    /// address is bound, with the stream of inbound requests (empty unless
+    /// `config.serve`).
+    pub async fn start(config: NodeConfig) -> Result<(Node, mpsc::Receiver<InboundRequest>), NodeError> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let mut swarm = build_swarm(&config)?;
+        let mut pending_listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Setup(format!("listen on {addr}: {e}")))?;
+            pending_listeners.insert(id);
+        }
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !pending_listeners.is_empty() {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .map_err(|_| NodeError::Setup("timed out binding listen addresses".into()))?;
+            match event {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    pending_listeners.remove(&listener_id);
+                    listen_addrs.push(address);
+                }
+                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    return Err(NodeError::Setup(format!("listener failed: {error}")));
+                }
+                _ => {}
+            }
+        }
+        for addr in &config.bootstrap {
+            let (bare, peer) = crate::split_peer_id(addr);
+            let Some(peer) = peer else {
+                return Err(NodeError::Setup(format!("bootstrap address {addr} lacks a /p2p/<peer id> suffix")));
+            };
+            swarm.behaviour_mut().kad.add_address(&peer, bare);
+        }
+        if !config.bootstrap.is_empty() {
+            let _ = swarm.behaviour_mut().kad.bootstrap();
+        }
+        if config.advertise {
+            swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY))
+                .map_err(|e| NodeError::Setup(format!("DHT provider record: {e}")))?;
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let task = SwarmTask {
+            swarm,
+            commands: cmd_rx,
+            inbound: in_tx,
+            advertise: config.advertise,
+            listen_addrs,
+            dials: HashMap::new(),
+            attest: HashMap::new(),
+            capacity: HashMap::new(),
+            provision: HashMap::new(),
+            control: HashMap::new(),
+            provider_queries: HashMap::new(),
+            replies: FuturesUnordered::new(),
+        };
+        tokio::spawn(task.run());
+        Ok((Node { peer_id, commands: cmd_tx }, in_rx))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::ListenAddrs { reply: tx }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Connects to `addr`. If it ends in `/p2p/<peer id>`, the remote must prove
+    /// that identity. Returns the authenticated peer id.
+    pub async fn dial(&self, addr: &Multiaddr) -> Result<PeerId, NodeError> {
+        let (bare, peer) = crate::split_peer_id(addr);
+        let ask = |reply| Command::Dial { addr: bare.clone(), peer, reply };
+        let result = tokio::time::timeout(Duration::from_secs(20), self.ask(ask)).await;
+        result.unwrap_or_else(|_| Err(NodeError::Dial { addr: addr.to_string(), reason: "timed out".into() }))
+    }
+
+    /// Remembers an address for a peer, for later requests.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) {
+        let _ = self.commands.send(Command::AddAddress { peer, addr }).await;
+    }
+
+    /// Asks `peer` for attestation evidence.
+    pub async fn attest(&self, peer: PeerId, request: AttestRequest) -> Result<AttestResponse, NodeError> {
+        self.ask(|reply| Command::Attest { peer, request, reply }).await
+    }
+
+    /// Asks `peer` what it would offer for some resources.
+    pub async fn capacity(&self, peer: PeerId, request: CapacityRequest) -> Result<CapacityResponse, NodeError> {
+        self.ask(|reply| Command::Capacity { peer, request, reply }).await
+    }
+
+    /// Asks `peer` to provision a pod.
+    pub async fn provision(
+        &self,
+        peer: PeerId,
+        request: ProvisionPodRequest,
+    ) -> Result<ProvisionPodResponse, NodeError> {
+        self.ask(|reply| Command::Provision { peer, request, reply }).await
+    }
+
+    /// Sends a pod-control request to `peer`.
+    pub async fn control(&self, peer: PeerId, request: PodControlRequest) -> Result<PodControlResponse, NodeError> {
+        self.ask(|reply| Command::Control { peer, request, reply }).await
+    }
+
+    /// Looks up providers advertised on the DHT (and found by mDNS).
+    pub async fn find_providers(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(|reply| Command::FindProviders { reply }).await
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;
+        rx.await.map_err(|_| NodeError::Shutdown)?
+    }
+}
+
+fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
+    let support = if config.serve { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
+    let request_timeout = config.request_timeout;
+    let provision_timeout = config.provision_timeout;
+    let mdns_enabled = config.mdns;
+    let server_mode = config.serve || !config.listen.is_empty();
+    fn rr<Req, Resp>(name: &'static str, support: ProtocolSupport, req: usize, resp: usize, timeout: Duration) -> Rr<Req, Resp>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        request_response::Behaviour::with_codec(
+            ProtoCodec::new(req, resp),
+            [(StreamProtocol::new(name), support)],
+            request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(64),
+        )
+    }
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NodeError::Setup(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kad_config = kad::Config::new(StreamProtocol::new(crate::KAD_PROTOCOL));
+            kad_config.set_query_timeout(Duration::from_secs(15));
+            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+            // Loopback and LAN nodes never get a confirmed external address, so
+            // kad's automatic mode would leave a provider unable to answer DHT
+            // queries: a node that listens serves.
+            kad.set_mode(Some(if server_mode { kad::Mode::Server } else { kad::Mode::Client }));
+            let mdns = if mdns_enabled {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new("/sealpod/0.1.0".into(), key.public())),
+                ping: ping::Behaviour::default(),
+                kad,
+                mdns: Toggle::from(mdns),
+                attest: rr(protocol::ATTEST, support.clone(), limits::ATTEST_REQUEST, limits::ATTEST_RESPONSE, request_timeout),
+                capacity: rr(protocol::PROVISIONING_CAPACITY, support.clone(), limits::CAPACITY, limits::CAPACITY, request_timeout),
+                provision: rr(
+                    protocol::PROVISION_POD,
+                    support.clone(),
+                    limits::PROVISION_REQUEST,
+                    limits::PROVISION_RESPONSE,
+                    provision_timeout,
+                ),
+                control: rr(protocol::POD_CONTROL, support, limits::CONTROL_REQUEST, limits::CONTROL_RESPONSE, request_timeout),
+            })
+        })
+        .map_err(|e| NodeError::Setup(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// A response on its way back to a peer once the provider has produced it.
+enum OutgoingResponse {
+    Attest(Option<AttestResponse>, ResponseChannel<AttestResponse>),
+    Capacity(Option<CapacityResponse>, ResponseChannel<CapacityResponse>),
+    Provision(Option<ProvisionPodResponse>, ResponseChannel<ProvisionPodResponse>),
+    Control(Option<PodControlResponse>, ResponseChannel<PodControlResponse>),
+}
+
+struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundRequest>,
+    advertise: bool,
+    listen_addrs: Vec<Multiaddr>,
+    dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
+    attest: HashMap<OutboundRequestId, (PeerId, Reply<AttestResponse>)>,
+    capacity: HashMap<OutboundRequestId, (PeerId, Reply<CapacityResponse>)>,
+    provision: HashMap<OutboundRequestId, (PeerId, Reply<ProvisionPodResponse>)>,
+    control: HashMap<OutboundRequestId, (PeerId, Reply<PodControlResponse>)>,
+    provider_queries: HashMap<QueryId, (HashSet<PeerId>, Reply<Vec<PeerId>>)>,
+    replies: FuturesUnordered<BoxFuture<'static, OutgoingResponse>>,
+}
+
+/// Hands an inbound request to the provider, or answers it with an error at
+/// once when it could not be decoded.
+fn accept<Req, Resp: ErrorResponse + Send + 'static>(
+    peer: PeerId,
+    request: Decoded<Req>,
+    channel: ResponseChannel<Resp>,
+    wrap_request: impl FnOnce(PeerId, Req, Responder<Resp>) -> InboundRequest,
+    wrap_response: fn(Option<Resp>, ResponseChannel<Resp>) -> OutgoingResponse,
+    inbound: &mpsc::Sender<InboundRequest>,
+) -> BoxFuture<'static, OutgoingResponse> {
+    match request {
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            match inbound.try_send(wrap_request(peer, request, Responder { tx })) {
+                Ok(()) => async move { wrap_response(rx.await.ok(), channel) }.boxed(),
+                Err(_) => {
+                    let busy = Resp::from_error(Error::new(ErrorCode::Unavailable, "provider is busy; try again"));
+                    async move { wrap_response(Some(busy), channel) }.boxed()
+                }
+            }
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "refused malformed request");
+            let resp = Resp::from_error(Error::new(ErrorCode::InvalidRequest, format!("malformed request: {e}")));
+            async move { wrap_response(Some(resp), channel) }.boxed()
+        }
+    }
+}
+
+fn internal_error<Resp: ErrorResponse>(r: Option<Resp>) -> Resp {
+    r.unwrap_or_else(|| Resp::from_error(Error::new(ErrorCode::Internal, "the provider dropped the request")))
+}
+
+impl SwarmTask {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None if self.inbound.is_closed() => return,
+                    None => {
+                        // No more handles, but a server keeps serving until its
+                        // inbound receiver is dropped.
+                        self.commands = mpsc::channel(1).1;
+                    }
+                },
+                Some(reply) = self.replies.next(), if !self.replies.is_empty() => self.send_reply(reply),
+            }
+        }
+    }
+
+    fn send_reply(&mut self, reply: OutgoingResponse) {
+        let b = self.swarm.behaviour_mut();
+        // A failure here means the peer went away; nothing to tell anyone.
+        let _ = match reply {
+            OutgoingResponse::Attest(r, ch) => b.attest.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Capacity(r, ch) => b.capacity.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Provision(r, ch) => b.provision.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Control(r, ch) => b.control.send_response(ch, internal_error(r)).is_ok(),
+        };
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let b = self.swarm.behaviour_mut();
+        match command {
+            Command::Dial { addr, peer, reply } => {
+                let opts = match peer {
+                    Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
+                    None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                };
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Dial { addr: addr.to_string(), reason: e.to_string() }));
+                    }
+                }
+            }
+            Command::Attest { peer, request, reply } => {
+                let id = b.attest.send_request(&peer, Ok(request));
+                self.attest.insert(id, (peer, reply));
+            }
+            Command::Capacity { peer, request, reply } => {
+                let id = b.capacity.send_request(&peer, Ok(request));
+                self.capacity.insert(id, (peer, reply));
+            }
+            Command::Provision { peer, request, reply } => {
+                let id = b.provision.send_request(&peer, Ok(request));
+                self.provision.insert(id, (peer, reply));
+            }
+            Command::Control { peer, request, reply } => {
+                let id = b.control.send_request(&peer, Ok(request));
+                self.control.insert(id, (peer, reply));
+            }
+            Command::FindProviders { reply } => {
+                let id = b.kad.get_providers(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
+                self.provider_queries.insert(id, (HashSet::new(), reply));
+            }
+            Command::AddAddress { peer, addr } => {
+                b.kad.add_address(&peer, addr);
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.listen_addrs.push(address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                    if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
+                    }
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(NodeError::Dial { addr: addr.to_string(), reason: error.to_string() }));
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        use request_response::{Event, Message};
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let kad_protocol = StreamProtocol::new(crate::KAD_PROTOCOL);
+                if info.protocols.contains(&kad_protocol) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { is_new_peer: true, .. }) if self.advertise => {
+                // Re-announce as the routing table grows, so a provider that
+                // started alone becomes findable once it has neighbours.
+                let _ = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+                if let QueryResult::GetProviders(result) = result {
+                    let Some((found, _)) = self.provider_queries.get_mut(&id) else { return };
+                    match result {
+                        Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
+                        Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) if found.is_empty() => {
+                            if let Some((_, reply)) = self.provider_queries.remove(&id) {
+                                let _ = reply.send(Err(NodeError::Discovery(e.to_string())));
+                            }
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                    if step.last {
+                        if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                            let _ = reply.send(Ok(found.into_iter().collect()));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Attest(event) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    let f = accept(
+                        peer,
+                        request,
+                        channel,
+                        |peer, request, responder| InboundRequest::Attest { peer, request, responder },
+                        OutgoingResponse::Attest,
+                        &self.inbound,
+                    );
+                    self.replies.push(f);
+                }
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.attest, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.attest, request_id, Err(error)),
+                Event::InboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "attest inbound failure"),
+                Event::ResponseSent { .. } => {}
+            },
+            BehaviourEvent::Capacity(event) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    let f = accept(
+                        peer,
+                        request,
+                        channel,
+                        |peer, request, responder| InboundRequest::Capacity { peer, request, responder },
+                        OutgoingResponse::Capacity,
+                        &self.inbound,
+                    );
+                    self.replies.push(f);
+                }
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.capacity, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.capacity, request_id, Err(error)),
+                Event::InboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "capacity inbound failure"),
+                Event::ResponseSent { .. } => {}
+            },
+            BehaviourEvent::Provision(event) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    let f = accept(
+                        peer,
+                        request,
+                        channel,
+                        |peer, request, responder| InboundRequest::Provision { peer, request, responder },
+                        OutgoingResponse::Provision,
+                        &self.inbound,
+                    );
+                    self.replies.push(f);
+                }
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.provision, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.provision, request_id, Err(error)),
+                Event::InboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "provision inbound failure"),
+                Event::ResponseSent { .. } => {}
+            },
+            BehaviourEvent::Control(event) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    let f = accept(
+                        peer,
+                        request,
+                        channel,
+                        |peer, request, responder| InboundRequest::Control { peer, request, responder },
+                        OutgoingResponse::Control,
+                        &self.inbound,
+                    );
+                    self.replies.push(f);
+                }
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.control, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.control, request_id, Err(error)),
+                Event::InboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "control inbound failure"),
+                Event::ResponseSent { .. } => {}
+            },
+            _ => {}
+        }
+    }
+}
+
+fn finish<T>(
+    pending: &mut HashMap<OutboundRequestId, (PeerId, Reply<T>)>,
+    id: OutboundRequestId,
+    result: Result<T, request_response::OutboundFailure>,
+) {
+    if let Some((peer, reply)) = pending.remove(&id) {
+        let _ = reply.send(result.map_err(|e| NodeError::Request { peer, reason: e.to_string() }));
+    }
+}

@@ -1,0 +1,71 @@
+//! The wire formats of the Apocryph protocol family, as prost types.
+//!
+//! The `.proto` files in the repository's `proto/` folder are the only source of
+//! truth; this crate compiles them at build time (with protox, no system
+//! `protoc`) and re-exports the generated types, plus the protocol names and the
+//! size limits every peer applies before decoding a frame.
+//!
+//! It leaves framing and transport to `sealpod-net`, and the conversion from the
+//! user's pod manifest to [`Pod`] to `sealpod-manifest`.
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/apocryph.v0.rs"));
+    include!(concat!(env!("OUT_DIR"), "/apocryph.v0.serde.rs"));
+}
+
+pub use generated::*;
+pub use prost::Message;
+
+/// libp2p protocol names. The three seed protocols keep Apocryph's exact ids.
+pub mod protocol {
+    /// TEE attestation bound to the stream's authenticated endpoint.
+    pub const ATTEST: &str = "/apocryph/attest/0.0.1";
+    /// Capacity inquiry and priced offer.
+    pub const PROVISIONING_CAPACITY: &str = "/apocryph/provisioning-capacity/0.0.1";
+    /// Deploying a pod.
+    pub const PROVISION_POD: &str = "/apocryph/provision-pod/0.0.1";
+    /// sealpod's extension: status, logs, delete, list.
+    pub const POD_CONTROL: &str = "/apocryph/pod-control/0.0.1";
+}
+
+/// Largest frame, in bytes, a peer accepts on each protocol. Checked against the
+/// length prefix before a byte of the body is read.
+pub mod limits {
+    /// Attestation requests are a nonce; responses carry quotes and collateral.
+    pub const ATTEST_REQUEST: usize = 1024;
+    /// DCAP collateral with its certificate chains is tens of KiB.
+    pub const ATTEST_RESPONSE: usize = 1 << 20;
+    /// Capacity requests and offers are small.
+    pub const CAPACITY: usize = 64 * 1024;
+    /// A pod manifest may carry inline secrets and a payload manifest.
+    pub const PROVISION_REQUEST: usize = 4 << 20;
+    /// Status replies.
+    pub const PROVISION_RESPONSE: usize = 256 * 1024;
+    /// Control requests are ids and offsets.
+    pub const CONTROL_REQUEST: usize = 64 * 1024;
+    /// Log chunks are capped at [`LOG_CHUNK`] plus framing.
+    pub const CONTROL_RESPONSE: usize = 2 << 20;
+    /// The largest log chunk a provider sends in one response.
+    pub const LOG_CHUNK: u32 = 1 << 20;
+}
+
+impl Error {
+    /// An error with a code and a message, about no particular field.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code: code as i32, message: message.into(), field: String::new() }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Unspecified);
+        write!(f, "{}: {}", code.as_str_name().trim_start_matches("ERROR_CODE_").to_lowercase(), self.message)?;
+        if !self.field.is_empty() {
+            write!(f, " (field {})", self.field)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}

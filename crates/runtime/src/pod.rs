@@ -1,0 +1,180 @@
+//! The provider's handle on its pods' shims.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::logs::{read_log, LogSlice};
+use crate::shim::{mounts_under, teardown, FIRST_LISTENER_FD};
+use crate::spec::PodSpec;
+use crate::status::{process_alive, Phase, PodState, RunState};
+use crate::RuntimeError;
+
+/// Pods under one state directory, each owned by a shim process.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pods_dir: PathBuf,
+    shim_exe: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime keeping pods under `state_dir/pods`, re-executing `shim_exe`
+    /// (the `sealpod` binary) for shims and container starts.
+    pub fn new(state_dir: &Path, shim_exe: &Path) -> Result<Runtime, RuntimeError> {
+        let pods_dir = state_dir.join("pods");
+        std::fs::create_dir_all(&pods_dir)?;
+        Ok(Runtime { pods_dir, shim_exe: shim_exe.to_owned() })
+    }
+
+    /// The directory of pod `pod_id`.
+    pub fn pod_dir(&self, pod_id: &str) -> PathBuf {
+        self.pods_dir.join(pod_id)
+    }
+
+    /// Starts a shim for `spec`, handing it `listeners` (one per entry of
+    /// `spec.ports`), and waits until every container was started once, or
+    /// something failed. Returns the pod's state at that point.
+    pub fn create(&self, spec: &PodSpec, listeners: Vec<std::net::TcpListener>) -> Result<PodState, RuntimeError> {
+        assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
+        let dir = self.pod_dir(&spec.pod_id);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        let log = std::fs::File::create(dir.join("shim.log"))?;
+        // Move the listeners above the range they must land in, so that the
+        // dup2 calls in the child never clobber one another.
+        let high: Vec<OwnedFd> = listeners
+            .iter()
+            .map(|l| {
+                nix::fcntl::fcntl(l, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64))
+                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we now own.
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .map_err(std::io::Error::from)
+            })
+            .collect::<Result<_, _>>()?;
+        let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+        let mut cmd = Command::new(&self.shim_exe);
+        cmd.arg("shim")
+            .arg("--pod-dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only async-signal-safe calls (setsid, dup2) run between fork
+        // and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                for (i, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, FIRST_LISTENER_FD + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(high);
+        drop(listeners);
+        // The shim is reaped by init once it exits; a provider that waited for
+        // it would tie the pod's life to its own.
+        let shim_pid = child.id();
+        std::mem::forget(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(state) = PodState::load(&dir) {
+                if state.shim_pid == shim_pid && state_settled(&state) {
+                    return Ok(state);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout("start the pod"));
+            }
+            if !pid_running(shim_pid) {
+                let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+                return Err(RuntimeError::Setup(format!("the pod's shim exited: {}", log.trim())));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The pod's current state. A shim that died without tearing down is
+    /// reported as a failed pod.
+    pub fn state(&self, pod_id: &str) -> Result<PodState, RuntimeError> {
+        let dir = self.pod_dir(pod_id);
+        let mut state = PodState::load(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::NotFound(pod_id.to_owned()),
+            _ => RuntimeError::Io(e),
+        })?;
+        if !matches!(state.phase, Phase::Deleted) && !process_alive(state.shim_pid, state.shim_start_time) {
+            state.phase = Phase::Failed;
+            state.message = "the pod's shim is gone; delete the pod to clean up".into();
+        }
+        Ok(state)
+    }
+
+    /// Whether the pod's shim is running.
+    pub fn is_running(&self, pod_id: &str) -> bool {
+        PodState::load(&self.pod_dir(pod_id)).is_ok_and(|s| process_alive(s.shim_pid, s.shim_start_time))
+    }
+
+    /// Reads a slice of a container's log.
+    pub fn read_log(&self, pod_id: &str, container: &str, offset: u64, max: usize) -> Result<LogSlice, RuntimeError> {
+        Ok(read_log(&self.pod_dir(pod_id).join("logs"), container, offset, max)?)
+    }
+
+    /// Stops and removes the pod: asks its shim to tear down (or does it here if
+    /// the shim is gone), then deletes the pod directory.
+    pub fn delete(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        let dir = self.pod_dir(pod_id);
+        if !dir.exists() {
+            return Err(RuntimeError::NotFound(pod_id.to_owned()));
+        }
+        if let Ok(state) = PodState::load(&dir) {
+            if process_alive(state.shim_pid, state.shim_start_time) {
+                let pid = nix::unistd::Pid::from_raw(state.shim_pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while process_alive(state.shim_pid, state.shim_start_time) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if process_alive(state.shim_pid, state.shim_start_time) {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        // Whatever the shim did or did not do, make sure nothing is left.
+        if let Ok(spec) = std::fs::read(dir.join("spec.json")).map_err(RuntimeError::from).and_then(|b| {
+            serde_json::from_slice::<PodSpec>(&b).map_err(RuntimeError::from)
+        }) {
+            teardown(&dir, &spec)?;
+        }
+        let left = mounts_under(&dir);
+        if !left.is_empty() {
+            return Err(RuntimeError::Teardown(format!("mounts still present: {left:?}")));
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Ids of the pods present on disk.
+    pub fn pod_ids(&self) -> Vec<String> {
+        std::fs::read_dir(&self.pods_dir)
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether the shim has finished its first start of every container.
+fn state_settled(state: &PodState) -> bool {
+    match state.phase {
+        Phase::Starting => false,
+        Phase::Running => state.containers.iter().all(|c| c.state != RunState::Created),
+        _ => true,
+    }
+}
+
+fn pid_running(pid: u32) -> bool {
+    crate::status::process_start_time(pid).is_some()
+}

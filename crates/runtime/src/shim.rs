@@ -1,0 +1,561 @@
+//! The per-pod shim: a small supervisor process that owns one pod.
+//!
+//! The provider starts it (a re-exec of the `sealpod` binary) in a session of
+//! its own, so the pod outlives a provider restart. The shim creates the pod's
+//! network namespace, mounts each container's root filesystem, starts the
+//! containers, captures their output, forwards the pod's ports from the host,
+//! restarts containers by policy, reports state in `status.json`, and on
+//! SIGTERM tears everything down.
+//!
+//! Containers are created by a separate short-lived process (`start-container`,
+//! another re-exec) because creating one forks, and forking from the shim's
+//! multi-threaded runtime is unsafe. The shim is a child subreaper, so each
+//! container's init process becomes the shim's child once that helper exits,
+//! and the shim alone reaps every child.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::logs::{LogWriter, DEFAULT_ROTATE_BYTES};
+use crate::netns::{Connector, NetNs};
+use crate::spec::{oci_config, volume_path, ContainerPaths, PodSpec, RestartPolicy, VolumeKind};
+use crate::status::{process_start_time, ContainerState, Phase, PodState, RunState};
+use crate::RuntimeError;
+
+/// First file descriptor of the host listeners the provider passes to the
+/// shim, one per entry of `PodSpec::ports`, in order.
+pub const FIRST_LISTENER_FD: i32 = 3;
+
+/// Most connections a pod's port forwards carry at once.
+const MAX_FORWARDED_CONNECTIONS: usize = 1024;
+
+/// Runs the shim for the pod in `pod_dir` until it is told to stop. `exe` is
+/// the binary to re-exec for `start-container`.
+pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
+    let spec: PodSpec = serde_json::from_slice(&fs::read(pod_dir.join("spec.json"))?)?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+    // Take ownership of the inherited listeners before anything else opens fds.
+    let listeners: Vec<std::net::TcpListener> = (0..spec.ports.len())
+        .map(|i| {
+            // SAFETY: the provider placed one listening socket at each of these
+            // descriptor numbers for this process, and nothing else owns them.
+            unsafe { std::net::TcpListener::from_raw_fd(FIRST_LISTENER_FD + i as i32) }
+        })
+        .collect();
+
+    let mut state = PodState {
+        pod_id: spec.pod_id.clone(),
+        phase: Phase::Starting,
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| ContainerState {
+                name: c.name.clone(),
+                state: RunState::Created,
+                exit_code: None,
+                restarts: 0,
+                message: String::new(),
+                pid: None,
+            })
+            .collect(),
+        message: String::new(),
+        shim_pid: std::process::id(),
+        shim_start_time: process_start_time(std::process::id()).unwrap_or(0),
+    };
+    state.save(pod_dir)?;
+
+    let netns = match prepare(pod_dir, &spec) {
+        Ok(ns) => ns,
+        Err(e) => {
+            state.phase = Phase::Failed;
+            state.message = format!("pod setup failed: {e}");
+            state.save(pod_dir)?;
+            let _ = teardown(pod_dir, &spec);
+            return Err(e);
+        }
+    };
+    for c in &spec.containers {
+        let paths = ContainerPaths::new(pod_dir, &c.name);
+        let config = oci_config(&spec, c, pod_dir, &netns.path());
+        fs::write(paths.bundle.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    }
+    let connector = netns.connector()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = rt.block_on(supervise(pod_dir, exe, &spec, state, listeners, connector));
+    drop(netns);
+    result
+}
+
+/// Creates the network namespace, volumes and container root filesystems.
+fn prepare(pod_dir: &Path, spec: &PodSpec) -> Result<NetNs, RuntimeError> {
+    let netns = NetNs::create()?;
+    fs::write(pod_dir.join("hosts"), format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n", spec.pod_id))?;
+    fs::write(pod_dir.join("hostname"), format!("{}\n", spec.pod_id))?;
+    for v in &spec.volumes {
+        let path = volume_path(pod_dir, &v.name);
+        fs::create_dir_all(&path)?;
+        if let VolumeKind::Memory { size_bytes } = v.kind {
+            let opts = if size_bytes > 0 { format!("size={size_bytes},mode=0777") } else { "mode=0777".into() };
+            mount("tmpfs", &path, "tmpfs", &opts)?;
+        }
+    }
+    for c in &spec.containers {
+        let p = ContainerPaths::new(pod_dir, &c.name);
+        for d in [&p.rootfs, &p.upper, &p.work] {
+            fs::create_dir_all(d)?;
+        }
+        if !is_mount_point(&p.rootfs) {
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                c.image_rootfs.display(),
+                p.upper.display(),
+                p.work.display()
+            );
+            mount("overlay", &p.rootfs, "overlay", &opts)?;
+        }
+    }
+    Ok(netns)
+}
+
+fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> Result<(), RuntimeError> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(Some(source), target, Some(fstype), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data))
+        .map_err(|e| RuntimeError::Setup(format!("mount {fstype} on {}: {e}", target.display())))
+}
+
+/// Whether something is mounted exactly at `path`.
+pub fn is_mount_point(path: &Path) -> bool {
+    mounts_under(path).iter().any(|m| m == path)
+}
+
+/// Mount points at or below `path`, from /proc/self/mountinfo.
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(path))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+enum Event {
+    Restart(usize),
+}
+
+struct Supervisor<'a> {
+    pod_dir: &'a Path,
+    exe: &'a Path,
+    spec: &'a PodSpec,
+    state: PodState,
+    /// Write ends of each container's log pipe, kept for restarts.
+    log_pipes: Vec<OwnedFd>,
+    /// Helper pid -> container index.
+    helpers: HashMap<i32, usize>,
+    /// Exits of processes not yet claimed (an init that exits before its
+    /// helper does).
+    unclaimed: HashMap<i32, i32>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+async fn supervise(
+    pod_dir: &Path,
+    exe: &Path,
+    spec: &PodSpec,
+    state: PodState,
+    listeners: Vec<std::net::TcpListener>,
+    connector: Connector,
+) -> Result<(), RuntimeError> {
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+
+    let mut log_pipes = Vec::new();
+    for c in &spec.containers {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let mut writer = LogWriter::open(&pod_dir.join("logs"), &c.name, DEFAULT_ROTATE_BYTES)?;
+        std::thread::Builder::new().name(format!("log-{}", c.name)).spawn(move || {
+            let mut file = fs::File::from(read);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut file, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if let Err(e) = writer.append(&buf[..n]) {
+                            eprintln!("log write failed: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        })?;
+        log_pipes.push(write);
+    }
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS));
+    for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), connections.clone()));
+    }
+
+    let mut sup = Supervisor {
+        pod_dir,
+        exe,
+        spec,
+        state,
+        log_pipes,
+        helpers: HashMap::new(),
+        unclaimed: HashMap::new(),
+        events: events_tx,
+    };
+    for i in 0..spec.containers.len() {
+        sup.start(i);
+    }
+    sup.save();
+
+    loop {
+        tokio::select! {
+            _ = sigchld.recv() => sup.reap(),
+            Some(Event::Restart(i)) = events.recv() => {
+                if sup.state.containers[i].state == RunState::Restarting {
+                    sup.state.containers[i].restarts += 1;
+                    sup.start(i);
+                    sup.save();
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    sup.state.phase = Phase::Stopping;
+    sup.save();
+    let result = tokio::task::block_in_place(|| teardown(pod_dir, spec));
+    // Reap whatever the teardown killed.
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if matches!(status, WaitStatus::StillAlive) {
+            break;
+        }
+    }
+    sup.state.phase = if result.is_ok() { Phase::Deleted } else { Phase::Failed };
+    if let Err(e) = &result {
+        sup.state.message = format!("teardown incomplete: {e}");
+    }
+    for c in &mut sup.state.containers {
+        c.pid = None;
+        if c.state != RunState::Exited {
+            c.state = RunState::Exited;
+        }
+    }
+    sup.save();
+    result
+}
+
+impl Supervisor<'_> {
+    fn save(&mut self) {
+        self.state.phase = self.phase();
+        if let Err(e) = self.state.save(self.pod_dir) {
+            eprintln!("cannot write pod status: {e}");
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        let cs = &self.state.containers;
+        if cs.iter().all(|c| c.state == RunState::Exited) {
+            if cs.iter().all(|c| c.exit_code == Some(0)) {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            }
+        } else if cs.iter().any(|c| c.state == RunState::Created) {
+            Phase::Starting
+        } else {
+            Phase::Running
+        }
+    }
+
+    /// Launches the helper that creates and starts container `i`.
+    fn start(&mut self, i: usize) {
+        let c = &self.spec.containers[i];
+        let paths = ContainerPaths::new(self.pod_dir, &c.name);
+        let pid_file = paths.bundle.join("init.pid");
+        let _ = fs::remove_file(&pid_file);
+        let out = self.log_pipes[i].try_clone();
+        let err = self.log_pipes[i].try_clone();
+        let spawned = match (out, err) {
+            (Ok(out), Ok(err)) => Command::new(self.exe)
+                .arg("start-container")
+                .arg("--root")
+                .arg(self.pod_dir.join("state"))
+                .arg("--id")
+                .arg(&c.name)
+                .arg("--bundle")
+                .arg(&paths.bundle)
+                .arg("--pid-file")
+                .arg(&pid_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .spawn(),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let cs = &mut self.state.containers[i];
+        match spawned {
+            Ok(child) => {
+                self.helpers.insert(child.id() as i32, i);
+                cs.state = RunState::Created;
+                // The child handle is dropped on purpose: this process reaps
+                // every child itself in `reap`.
+                drop(child);
+            }
+            Err(e) => {
+                cs.message = format!("cannot launch start-container: {e}");
+                self.exited(i, 127);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if let Some(i) = self.helpers.remove(&pid) {
+                self.helper_done(i, code);
+            } else if let Some(i) = self.state.containers.iter().position(|c| c.pid == Some(pid)) {
+                self.exited(i, code);
+            } else {
+                self.unclaimed.insert(pid, code);
+            }
+        }
+        self.save();
+    }
+
+    fn helper_done(&mut self, i: usize, code: i32) {
+        let name = self.spec.containers[i].name.clone();
+        let pid_file = ContainerPaths::new(self.pod_dir, &name).bundle.join("init.pid");
+        let pid = fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        match (code, pid) {
+            (0, Some(pid)) => {
+                let c = &mut self.state.containers[i];
+                c.state = RunState::Running;
+                c.pid = Some(pid);
+                c.message.clear();
+                if let Some(code) = self.unclaimed.remove(&pid) {
+                    self.exited(i, code);
+                }
+            }
+            _ => {
+                self.state.containers[i].message =
+                    format!("container failed to start (start-container exited with {code}); see its logs");
+                self.exited(i, 127);
+            }
+        }
+    }
+
+    /// Container `i`'s process ended with `code`: restart it or let it rest.
+    fn exited(&mut self, i: usize, code: i32) {
+        let restart = match self.spec.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != 0,
+            RestartPolicy::Never => false,
+        };
+        let c = &mut self.state.containers[i];
+        c.pid = None;
+        c.exit_code = Some(code);
+        if restart {
+            c.state = RunState::Restarting;
+            // Exponential back-off: 0.5 s, 1 s, 2 s … capped at 30 s.
+            let delay = Duration::from_millis(500u64.saturating_mul(1 << c.restarts.min(6))).min(Duration::from_secs(30));
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = events.send(Event::Restart(i));
+            });
+        } else {
+            c.state = RunState::Exited;
+        }
+    }
+}
+
+async fn forward_port(
+    listener: tokio::net::TcpListener,
+    target_port: u16,
+    connector: Connector,
+    connections: Arc<tokio::sync::Semaphore>,
+) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the limit: refuse by closing rather than queueing forever.
+            continue;
+        };
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outbound = tokio::task::spawn_blocking(move || connector.connect(target_port)).await;
+            let Ok(Ok(outbound)) = outbound else { return };
+            if outbound.set_nonblocking(true).is_err() {
+                return;
+            }
+            let Ok(mut outbound) = tokio::net::TcpStream::from_std(outbound) else { return };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
+    }
+}
+
+/// Removes every trace of a running pod: its containers (killed), their
+/// cgroups, the root filesystem and volume mounts. Safe to run again, and
+/// safe to run from a process other than the shim (when the shim is gone).
+pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
+    use libcontainer::container::Container;
+    use libcontainer::signal::Signal;
+    let root = pod_dir.join("state");
+    let mut problems = Vec::new();
+    let mut loaded = Vec::new();
+    for c in &spec.containers {
+        let dir = root.join(&c.name);
+        if !dir.exists() {
+            continue;
+        }
+        match Container::load(dir) {
+            Ok(mut container) => {
+                let _ = container.kill(Signal::try_from("SIGTERM").expect("SIGTERM is a signal"), true);
+                loaded.push(container);
+            }
+            Err(e) => problems.push(format!("{}: {e}", c.name)),
+        }
+    }
+    // Give processes a moment to exit on SIGTERM before SIGKILL.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline
+        && loaded.iter_mut().any(|c| c.refresh_status().is_ok() && c.pid().is_some_and(|p| pid_alive(p.as_raw())))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for mut c in loaded {
+        if let Err(e) = c.delete(true) {
+            problems.push(format!("{}: {e}", c.id()));
+        }
+    }
+    for c in &spec.containers {
+        let rootfs = ContainerPaths::new(pod_dir, &c.name).rootfs;
+        unmount_all(&rootfs, &mut problems);
+    }
+    unmount_all(&pod_dir.join("volumes"), &mut problems);
+    remove_pod_cgroups(&spec.pod_id, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Teardown(problems.join("; ")))
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rfind(')').is_some_and(|i| s[i + 1..].trim_start().starts_with('Z')))
+            .unwrap_or(true)
+}
+
+fn unmount_all(path: &Path, problems: &mut Vec<String>) {
+    let mut mounts = mounts_under(path);
+    // Deepest first.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in mounts {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            problems.push(format!("unmount {}: {e}", m.display()));
+        }
+    }
+}
+
+/// Removes the pod's cgroup in every hierarchy (cgroup v1 controllers or the
+/// v2 unified tree). The containers' own cgroups were removed by delete.
+fn remove_pod_cgroups(pod_id: &str, problems: &mut Vec<String>) {
+    let rel = crate::spec::pod_cgroup(pod_id);
+    let rel = rel.trim_start_matches('/');
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else { return };
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(rel)];
+    for e in entries.flatten() {
+        dirs.push(e.path().join(rel));
+    }
+    for dir in dirs {
+        if !dir.is_dir() {
+            continue;
+        }
+        // Leftover child cgroups first (a container whose delete failed).
+        if let Ok(children) = fs::read_dir(&dir) {
+            for child in children.flatten() {
+                if child.path().is_dir() {
+                    let _ = fs::remove_dir(child.path());
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir(&dir) {
+            problems.push(format!("remove cgroup {}: {e}", dir.display()));
+        }
+    }
+}
+
+/// The `start-container` helper: creates and starts one container with
+/// libcontainer, then exits, leaving the container's init process to the shim.
+/// Runs in a fresh single-threaded process.
+pub fn start_container(root: &Path, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), RuntimeError> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::container::Container;
+    use libcontainer::syscall::syscall::SyscallType;
+    let previous = root.join(id);
+    if previous.exists() {
+        // A restart: the exited container must go before its id can be reused.
+        Container::load(previous)
+            .and_then(|mut c| c.delete(true))
+            .map_err(|e| RuntimeError::Container(format!("removing the previous run: {e}")))?;
+    }
+    let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.with_pid_file(Some(pid_file)))
+        .and_then(|b| b.validate_id())
+        .map_err(|e| RuntimeError::Container(e.to_string()))?
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| RuntimeError::Container(format!("create: {e}")))?;
+    container.start().map_err(|e| RuntimeError::Container(format!("start: {e}")))?;
+    Ok(())
+}

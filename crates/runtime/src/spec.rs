@@ -1,0 +1,324 @@
+//! What a pod is, as the runtime sees it, and the OCI runtime configuration
+//! (`config.json`) each of its containers runs with.
+//!
+//! The provider resolves images and turns the wire manifest into a [`PodSpec`];
+//! from here on nothing is looked up again, so the shim can rebuild everything
+//! from the spec file alone after a restart.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A pod ready to run: every image resolved and unpacked, every port bound.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodSpec {
+    /// The provider's id for the pod; also names its cgroup and directory.
+    pub pod_id: String,
+    /// The containers, started in order.
+    pub containers: Vec<ContainerSpec>,
+    /// What to do when a container's process exits.
+    pub restart: RestartPolicy,
+    /// The pod's volumes, by name.
+    pub volumes: Vec<VolumeSpec>,
+    /// Host listeners the shim forwards into the pod's network namespace.
+    pub ports: Vec<PortForward>,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerSpec {
+    /// Unique within the pod.
+    pub name: String,
+    /// The unpacked image, mounted read-only as the overlay's lower layer.
+    pub image_rootfs: PathBuf,
+    /// Digest of the image manifest, for status and payload-manifest checks.
+    pub image_digest: String,
+    /// The full argv.
+    pub args: Vec<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    /// Absolute path inside the container.
+    pub cwd: String,
+    /// Numeric user and group the process runs as.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// Limits from the requested resources.
+    pub limits: Limits,
+    /// Volumes mounted into this container.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// cgroup limits for one container.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// CPU quota in millicores; 0 for none.
+    pub cpu_millicores: u64,
+    /// Memory limit in bytes; 0 for none.
+    pub memory_bytes: u64,
+    /// Maximum number of tasks.
+    pub pids: u32,
+}
+
+/// When to restart a container whose process has exited.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// On a non-zero exit status or a signal.
+    OnFailure,
+    /// Whenever it exits.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// A pod volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeSpec {
+    /// Name that mounts refer to.
+    pub name: String,
+    /// Where its contents live.
+    pub kind: VolumeKind,
+}
+
+/// The storage behind a volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeKind {
+    /// A directory in the pod's state directory, deleted with the pod.
+    EmptyDir,
+    /// A tmpfs of at most this many bytes (0: the kernel's default).
+    Memory {
+        /// Size limit.
+        size_bytes: u64,
+    },
+}
+
+/// A volume mounted into a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountSpec {
+    /// The pod volume's name.
+    pub volume: String,
+    /// Absolute path inside the container.
+    pub path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// A host listener forwarded to a port inside the pod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortForward {
+    /// Address the host listener is bound to.
+    pub host: std::net::SocketAddr,
+    /// Port inside the pod's network namespace.
+    pub target_port: u16,
+    /// The container that declared the port.
+    pub container: String,
+}
+
+/// The per-container paths of a pod directory.
+#[derive(Debug, Clone)]
+pub struct ContainerPaths {
+    /// OCI bundle: holds `config.json`.
+    pub bundle: PathBuf,
+    /// The overlay mount point the container sees as `/`.
+    pub rootfs: PathBuf,
+    /// The overlay's writable layer.
+    pub upper: PathBuf,
+    /// The overlay's work directory.
+    pub work: PathBuf,
+}
+
+impl ContainerPaths {
+    /// Paths of container `name` in pod directory `pod_dir`.
+    pub fn new(pod_dir: &Path, name: &str) -> Self {
+        let base = pod_dir.join("containers").join(name);
+        ContainerPaths {
+            rootfs: base.join("rootfs"),
+            upper: base.join("upper"),
+            work: base.join("work"),
+            bundle: base,
+        }
+    }
+}
+
+/// The cgroup of a pod, relative to each hierarchy's root.
+pub fn pod_cgroup(pod_id: &str) -> String {
+    format!("/sealpod/{pod_id}")
+}
+
+/// The capabilities a container keeps: the set Docker and Podman grant by
+/// default, which excludes everything that reaches the host (SYS_ADMIN,
+/// NET_ADMIN, SYS_MODULE, SYS_PTRACE…).
+const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Default number of tasks a container may run when the manifest says nothing.
+pub const DEFAULT_PIDS: u32 = 1024;
+
+/// Builds the OCI runtime configuration for one container.
+///
+/// `netns` is a path to the pod's network namespace, which every container of
+/// the pod joins; everything else (mount, PID, IPC, UTS, cgroup) is the
+/// container's own.
+pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path) -> Value {
+    let caps: Vec<&str> = CAPABILITIES.to_vec();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
+        json!({"destination": "/etc/hosts", "type": "bind", "source": pod_dir.join("hosts"), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
+        json!({"destination": "/etc/hostname", "type": "bind", "source": pod_dir.join("hostname"), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
+    ];
+    for m in &c.mounts {
+        if !pod.volumes.iter().any(|v| v.name == m.volume) {
+            continue;
+        }
+        let mut options = vec!["rbind", "nosuid", "nodev"];
+        if m.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": m.path,
+            "type": "bind",
+            "source": volume_path(pod_dir, &m.volume),
+            "options": options,
+        }));
+    }
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+        "pids": {"limit": if c.limits.pids == 0 { DEFAULT_PIDS } else { c.limits.pids }},
+    });
+    if c.limits.memory_bytes > 0 {
+        resources["memory"] = json!({"limit": c.limits.memory_bytes, "swap": c.limits.memory_bytes});
+    }
+    if c.limits.cpu_millicores > 0 {
+        let period: u64 = 100_000;
+        resources["cpu"] = json!({"quota": c.limits.cpu_millicores * period / 1000, "period": period});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": c.uid, "gid": c.gid},
+            "args": c.args,
+            "env": c.env,
+            "cwd": c.cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536u64, "soft": 65536u64}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": pod.pod_id,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "cgroup"},
+                {"type": "network", "path": netns},
+            ],
+            "cgroupsPath": format!("{}/{}", pod_cgroup(&pod.pod_id), c.name),
+            "resources": resources,
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi", "/sys/devices/virtual/powercap",
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+            ],
+        },
+    })
+}
+
+/// Where a pod volume's contents live on the host.
+pub fn volume_path(pod_dir: &Path, name: &str) -> PathBuf {
+    pod_dir.join("volumes").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodSpec {
+        PodSpec {
+            pod_id: "p1".into(),
+            containers: vec![ContainerSpec {
+                name: "web".into(),
+                image_rootfs: "/img".into(),
+                image_digest: "sha256:00".into(),
+                args: vec!["/bin/serve".into()],
+                env: vec!["A=1".into()],
+                cwd: "/".into(),
+                uid: 0,
+                gid: 0,
+                limits: Limits { cpu_millicores: 500, memory_bytes: 64 << 20, pids: 0 },
+                mounts: vec![MountSpec { volume: "data".into(), path: "/data".into(), read_only: true }],
+            }],
+            restart: RestartPolicy::OnFailure,
+            volumes: vec![VolumeSpec { name: "data".into(), kind: VolumeKind::EmptyDir }],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn config_turns_requested_resources_into_cgroup_limits() {
+        let p = pod();
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
+        assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64u64 << 20);
+        assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], DEFAULT_PIDS);
+        assert_eq!(cfg["linux"]["cgroupsPath"], "/sealpod/p1/web");
+    }
+
+    #[test]
+    fn containers_share_the_pod_network_namespace_only() {
+        let p = pod();
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
+        let ns = cfg["linux"]["namespaces"].as_array().unwrap();
+        let with_path: Vec<_> = ns.iter().filter(|n| n.get("path").is_some()).collect();
+        assert_eq!(with_path.len(), 1);
+        assert_eq!(with_path[0]["type"], "network");
+        assert_eq!(ns.len(), 6);
+    }
+
+    #[test]
+    fn config_drops_host_reaching_capabilities() {
+        let p = pod();
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
+        let caps = cfg["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN"));
+        assert_eq!(cfg["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn volume_mounts_are_bind_mounts_from_the_pod_directory() {
+        let p = pod();
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
+        let m = cfg["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data").unwrap();
+        assert_eq!(m["source"], "/pods/p1/volumes/data");
+        assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+    }
+}
