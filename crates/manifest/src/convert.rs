@@ -7,10 +7,16 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sealpod_proto::{image, volume, Container, EnvVar, Image, Pod, Port, Protocol, Replicas, Resources, RestartPolicy, Volume, VolumeMount};
+use sealpod_proto::{
+    image, volume, Container, EnvVar, Image, Pod, Port, Protocol, Replicas, Resources,
+    RestartPolicy, Volume, VolumeMount,
+};
 
 use crate::error::{FieldPath, ManifestErrorKind};
-use crate::pod::{quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec, RestartPolicySpec, SecretSpec};
+use crate::pod::{
+    quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec,
+    RestartPolicySpec, SecretSpec,
+};
 use crate::MAX_SECRET_BYTES;
 
 /// A rule broken at `path`.
@@ -21,39 +27,73 @@ pub(crate) struct Invalid {
 }
 
 fn invalid(path: FieldPath, message: impl Into<String>) -> Invalid {
-    Invalid { path, kind: ManifestErrorKind::Invalid(message.into()) }
+    Invalid {
+        path,
+        kind: ManifestErrorKind::Invalid(message.into()),
+    }
 }
 
-/// Where pod volumes come from: the pod's `volumes:` or a container's inline
-/// definition, for error messages.
-struct VolumeOrigin {
-    path: FieldPath,
+/// What the pod-wide rules need while containers are converted one by one.
+struct PodState<'a> {
+    base_dir: Option<&'a Path>,
+    /// The wire volumes: the pod's own first, then inline ones as met.
+    volumes: Vec<Volume>,
+    /// Each volume's name and where it was defined, for error messages.
+    volume_names: HashMap<String, FieldPath>,
+    ports: PortRegistry,
+    /// Mounts by name, checked at the end: a container may mount a named
+    /// inline volume that a later container defines.
+    references: Vec<(String, FieldPath)>,
 }
 
 pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<Pod, Invalid> {
     let root = FieldPath::default();
     if manifest.containers.is_empty() {
-        return Err(invalid(root.key("containers"), "a pod needs at least one container"));
+        return Err(invalid(
+            root.key("containers"),
+            "a pod needs at least one container",
+        ));
     }
 
-    let mut volumes = Vec::new();
-    let mut volume_names: HashMap<String, VolumeOrigin> = HashMap::new();
+    let mut state = PodState {
+        base_dir,
+        volumes: Vec::new(),
+        volume_names: HashMap::new(),
+        ports: PortRegistry::default(),
+        references: Vec::new(),
+    };
     for (i, spec) in manifest.volumes.iter().enumerate() {
         let path = root.key("volumes").index(i);
         let name = spec.name.0.clone();
-        if let Some(first) = volume_names.get(&name) {
-            return Err(invalid(path.key("name"), format!("volume name {name} is already used by {}", first.path)));
+        if let Some(first) = state.volume_names.get(&name) {
+            return Err(invalid(
+                path.key("name"),
+                format!("volume name {name} is already used by {first}"),
+            ));
         }
-        let kind = volume_kind(&path, &name, spec.empty_dir.as_ref(), spec.persistent.as_ref(), spec.secret.as_ref(), base_dir)?
-            .ok_or_else(|| invalid(path.clone(), "a volume needs one of emptyDir, persistent or secret"))?;
-        volume_names.insert(name.clone(), VolumeOrigin { path });
-        volumes.push(Volume { name, kind: Some(kind) });
+        let kind = volume_kind(
+            &path,
+            &name,
+            spec.empty_dir.as_ref(),
+            spec.persistent.as_ref(),
+            spec.secret.as_ref(),
+            base_dir,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                path.clone(),
+                "a volume needs one of emptyDir, persistent or secret",
+            )
+        })?;
+        state.volume_names.insert(name.clone(), path);
+        state.volumes.push(Volume {
+            name,
+            kind: Some(kind),
+        });
     }
 
     let mut containers = Vec::with_capacity(manifest.containers.len());
     let mut container_names: HashMap<String, FieldPath> = HashMap::new();
-    let mut ports = PortRegistry::default();
-    let mut references = Vec::new();
     for (i, spec) in manifest.containers.into_iter().enumerate() {
         let path = root.key("containers").index(i);
         if let Some(first) = container_names.get(&spec.name.0) {
@@ -63,50 +103,53 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
             ));
         }
         container_names.insert(spec.name.0.clone(), path.clone());
-        let container = container(&path, spec, base_dir, &mut volumes, &mut volume_names, &mut ports, &mut references)?;
-        containers.push(container);
+        containers.push(container(&path, spec, &mut state)?);
     }
 
-    // Checked once every inline volume is known: a container may mount a
-    // named inline volume that another container defines.
-    for (name, path) in references {
-        if !volume_names.contains_key(&name) {
-            let defined: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    for (name, path) in &state.references {
+        if !state.volume_names.contains_key(name) {
+            let defined: Vec<&str> = state.volumes.iter().map(|v| v.name.as_str()).collect();
             let hint = if defined.is_empty() {
-                "the pod defines no volumes; add one under volumes: or define it inline here".to_owned()
+                "the pod defines no volumes; add one under volumes: or define it inline here"
+                    .to_owned()
             } else {
                 format!("the pod defines {}", defined.join(", "))
             };
-            return Err(invalid(path, format!("no volume named {name}: {hint}")));
+            return Err(invalid(
+                path.clone(),
+                format!("no volume named {name}: {hint}"),
+            ));
         }
     }
 
     Ok(Pod {
         containers,
         replicas: Some(replicas(&root, manifest.replicas)?),
-        restart_policy: match manifest.restart_policy.unwrap_or(RestartPolicySpec::OnFailure) {
+        restart_policy: match manifest
+            .restart_policy
+            .unwrap_or(RestartPolicySpec::OnFailure)
+        {
             RestartPolicySpec::OnFailure => RestartPolicy::OnFailure,
             RestartPolicySpec::Always => RestartPolicy::Always,
             RestartPolicySpec::Never => RestartPolicy::Never,
         } as i32,
-        volumes,
+        volumes: state.volumes,
     })
 }
 
 fn container(
     path: &FieldPath,
     spec: ContainerSpec,
-    base_dir: Option<&Path>,
-    volumes: &mut Vec<Volume>,
-    volume_names: &mut HashMap<String, VolumeOrigin>,
-    ports: &mut PortRegistry,
-    references: &mut Vec<(String, FieldPath)>,
+    state: &mut PodState<'_>,
 ) -> Result<Container, Invalid> {
     let name = spec.name.0;
 
     let (mounts_key, mounts) = match (spec.volume_mounts, spec.volumes) {
         (Some(_), Some(_)) => {
-            return Err(invalid(path.key("volumes"), "give volumeMounts or volumes (the same thing), not both"))
+            return Err(invalid(
+                path.key("volumes"),
+                "give volumeMounts or volumes (the same thing), not both",
+            ))
         }
         (Some(mounts), None) => ("volumeMounts", mounts),
         (None, Some(mounts)) => ("volumes", mounts),
@@ -119,42 +162,61 @@ fn container(
         if let Some(first) = mount_paths.get(&mount.mount_path.0) {
             return Err(invalid(
                 mount_path.key("mountPath"),
-                format!("mountPath {} is already used by {first}", mount.mount_path.0),
+                format!(
+                    "mountPath {} is already used by {first}",
+                    mount.mount_path.0
+                ),
             ));
         }
         mount_paths.insert(mount.mount_path.0.clone(), mount_path.clone());
 
-        let inline_name = mount.name.as_ref().map_or_else(|| format!("{name}-vol-{j}"), |n| n.0.clone());
+        let inline_name = mount
+            .name
+            .as_ref()
+            .map_or_else(|| format!("{name}-vol-{j}"), |n| n.0.clone());
         let inline = volume_kind(
             &mount_path,
             &inline_name,
             mount.empty_dir.as_ref(),
             mount.persistent.as_ref(),
             mount.secret.as_ref(),
-            base_dir,
+            state.base_dir,
         )?;
         let volume_name = match inline {
             Some(kind) => {
-                if let Some(first) = volume_names.get(&inline_name) {
-                    let what = if mount.name.is_some() { "this volume's name" } else { "the generated name" };
+                if let Some(first) = state.volume_names.get(&inline_name) {
+                    let what = match mount.name {
+                        Some(_) => "this volume's name",
+                        None => "the generated name",
+                    };
                     return Err(invalid(
                         mount_path.clone(),
-                        format!("{what} {inline_name} is already used by {}; name this volume", first.path),
+                        format!(
+                            "{what} {inline_name} is already used by {first}; name this volume"
+                        ),
                     ));
                 }
-                volume_names.insert(inline_name.clone(), VolumeOrigin { path: mount_path.clone() });
-                volumes.push(Volume { name: inline_name.clone(), kind: Some(kind) });
+                state
+                    .volume_names
+                    .insert(inline_name.clone(), mount_path.clone());
+                state.volumes.push(Volume {
+                    name: inline_name.clone(),
+                    kind: Some(kind),
+                });
                 inline_name
             }
             None => match mount.name {
                 Some(reference) => {
-                    references.push((reference.0.clone(), mount_path.key("name")));
+                    state
+                        .references
+                        .push((reference.0.clone(), mount_path.key("name")));
                     reference.0
                 }
                 None => {
                     return Err(invalid(
                         mount_path,
-                        "give the name of a pod volume, or define the volume here with emptyDir, persistent or secret",
+                        "give the name of a pod volume, or define the volume here \
+                         with emptyDir, persistent or secret",
                     ))
                 }
             },
@@ -169,11 +231,15 @@ fn container(
     let mut wire_ports = Vec::with_capacity(spec.ports.len());
     for (j, port) in spec.ports.into_iter().enumerate() {
         let port_path = path.key("ports").index(j);
-        ports.register(&port_path, &port)?;
+        state.ports.register(&port_path, &port)?;
         wire_ports.push(Port {
             port: u32::from(port.port),
             target_port: u32::from(port.target_port),
-            protocol: if port.udp { Protocol::Udp } else { Protocol::Tcp } as i32,
+            protocol: if port.udp {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            } as i32,
             host_ip: port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             name: port.name.unwrap_or_default(),
         });
@@ -186,7 +252,9 @@ fn container(
 
     Ok(Container {
         name,
-        image: Some(Image { source: Some(image::Source::Reference(spec.image.0)) }),
+        image: Some(Image {
+            source: Some(image::Source::Reference(spec.image.0)),
+        }),
         command: spec.command.map(|words| words.0).unwrap_or_default(),
         args: spec.args.map(|words| words.0).unwrap_or_default(),
         working_dir: spec.working_dir.map(|dir| dir.0).unwrap_or_default(),
@@ -224,19 +292,26 @@ impl PortRegistry {
                 ),
             ));
         }
-        self.targets.insert((port.target_port, port.udp), path.clone());
+        self.targets
+            .insert((port.target_port, port.udp), path.clone());
         if port.port != 0 {
             if let Some(first) = self.public.get(&(port.port, port.udp)) {
                 return Err(invalid(
                     path.clone(),
-                    format!("public port {}/{protocol} is already requested by {first}", port.port),
+                    format!(
+                        "public port {}/{protocol} is already requested by {first}",
+                        port.port
+                    ),
                 ));
             }
             self.public.insert((port.port, port.udp), path.clone());
         }
         if let Some(name) = &port.name {
             if let Some(first) = self.names.get(name) {
-                return Err(invalid(path.key("name"), format!("port name {name} is already used by {first}")));
+                return Err(invalid(
+                    path.key("name"),
+                    format!("port name {name} is already used by {first}"),
+                ));
             }
             self.names.insert(name.clone(), path.clone());
         }
@@ -247,7 +322,11 @@ impl PortRegistry {
 fn wire_resources(path: &FieldPath, spec: &ResourcesSpec) -> Result<Resources, Invalid> {
     let flat = spec.flat();
     if !flat.is_empty() && (spec.requests.is_some() || spec.limits.is_some()) {
-        let key = if spec.limits.is_some() { "limits" } else { "requests" };
+        let key = if spec.limits.is_some() {
+            "limits"
+        } else {
+            "requests"
+        };
         return Err(invalid(
             path.key(key),
             "give quantities directly under resources or under requests/limits, not both",
@@ -258,7 +337,10 @@ fn wire_resources(path: &FieldPath, spec: &ResourcesSpec) -> Result<Resources, I
     // A pod is given what it asks for; limits win, as they are the amount the
     // pod may use and so the amount a provider must set aside.
     let pick = |field: fn(&crate::pod::ResourceSet) -> Option<u64>| {
-        field(&flat).or(field(&limits)).or(field(&requests)).unwrap_or(0)
+        field(&flat)
+            .or(field(&limits))
+            .or(field(&requests))
+            .unwrap_or(0)
     };
     Ok(Resources {
         cpu_millicores: pick(|set| set.cpu.map(|cpu| cpu.0)),
@@ -281,10 +363,13 @@ fn replicas(root: &FieldPath, spec: Option<ReplicasSpec>) -> Result<Replicas, In
             Ok(n) => Ok(Replicas { min: n, max: n }),
             Err(_) => Err(invalid(path, format!("{n} replicas is too many"))),
         },
-        Some(ReplicasSpec::Range { max: 0, .. }) => Err(invalid(path.key("max"), "max must be at least 1")),
-        Some(ReplicasSpec::Range { min, max }) if min > max => {
-            Err(invalid(path.key("min"), format!("min ({min}) is larger than max ({max})")))
+        Some(ReplicasSpec::Range { max: 0, .. }) => {
+            Err(invalid(path.key("max"), "max must be at least 1"))
         }
+        Some(ReplicasSpec::Range { min, max }) if min > max => Err(invalid(
+            path.key("min"),
+            format!("min ({min}) is larger than max ({max})"),
+        )),
         Some(ReplicasSpec::Range { min, max }) => Ok(Replicas { min, max }),
     }
 }
@@ -301,7 +386,10 @@ fn volume_kind(
 ) -> Result<Option<volume::Kind>, Invalid> {
     let given = [empty_dir.is_some(), persistent.is_some(), secret.is_some()];
     if given.iter().filter(|&&g| g).count() > 1 {
-        return Err(invalid(path.clone(), "a volume has exactly one of emptyDir, persistent or secret"));
+        return Err(invalid(
+            path.clone(),
+            "a volume has exactly one of emptyDir, persistent or secret",
+        ));
     }
     if let Some(empty_dir) = empty_dir {
         return Ok(Some(volume::Kind::EmptyDir(volume::EmptyDir {
@@ -311,15 +399,23 @@ fn volume_kind(
     }
     if let Some(persistent) = persistent {
         if persistent.size.0 == 0 {
-            return Err(invalid(path.key("persistent").key("size"), "a persistent volume needs a size above 0"));
+            return Err(invalid(
+                path.key("persistent").key("size"),
+                "a persistent volume needs a size above 0",
+            ));
         }
-        return Ok(Some(volume::Kind::Persistent(volume::Persistent { size_bytes: persistent.size.0 })));
+        return Ok(Some(volume::Kind::Persistent(volume::Persistent {
+            size_bytes: persistent.size.0,
+        })));
     }
     if let Some(secret) = secret {
         let path = path.key("secret");
         let (contents, file_name) = match (&secret.file, &secret.contents) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(invalid(path, "a secret has exactly one of file or contents"));
+                return Err(invalid(
+                    path,
+                    "a secret has exactly one of file or contents",
+                ));
             }
             (None, Some(contents)) => (contents.clone().into_bytes(), name.to_owned()),
             (Some(file), None) => {
@@ -332,7 +428,10 @@ fn volume_kind(
                 (contents, file_name)
             }
         };
-        return Ok(Some(volume::Kind::Secret(volume::Secret { contents, file_name })));
+        return Ok(Some(volume::Kind::Secret(volume::Secret {
+            contents,
+            file_name,
+        })));
     }
     Ok(None)
 }
@@ -358,16 +457,25 @@ fn read_secret(path: &FieldPath, file: &str, base_dir: Option<&Path>) -> Result<
     let resolved: PathBuf = base_dir.join(file);
     let io_error = |source| Invalid {
         path: path.clone(),
-        kind: ManifestErrorKind::SecretFile { path: resolved.clone(), source },
+        kind: ManifestErrorKind::SecretFile {
+            path: resolved.clone(),
+            source,
+        },
     };
     let too_large = || Invalid {
         path: path.clone(),
-        kind: ManifestErrorKind::SecretTooLarge { path: resolved.clone(), limit: MAX_SECRET_BYTES },
+        kind: ManifestErrorKind::SecretTooLarge {
+            path: resolved.clone(),
+            limit: MAX_SECRET_BYTES,
+        },
     };
     // Checked before opening: opening a FIFO would block.
     let metadata = std::fs::metadata(&resolved).map_err(io_error)?;
     if !metadata.is_file() {
-        return Err(io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
     }
     if metadata.len() > MAX_SECRET_BYTES {
         return Err(too_large());

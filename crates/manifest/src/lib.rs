@@ -32,6 +32,9 @@
 //! Kubernetes' `resource.Quantity`, no crate offers it standalone) and the
 //! shell-like word splitter (for precise errors and no comment syntax).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod convert;
 mod error;
 mod locate;
@@ -88,7 +91,10 @@ pub fn parse_pod_manifest(
     if text.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::new(
             source_name,
-            ManifestErrorKind::TooLarge { size: text.len() as u64, limit: MAX_MANIFEST_BYTES as u64 },
+            ManifestErrorKind::TooLarge {
+                size: text.len() as u64,
+                limit: MAX_MANIFEST_BYTES as u64,
+            },
         ));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -117,19 +123,24 @@ pub fn load_pod_manifest(path: &Path) -> Result<sealpod_proto::Pod, ManifestErro
         let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
         return Err(ManifestError::new(
             &source_name,
-            ManifestErrorKind::TooLarge { size, limit: MAX_MANIFEST_BYTES as u64 },
+            ManifestErrorKind::TooLarge {
+                size,
+                limit: MAX_MANIFEST_BYTES as u64,
+            },
         ));
     }
     let text = String::from_utf8(bytes).map_err(|err| {
         read_error(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                err.utf8_error().valid_up_to()
+            ),
         ))
     })?;
-    let base_dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    // `pod.yaml` has the parent "", which joins as the current directory
+    // without adding a `./` to paths in messages.
+    let base_dir = path.parent().unwrap_or(Path::new(""));
     parse_pod_manifest(&text, Format::from_path(path), &source_name, Some(base_dir))
 }
 
@@ -146,10 +157,21 @@ fn deserialize(text: &str, format: Format) -> Result<PodManifest, Problem> {
             let mut deserializer = serde_json::Deserializer::from_str(text);
             let manifest = serde_path_to_error::deserialize(&mut deserializer)
                 .map_err(|err| json_problem(FieldPath::from_serde(err.path()), err.inner()))?;
-            deserializer.end().map_err(|err| json_problem(FieldPath::default(), &err))?;
+            deserializer
+                .end()
+                .map_err(|err| json_problem(FieldPath::default(), &err))?;
             Ok(manifest)
         }
         Format::Yaml => {
+            if yaml_flow_work(text) > MAX_YAML_FLOW_WORK {
+                return Err(Problem {
+                    path: FieldPath::default(),
+                    location: None,
+                    message: "the YAML has too many nested or repeated flow collections ([...] and {...}) \
+                              to parse safely; write them in block style, or move large contents into a secret file"
+                        .to_owned(),
+                });
+            }
             if text.trim().is_empty() {
                 return Err(Problem {
                     path: FieldPath::default(),
@@ -163,13 +185,52 @@ fn deserialize(text: &str, format: Format) -> Result<PodManifest, Problem> {
     }
 }
 
+/// The most [`yaml_flow_work`] a YAML manifest may need: about a third of a
+/// second of libyaml's time in a release build.
+const MAX_YAML_FLOW_WORK: u64 = 1 << 28;
+
+/// An upper bound on libyaml's work for flow collections, computed in one
+/// cheap pass before handing it the text.
+///
+/// libyaml keeps one entry per open flow collection (`[` or `{`) and walks
+/// all of them for every token, so deeply nested flow collections cost it
+/// time quadratic in the input: a megabyte of `[` takes minutes. Telling
+/// which brackets are real would need a YAML scanner of our own, so this
+/// over-counts instead: every `[` and `{` counts as still open (so the depth
+/// is never underestimated), and every place a token could start counts as a
+/// token. The sum over those places of the depth bound is at least what
+/// libyaml will do; ordinary manifests stay far below the limit.
+fn yaml_flow_work(text: &str) -> u64 {
+    let mut open: u64 = 0;
+    let mut work: u64 = 0;
+    let mut previous_alphanumeric = false;
+    for byte in text.bytes() {
+        if byte == b'[' || byte == b'{' {
+            open += 1;
+        }
+        // A token can only start with an alphanumeric character right after a
+        // character that is not one: scalars, anchors and tags swallow runs.
+        let alphanumeric = byte.is_ascii_alphanumeric();
+        let inside_a_run = alphanumeric && previous_alphanumeric;
+        if !(byte.is_ascii_whitespace() || inside_a_run) {
+            work = work.saturating_add(open);
+        }
+        previous_alphanumeric = alphanumeric;
+    }
+    work
+}
+
 fn json_problem(path: FieldPath, err: &serde_json::Error) -> Problem {
     let mut message = err.to_string();
     let location = (err.line() > 0).then(|| (err.line(), err.column()));
     if let Some((line, column)) = location {
         message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
-    Problem { path, location, message }
+    Problem {
+        path,
+        location,
+        message,
+    }
 }
 
 fn yaml_problem(path: FieldPath, err: &serde_yaml_ng::Error) -> Problem {
@@ -187,7 +248,11 @@ fn yaml_problem(path: FieldPath, err: &serde_yaml_ng::Error) -> Problem {
             break;
         }
     }
-    Problem { path, location, message }
+    Problem {
+        path,
+        location,
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,11 @@ use crate::quantity::{parse_bytes, parse_cpu};
 use crate::shell::split_words;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a pod manifest: a map with containers")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a pod manifest: a map with containers"
+)]
 pub(crate) struct PodManifest {
     pub containers: Vec<ContainerSpec>,
     pub replicas: Option<ReplicasSpec>,
@@ -26,7 +30,11 @@ pub(crate) struct PodManifest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a container: a map with name and image")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a container: a map with name and image"
+)]
 pub(crate) struct ContainerSpec {
     pub name: Name,
     pub image: ImageRef,
@@ -51,7 +59,11 @@ pub(crate) enum RestartPolicySpec {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a volume: a map with name and one of emptyDir, persistent, secret")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a volume: a map with name and one of emptyDir, persistent, secret"
+)]
 pub(crate) struct VolumeSpec {
     pub name: Name,
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -63,7 +75,11 @@ pub(crate) struct VolumeSpec {
 /// A container's mount: either a reference to a pod volume by `name`, or an
 /// inline definition (one of the kinds, with an optional `name`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a volume mount: a map with mountPath and a volume name or definition")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a volume mount: a map with mountPath and a volume name or definition"
+)]
 pub(crate) struct MountSpec {
     pub name: Option<Name>,
     pub mount_path: AbsPath,
@@ -76,12 +92,20 @@ pub(crate) struct MountSpec {
 }
 
 /// `emptyDir:` and `emptyDir: {}` mean the same.
-fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<EmptyDirSpec>, D::Error> {
-    Ok(Some(Option::<EmptyDirSpec>::deserialize(deserializer)?.unwrap_or_default()))
+fn null_as_empty<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<EmptyDirSpec>, D::Error> {
+    Ok(Some(
+        Option::<EmptyDirSpec>::deserialize(deserializer)?.unwrap_or_default(),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an emptyDir: a map with optional sizeLimit and medium")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "an emptyDir: a map with optional sizeLimit and medium"
+)]
 pub(crate) struct EmptyDirSpec {
     pub size_limit: Option<Bytes>,
     #[serde(default)]
@@ -89,13 +113,19 @@ pub(crate) struct EmptyDirSpec {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a persistent volume: a map with size")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a persistent volume: a map with size"
+)]
 pub(crate) struct PersistentSpec {
     pub size: Bytes,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a secret: a map with file or contents")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a secret: a map with file or contents"
+)]
 pub(crate) struct SecretSpec {
     pub file: Option<String>,
     pub contents: Option<String>,
@@ -103,7 +133,10 @@ pub(crate) struct SecretSpec {
 
 /// Kubernetes-style: a flat map of quantities, or `requests:` and `limits:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "resources: a map like {cpu: 500m, memory: 1Gi}")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "resources: a map like {cpu: 500m, memory: 1Gi}"
+)]
 pub(crate) struct ResourcesSpec {
     pub cpu: Option<Cpu>,
     pub memory: Option<Bytes>,
@@ -159,25 +192,54 @@ pub(crate) fn quoted(text: &str) -> String {
     }
 }
 
+/// Deserializes a string and checks it inside the visitor, so that a
+/// rejection carries the deserializer's position of the value itself.
+fn checked_str<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    check: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct CheckedVisitor<T> {
+        expecting: &'static str,
+        check: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for CheckedVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            (self.check)(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(CheckedVisitor { expecting, check })
+}
+
 /// A DNS label (RFC 1123): names containers and volumes.
 #[derive(Debug, Clone)]
 pub(crate) struct Name(pub String);
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        let ok = (1..=63).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if !ok {
-            return Err(de::Error::custom(format_args!(
-                "invalid name {}: use 1 to 63 lowercase letters, digits and '-', \
+        checked_str(deserializer, "a name like web", |name| {
+            let ok = (1..=63).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "invalid name {}: use 1 to 63 lowercase letters, digits and '-', \
                  starting and ending with a letter or digit",
-                quoted(&name)
-            )));
-        }
-        Ok(Name(name))
+                    quoted(name)
+                ));
+            }
+            Ok(Name(name.to_owned()))
+        })
     }
 }
 
@@ -187,14 +249,18 @@ pub(crate) struct ImageRef(pub String);
 
 impl<'de> Deserialize<'de> for ImageRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let image = String::deserialize(deserializer)?;
-        if image.trim().is_empty() || image.chars().any(char::is_control) || image != image.trim() {
-            return Err(de::Error::custom(format_args!(
-                "invalid image {}: expected a reference like ./web.tar, oci-archive:web.tar or ./layout:tag",
-                quoted(&image)
-            )));
-        }
-        Ok(ImageRef(image))
+        checked_str(deserializer, "an image reference", |image| {
+            if image.trim().is_empty()
+                || image.chars().any(char::is_control)
+                || image != image.trim()
+            {
+                return Err(format!(
+                    "invalid image {}: expected a reference like ./web.tar, oci-archive:web.tar or ./layout:tag",
+                    quoted(image)
+                ));
+            }
+            Ok(ImageRef(image.to_owned()))
+        })
     }
 }
 
@@ -204,22 +270,23 @@ pub(crate) struct AbsPath(pub String);
 
 impl<'de> Deserialize<'de> for AbsPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let path = String::deserialize(deserializer)?;
-        let problem = if !path.starts_with('/') {
-            Some("must be absolute (start with /)")
-        } else if path.contains('\0') {
-            Some("must not contain NUL")
-        } else if path.split('/').any(|part| part == "..") {
-            Some("must not contain ..")
-        } else if path.len() > 4096 {
-            Some("is longer than 4096 bytes")
-        } else {
-            None
-        };
-        match problem {
-            Some(problem) => Err(de::Error::custom(format_args!("path {} {problem}", quoted(&path)))),
-            None => Ok(AbsPath(path)),
-        }
+        checked_str(deserializer, "an absolute path", |path| {
+            let problem = if !path.starts_with('/') {
+                Some("must be absolute (start with /)")
+            } else if path.contains('\0') {
+                Some("must not contain NUL")
+            } else if path.split('/').any(|part| part == "..") {
+                Some("must not contain ..")
+            } else if path.len() > 4096 {
+                Some("is longer than 4096 bytes")
+            } else {
+                None
+            };
+            match problem {
+                Some(problem) => Err(format!("path {} {problem}", quoted(path))),
+                None => Ok(AbsPath(path.to_owned())),
+            }
+        })
     }
 }
 
@@ -233,7 +300,9 @@ impl<'de> Deserialize<'de> for Words {
         impl<'de> Visitor<'de> for WordsVisitor {
             type Value = Words;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(r#"a command line as a string ("nginx -g 'daemon off;'") or a list of strings"#)
+                f.write_str(
+                    r#"a command line as a string ("nginx -g 'daemon off;'") or a list of strings"#,
+                )
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Words, E> {
                 let words = split_words(text).map_err(E::custom)?;
@@ -287,11 +356,11 @@ impl<'de> Deserialize<'de> for Scalar {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
                 Ok(Scalar(v.to_string()))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Err(E::custom(format_args!(
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+                Err(E::custom(
                     "a decimal number here is ambiguous (YAML reads 1.10 as 1.1); \
-                     put it in quotes to keep it as written, like \"{v}\""
-                )))
+                     put it in quotes to keep it exactly as written",
+                ))
             }
         }
         deserializer.deserialize_any(ScalarVisitor)
@@ -303,23 +372,38 @@ impl<'de> Deserialize<'de> for Scalar {
 #[derive(Debug)]
 pub(crate) struct EnvList(pub Vec<(String, String)>);
 
-fn check_env_name<E: de::Error>(name: &str) -> Result<(), E> {
-    if name.is_empty() || name.contains(['=', '\0']) || name.len() > 1024 {
-        return Err(E::custom(format_args!(
-            "invalid environment variable name {}: must be non-empty, without = or NUL",
-            quoted(name)
-        )));
+/// An environment variable's name: non-empty, without `=` or NUL.
+struct EnvName(String);
+
+impl<'de> Deserialize<'de> for EnvName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, "an environment variable name", check_env_name)
     }
-    Ok(())
 }
 
-fn push_env<E: de::Error>(env: &mut Vec<(String, String)>, name: String, value: String) -> Result<(), E> {
-    check_env_name(&name)?;
+fn check_env_name(name: &str) -> Result<EnvName, String> {
+    if name.is_empty() || name.contains(['=', '\0']) || name.len() > 1024 {
+        return Err(format!(
+            "invalid environment variable name {}: must be non-empty, without = or NUL",
+            quoted(name)
+        ));
+    }
+    Ok(EnvName(name.to_owned()))
+}
+
+fn push_env<E: de::Error>(
+    env: &mut Vec<(String, String)>,
+    name: String,
+    value: String,
+) -> Result<(), E> {
     if value.contains('\0') {
         return Err(E::custom(format_args!("the value of {name} contains NUL")));
     }
     if env.iter().any(|(seen, _)| *seen == name) {
-        return Err(E::custom(format_args!("environment variable {} is set twice", quoted(&name))));
+        return Err(E::custom(format_args!(
+            "environment variable {} is set twice",
+            quoted(&name)
+        )));
     }
     env.push((name, value));
     Ok(())
@@ -335,8 +419,7 @@ impl<'de> Deserialize<'de> for EnvList {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvList, A::Error> {
                 let mut env = Vec::new();
-                while let Some(name) = map.next_key::<String>()? {
-                    check_env_name::<A::Error>(&name)?;
+                while let Some(EnvName(name)) = map.next_key()? {
                     let Scalar(value) = map.next_value()?;
                     push_env(&mut env, name, value)?;
                 }
@@ -359,7 +442,7 @@ struct EnvItem(String, String);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a map with name and value")]
 struct EnvPair {
-    name: String,
+    name: EnvName,
     value: Scalar,
 }
 
@@ -373,7 +456,10 @@ impl<'de> Deserialize<'de> for EnvItem {
             }
             fn visit_str<E: de::Error>(self, item: &str) -> Result<EnvItem, E> {
                 match item.split_once('=') {
-                    Some((name, value)) => Ok(EnvItem(name.to_owned(), value.to_owned())),
+                    Some((name, value)) => {
+                        let EnvName(name) = check_env_name(name).map_err(E::custom)?;
+                        Ok(EnvItem(name, value.to_owned()))
+                    }
                     None => Err(E::custom(format_args!(
                         "invalid environment entry {}: expected NAME=value",
                         quoted(item)
@@ -382,7 +468,7 @@ impl<'de> Deserialize<'de> for EnvItem {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvItem, A::Error> {
                 let pair = EnvPair::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(EnvItem(pair.name, pair.value.0))
+                Ok(EnvItem(pair.name.0, pair.value.0))
             }
         }
         deserializer.deserialize_any(EnvItemVisitor)
@@ -413,7 +499,13 @@ impl<'de> Deserialize<'de> for PortSpec {
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortSpec, E> {
                 let port = port_number(n, 1).map_err(E::custom)?;
-                Ok(PortSpec { port, target_port: port, udp: false, host_ip: None, name: None })
+                Ok(PortSpec {
+                    port,
+                    target_port: port,
+                    udp: false,
+                    host_ip: None,
+                    name: None,
+                })
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortSpec, E> {
                 match u64::try_from(n) {
@@ -422,15 +514,18 @@ impl<'de> Deserialize<'de> for PortSpec {
                 }
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<PortSpec, E> {
-                parse_port_string(text)
-                    .map_err(|problem| E::custom(format_args!("invalid port {}: {problem}", quoted(text))))
+                parse_port_string(text).map_err(|problem| {
+                    E::custom(format_args!("invalid port {}: {problem}", quoted(text)))
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PortSpec, A::Error> {
                 let object = PortObject::deserialize(MapAccessDeserializer::new(map))?;
                 let (port, target_port) = match (object.port, object.target_port) {
                     (Some(HostPort(port)), Some(TargetPort(target))) => (port, target),
                     (Some(HostPort(0)), None) | (None, None) => {
-                        return Err(de::Error::custom("targetPort is required (or a non-zero port)"))
+                        return Err(de::Error::custom(
+                            "targetPort is required (or a non-zero port)",
+                        ))
                     }
                     (Some(HostPort(port)), None) => (port, port),
                     (None, Some(TargetPort(target))) => (0, target),
@@ -449,7 +544,11 @@ impl<'de> Deserialize<'de> for PortSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a map with port, targetPort, protocol, hostIP, name")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a map with port, targetPort, protocol, hostIP, name"
+)]
 struct PortObject {
     port: Option<HostPort>,
     target_port: Option<TargetPort>,
@@ -462,16 +561,24 @@ struct PortObject {
 fn port_number(n: u64, min: u64) -> Result<u16, String> {
     match u16::try_from(n) {
         Ok(port) if n >= min => Ok(port),
-        _ if min == 0 => Err(format!("port {n} is out of range 0-65535 (0 lets the provider choose)")),
+        _ if min == 0 => Err(format!(
+            "port {n} is out of range 0-65535 (0 lets the provider choose)"
+        )),
         _ => Err(format!("port {n} is out of range {min}-65535")),
     }
 }
 
 fn port_digits(text: &str, min: u64) -> Result<u16, String> {
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{} is not a port number; {PORT_FORMS}", quoted(text)));
+        return Err(format!(
+            "{} is not a port number; {PORT_FORMS}",
+            quoted(text)
+        ));
     }
-    port_number(text.parse().map_err(|_| "not a port number".to_owned())?, min)
+    port_number(
+        text.parse().map_err(|_| "not a port number".to_owned())?,
+        min,
+    )
 }
 
 /// `[HOST_IP:][PORT:]TARGET[/PROTOCOL]`, with IPv6 hosts in brackets.
@@ -481,8 +588,12 @@ fn parse_port_string(text: &str) -> Result<PortSpec, String> {
         None => (text, false),
     };
     let (host_ip, ports) = if let Some(bracketed) = spec.strip_prefix('[') {
-        let (ip, rest) = bracketed.split_once(']').ok_or("unclosed [ around the host IP")?;
-        let rest = rest.strip_prefix(':').ok_or("expected : after the host IP")?;
+        let (ip, rest) = bracketed
+            .split_once(']')
+            .ok_or("unclosed [ around the host IP")?;
+        let rest = rest
+            .strip_prefix(':')
+            .ok_or("expected : after the host IP")?;
         (Some(ip), rest)
     } else if spec.matches(':').count() >= 2 {
         let (ip, rest) = spec.split_once(':').unwrap_or_default();
@@ -498,7 +609,13 @@ fn parse_port_string(text: &str) -> Result<PortSpec, String> {
             (port, port)
         }
     };
-    Ok(PortSpec { port, target_port, udp, host_ip, name: None })
+    Ok(PortSpec {
+        port,
+        target_port,
+        udp,
+        host_ip,
+        name: None,
+    })
 }
 
 fn protocol_is_udp(protocol: &str) -> Result<bool, String> {
@@ -507,13 +624,20 @@ fn protocol_is_udp(protocol: &str) -> Result<bool, String> {
     } else if protocol.eq_ignore_ascii_case("udp") {
         Ok(true)
     } else {
-        Err(format!("unknown protocol {}: expected TCP or UDP", quoted(protocol)))
+        Err(format!(
+            "unknown protocol {}: expected TCP or UDP",
+            quoted(protocol)
+        ))
     }
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.parse()
-        .map_err(|_| format!("invalid host IP {}: expected an address like 0.0.0.0 or ::1", quoted(text)))
+    text.parse().map_err(|_| {
+        format!(
+            "invalid host IP {}: expected an address like 0.0.0.0 or ::1",
+            quoted(text)
+        )
+    })
 }
 
 struct HostPort(u16);
@@ -532,20 +656,27 @@ impl Visitor<'_> for PortNumberVisitor {
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<u16, E> {
         match u64::try_from(n) {
             Ok(n) => self.visit_u64(n),
-            Err(_) => Err(E::custom(format_args!("port {n} is out of range {}-65535", self.0))),
+            Err(_) => Err(E::custom(format_args!(
+                "port {n} is out of range {}-65535",
+                self.0
+            ))),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PortNumberVisitor(0)).map(HostPort)
+        deserializer
+            .deserialize_any(PortNumberVisitor(0))
+            .map(HostPort)
     }
 }
 
 impl<'de> Deserialize<'de> for TargetPort {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PortNumberVisitor(1)).map(TargetPort)
+        deserializer
+            .deserialize_any(PortNumberVisitor(1))
+            .map(TargetPort)
     }
 }
 
@@ -554,8 +685,9 @@ struct ProtocolName(bool);
 
 impl<'de> Deserialize<'de> for ProtocolName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        protocol_is_udp(&text).map(ProtocolName).map_err(de::Error::custom)
+        checked_str(deserializer, "TCP or UDP", |text| {
+            protocol_is_udp(text).map(ProtocolName)
+        })
     }
 }
 
@@ -586,21 +718,24 @@ struct PortName(String);
 
 impl<'de> Deserialize<'de> for PortName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        let ok = (1..=15).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && name.bytes().any(|b| b.is_ascii_lowercase())
-            && !name.starts_with('-')
-            && !name.ends_with('-')
-            && !name.contains("--");
-        if !ok {
-            return Err(de::Error::custom(format_args!(
-                "invalid port name {}: use 1 to 15 lowercase letters, digits and single '-', \
+        checked_str(deserializer, "a port name like http", |name| {
+            let ok = (1..=15).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name.bytes().any(|b| b.is_ascii_lowercase())
+                && !name.starts_with('-')
+                && !name.ends_with('-')
+                && !name.contains("--");
+            if !ok {
+                return Err(format!(
+                    "invalid port name {}: use 1 to 15 lowercase letters, digits and single '-', \
                  with at least one letter, like http or metrics",
-                quoted(&name)
-            )));
-        }
-        Ok(PortName(name))
+                    quoted(name)
+                ));
+            }
+            Ok(PortName(name.to_owned()))
+        })
     }
 }
 
@@ -612,15 +747,18 @@ pub(crate) struct Medium {
 
 impl<'de> Deserialize<'de> for Medium {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.as_str() {
-            "Memory" => Ok(Medium { memory: true }),
-            "" => Ok(Medium { memory: false }),
-            _ => Err(de::Error::custom(format_args!(
-                "unknown medium {}: expected Memory (tmpfs), or \"\" for disk",
-                quoted(&text)
-            ))),
-        }
+        checked_str(
+            deserializer,
+            "Memory, or \"\" for disk",
+            |text| match text {
+                "Memory" => Ok(Medium { memory: true }),
+                "" => Ok(Medium { memory: false }),
+                _ => Err(format!(
+                    "unknown medium {}: expected Memory (tmpfs), or \"\" for disk",
+                    quoted(text)
+                )),
+            },
+        )
     }
 }
 
@@ -656,7 +794,10 @@ impl<'de> Deserialize<'de> for ReplicasSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ReplicasSpec, A::Error> {
                 let range = ReplicaRange::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(ReplicasSpec::Range { min: range.min, max: range.max })
+                Ok(ReplicasSpec::Range {
+                    min: range.min,
+                    max: range.max,
+                })
             }
         }
         deserializer.deserialize_any(ReplicasVisitor)
@@ -748,15 +889,27 @@ impl<'de> Deserialize<'de> for Count {
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
                 match u64::try_from(n) {
                     Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(format_args!("{n} is negative; expected a whole number"))),
+                    Err(_) => Err(E::custom(format_args!(
+                        "{n} is negative; expected a whole number"
+                    ))),
                 }
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
                 let digits = text.trim();
-                if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(E::custom(format_args!("{} is not a whole number", quoted(text))));
+                if digits.is_empty()
+                    || digits.len() > 20
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(E::custom(format_args!(
+                        "{} is not a whole number",
+                        quoted(text)
+                    )));
                 }
-                self.visit_u64(digits.parse().map_err(|_| E::custom("not a whole number"))?)
+                self.visit_u64(
+                    digits
+                        .parse()
+                        .map_err(|_| E::custom("not a whole number"))?,
+                )
             }
         }
         deserializer.deserialize_any(CountVisitor)

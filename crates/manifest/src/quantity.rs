@@ -33,7 +33,11 @@ impl QuantityError {
             Some((cut, _)) => format!("{}...", &input[..cut]),
             None => input.to_owned(),
         };
-        QuantityError { unit, input, problem }
+        QuantityError {
+            unit,
+            input,
+            problem,
+        }
     }
 }
 
@@ -170,7 +174,9 @@ fn evaluate(text: &str, unit: Unit) -> Result<u64, QuantityError> {
     if mantissa == 0 {
         return Ok(0);
     }
-    let scaled = mantissa.checked_mul(binary).ok_or_else(|| err(Problem::TooLarge))?;
+    let scaled = mantissa
+        .checked_mul(binary)
+        .ok_or_else(|| err(Problem::TooLarge))?;
     let value = if scale10 >= 0 {
         10u128
             .checked_pow(scale10.unsigned_abs())
@@ -206,7 +212,11 @@ fn parse_exponent(suffix: &str) -> Option<Result<i32, ()>> {
     if digits.len() > 3 {
         return Some(Err(()));
     }
-    let magnitude: i32 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let magnitude: i32 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     if magnitude > MAX_EXPONENT {
         return Some(Err(()));
     }
@@ -247,14 +257,23 @@ mod tests {
 
     #[test]
     fn cpu_rejects_fractions_of_a_millicore() {
-        assert!(parse_cpu("0.0005").unwrap_err().to_string().contains("finer than one millicore"));
+        assert!(parse_cpu("0.0005")
+            .unwrap_err()
+            .to_string()
+            .contains("finer than one millicore"));
         assert!(parse_cpu("1.5m").is_err());
     }
 
     #[test]
     fn cpu_rejects_negative_and_overflow() {
-        assert!(parse_cpu("-1").unwrap_err().to_string().contains("negative"));
-        assert!(parse_cpu("18446744073709552").unwrap_err().to_string().contains("too large"));
+        assert!(parse_cpu("-1")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(parse_cpu("18446744073709552")
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert_eq!(parse_cpu("18446744073709551m"), Ok(18_446_744_073_709_551));
     }
 
@@ -281,9 +300,19 @@ mod tests {
         assert_eq!(parse_bytes("1e3"), Ok(1000));
         assert_eq!(parse_bytes("1E3"), Ok(1000));
         assert_eq!(parse_bytes("12e+2"), Ok(1200));
-        assert_eq!(parse_bytes("1500e-3"), Err(QuantityError::new(Unit::Bytes, "1500e-3", Problem::Fractional(Unit::Bytes))));
+        assert_eq!(
+            parse_bytes("1500e-3"),
+            Err(QuantityError::new(
+                Unit::Bytes,
+                "1500e-3",
+                Problem::Fractional(Unit::Bytes)
+            ))
+        );
         assert_eq!(parse_bytes("15000e-1"), Ok(1500));
-        assert!(parse_bytes("1e999999").unwrap_err().to_string().contains("too large"));
+        assert!(parse_bytes("1e999999")
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert!(parse_bytes("1e-999999").is_err());
         assert!(parse_bytes("1e").is_err());
         assert!(parse_bytes("1e+").is_err());
@@ -291,7 +320,9 @@ mod tests {
 
     #[test]
     fn bytes_reject_unknown_suffixes() {
-        for bad in ["12Qi", "1KB", "1K", "1GiB", "1 Gi", "Gi", "0x10", "1_000", "+1", "1e3Gi"] {
+        for bad in [
+            "12Qi", "1KB", "1K", "1GiB", "1 Gi", "Gi", "0x10", "1_000", "+1", "1e3Gi",
+        ] {
             let err = parse_bytes(bad).unwrap_err().to_string();
             assert!(err.contains("expected bytes like"), "{bad}: {err}");
         }
@@ -299,18 +330,33 @@ mod tests {
 
     #[test]
     fn bytes_reject_milli_suffix_with_hint() {
-        assert!(parse_bytes("500m").unwrap_err().to_string().contains("did you mean Mi"));
+        assert!(parse_bytes("500m")
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean Mi"));
     }
 
     #[test]
     fn bytes_reject_fractions_negatives_and_overflow() {
-        assert!(parse_bytes("0.5").unwrap_err().to_string().contains("whole number"));
+        assert!(parse_bytes("0.5")
+            .unwrap_err()
+            .to_string()
+            .contains("whole number"));
         assert!(parse_bytes("1.0000000001Ki").is_err());
-        assert!(parse_bytes("-1Gi").unwrap_err().to_string().contains("negative"));
-        assert!(parse_bytes("16Ei").unwrap_err().to_string().contains("too large"));
+        assert!(parse_bytes("-1Gi")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(parse_bytes("16Ei")
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert!(parse_bytes("18446744073709551616").is_err());
         assert_eq!(parse_bytes("18446744073709551615"), Ok(u64::MAX));
-        assert!(parse_bytes(&"9".repeat(100)).unwrap_err().to_string().contains("too large"));
+        assert!(parse_bytes(&"9".repeat(100))
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert_eq!(parse_bytes(&format!("{}1", "0".repeat(100))), Ok(1));
         assert_eq!(parse_bytes(&format!("1.{}", "0".repeat(100))), Ok(1));
     }

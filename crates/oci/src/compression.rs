@@ -227,10 +227,10 @@ mod tests {
         assert!(d.read_to_end(&mut Vec::new()).is_err());
     }
 
-    /// A zstd frame of "hello\n" made with `zstd -c` (with checksum).
+    /// A zstd frame of "hello\n" made with `zstd -c` (with content checksum).
     const HELLO_ZST: &[u8] = &[
-        0x28, 0xb5, 0x2f, 0xfd, 0x24, 0x06, 0x31, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x0a,
-        0x8a, 0x35, 0x70, 0x88,
+        0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x31, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x0a,
+        0x53, 0x88, 0xbd, 0x91,
     ];
 
     #[test]
@@ -241,6 +241,16 @@ mod tests {
         let mut s = String::new();
         ZstdDecoder::new(&input[..]).read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello\nhello\n");
+    }
+
+    #[test]
+    fn corrupt_zstd_checksum_is_an_error() {
+        let mut bad = HELLO_ZST.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(ZstdDecoder::new(&bad[..])
+            .read_to_end(&mut Vec::new())
+            .is_err());
     }
 
     #[test]

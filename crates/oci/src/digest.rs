@@ -60,7 +60,10 @@ impl BlobDigest {
         if !valid_hex {
             return Err(OciError::InvalidDocument {
                 blob: blob.to_owned(),
-                reason: format!("digest {digest:?} is not {alg}: followed by {} lowercase hex digits", algorithm.hex_len()),
+                reason: format!(
+                    "digest {digest:?} is not {alg}: followed by {} lowercase hex digits",
+                    algorithm.hex_len()
+                ),
             });
         }
         Ok(BlobDigest {
@@ -303,21 +306,21 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Digs an [`OciError`] out of an I/O error produced somewhere above a
-/// [`VerifyingReader`].
-pub(crate) fn oci_error_in(err: &io::Error) -> Option<&OciError> {
-    let mut cur: &(dyn std::error::Error + 'static) = err.get_ref()?;
-    loop {
-        if let Some(e) = cur.downcast_ref::<OciError>() {
-            return Some(e);
-        }
-        cur = cur.source()?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Digs an [`OciError`] out of an I/O error produced somewhere above a
+    /// [`VerifyingReader`].
+    fn oci_error_in(err: &io::Error) -> Option<&OciError> {
+        let mut cur: &(dyn std::error::Error + 'static) = err.get_ref()?;
+        loop {
+            if let Some(e) = cur.downcast_ref::<OciError>() {
+                return Some(e);
+            }
+            cur = cur.source()?;
+        }
+    }
 
     const EMPTY_SHA256: &str =
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -346,11 +349,17 @@ mod tests {
         let d = BlobDigest::parse("x", EMPTY_SHA256).unwrap();
         let mut r = VerifyingReader::new(&b"abc"[..], "blob x".into(), &d, Some(3));
         let err = r.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(matches!(oci_error_in(&err), Some(OciError::DigestMismatch { .. })));
+        assert!(matches!(
+            oci_error_in(&err),
+            Some(OciError::DigestMismatch { .. })
+        ));
         assert!(r.verdict().failure("blob x").is_some());
 
         let mut r = VerifyingReader::new(&b"abc"[..], "blob x".into(), &d, Some(2));
         let err = r.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(matches!(oci_error_in(&err), Some(OciError::SizeMismatch { .. })));
+        assert!(matches!(
+            oci_error_in(&err),
+            Some(OciError::SizeMismatch { .. })
+        ));
     }
 }

@@ -70,7 +70,10 @@ pub enum OciError {
     },
 
     /// A multi-platform index has no manifest for the wanted platform.
-    #[error("no manifest for platform {wanted} in {blob}; available: {}", list_or_none(available))]
+    #[error(
+        "no manifest for platform {wanted} in {blob}; available: {}",
+        list_or_none(available)
+    )]
     NoMatchingPlatform {
         /// The platform asked for, e.g. `linux/amd64`.
         wanted: String,
@@ -151,7 +154,10 @@ pub enum OciError {
     },
 
     /// A blob's media type is not one this crate can consume.
-    #[error("{blob}: unsupported media type {media_type:?}{}", hint_for_media_type(media_type))]
+    #[error(
+        "{blob}: unsupported media type {media_type:?}{}",
+        hint_for_media_type(media_type)
+    )]
     UnsupportedMediaType {
         /// The blob.
         blob: String,

@@ -207,10 +207,7 @@ pub(crate) fn normalize_docker_name(name: &str) -> String {
         None => {
             let last_slash = name.rfind('/').map_or(0, |i| i + 1);
             match name[last_slash..].rfind(':') {
-                Some(i) => (
-                    &name[..last_slash + i],
-                    name[last_slash + i..].to_owned(),
-                ),
+                Some(i) => (&name[..last_slash + i], name[last_slash + i..].to_owned()),
                 None => (name, ":latest".to_owned()),
             }
         }
@@ -220,7 +217,11 @@ pub(crate) fn normalize_docker_name(name: &str) -> String {
         Some((first, rest))
             if first.contains('.') || first.contains(':') || first == "localhost" =>
         {
-            let domain = if first == "index.docker.io" { "docker.io" } else { first };
+            let domain = if first == "index.docker.io" {
+                "docker.io"
+            } else {
+                first
+            };
             if domain == "docker.io" && !rest.contains('/') {
                 format!("docker.io/library/{rest}")
             } else {
@@ -261,7 +262,9 @@ mod tests {
             }
         );
         assert_eq!(
-            ImageReference::parse("oci:img:v1", base).unwrap().to_string(),
+            ImageReference::parse("oci:img:v1", base)
+                .unwrap()
+                .to_string(),
             "oci:/base/img:v1"
         );
     }
@@ -309,7 +312,10 @@ mod tests {
         assert_eq!(n("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(n("foo/bar:v1"), "docker.io/foo/bar:v1");
         assert_eq!(n("docker.io/foo/bar:v1"), "docker.io/foo/bar:v1");
-        assert_eq!(n("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            n("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(n("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(n("quay.io/a/b:c"), "quay.io/a/b:c");
     }

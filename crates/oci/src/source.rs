@@ -183,7 +183,8 @@ impl TarIndex {
         let Some((offset, size)) = self.lookup(rel) else {
             return Ok(None);
         };
-        let mut file = File::open(&self.path).map_err(|e| OciError::io("opening", &self.path, e))?;
+        let mut file =
+            File::open(&self.path).map_err(|e| OciError::io("opening", &self.path, e))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| OciError::io("reading", &self.path, e))?;
         Ok(Some((Box::new(file.take(size)), size)))
@@ -238,7 +239,10 @@ mod tests {
 
     #[test]
     fn normalizes_member_names() {
-        assert_eq!(normalize("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
+        assert_eq!(
+            normalize("./blobs//sha256/x").as_deref(),
+            Some("blobs/sha256/x")
+        );
         assert_eq!(normalize("/a/b/../c").as_deref(), Some("a/c"));
         assert_eq!(normalize("../etc"), None);
         assert_eq!(normalize("./"), None);

@@ -61,7 +61,7 @@ struct DirMeta {
     mode: u32,
     uid: u64,
     gid: u64,
-    mtime: Option<u64>,
+    mtime: Option<FileTime>,
 }
 
 /// Applies a sequence of layers to one root.
@@ -94,7 +94,8 @@ impl Unpacker {
     pub(crate) fn apply<R: Read>(&mut self, reader: R, layer: &str) -> Result<(), OciError> {
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
-        archive.set_preserve_mtime(true);
+        // Set below, exactly: the tar crate turns mtime 0 into 1.
+        archive.set_preserve_mtime(false);
         archive.set_preserve_ownerships(self.is_root);
         archive.set_unpack_xattrs(false);
         archive.set_overwrite(true);
@@ -153,6 +154,11 @@ impl Unpacker {
                 // aufs bookkeeping (`.wh..wh.plnk`, …): not part of the image.
             } else {
                 let victim = OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..]);
+                // `.wh.`, `.wh..` and `.wh...` would name the directory
+                // itself or its parent, possibly the parent of the root.
+                if victim.is_empty() || victim == "." || victim == ".." {
+                    return Err(unsafe_path(layer, &raw_path, "whiteout of `.` or `..`"));
+                }
                 self.whiteout(&dir.join(victim), state)?;
             }
             return Ok(());
@@ -164,7 +170,8 @@ impl Unpacker {
         let rel = dir.join(&name);
         let abs = self.root.join(&rel);
         let ctx = |what: &str| format!("{what} {raw_path:?}");
-        let header = entry.header();
+        let header = entry.header().clone();
+        let header = &header;
         let xattrs = pax_xattrs(entry);
 
         match kind {
@@ -186,16 +193,20 @@ impl Unpacker {
                     mode: header.mode().unwrap_or(0o755) & 0o7777,
                     uid: header.uid().unwrap_or(0),
                     gid: header.gid().unwrap_or(0),
-                    mtime: header.mtime().ok(),
+                    mtime: mtime_of(header),
                 };
                 self.dirs.insert(rel.clone(), meta);
                 set_xattrs(&abs, &xattrs);
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.remove(&rel)?;
-                entry
+                let unpacked = entry
                     .unpack(&abs)
                     .map_err(|e| layer_error(layer, &ctx("writing"), e))?;
+                if let (tar::Unpacked::File(file), Some(t)) = (unpacked, mtime_of(header)) {
+                    filetime::set_file_handle_times(&file, Some(t), Some(t))
+                        .map_err(|e| layer_error(layer, &ctx("setting mtime of"), e))?;
+                }
                 set_xattrs(&abs, &xattrs);
             }
             EntryType::Symlink => {
@@ -203,6 +214,10 @@ impl Unpacker {
                 entry
                     .unpack(&abs)
                     .map_err(|e| layer_error(layer, &ctx("creating symlink"), e))?;
+                if let Some(t) = mtime_of(header) {
+                    filetime::set_symlink_file_times(&abs, t, t)
+                        .map_err(|e| layer_error(layer, &ctx("setting mtime of"), e))?;
+                }
             }
             EntryType::Link => {
                 let target = entry
@@ -220,11 +235,8 @@ impl Unpacker {
             EntryType::Fifo => {
                 self.remove(&rel)?;
                 let mode = header.mode().unwrap_or(0o644) & 0o7777;
-                nix::unistd::mkfifo(
-                    &abs,
-                    nix::sys::stat::Mode::from_bits_truncate(mode & 0o777),
-                )
-                .map_err(|e| layer_error(layer, &ctx("creating fifo"), e.into()))?;
+                nix::unistd::mkfifo(&abs, nix::sys::stat::Mode::from_bits_truncate(mode & 0o777))
+                    .map_err(|e| layer_error(layer, &ctx("creating fifo"), e.into()))?;
                 if self.is_root {
                     let (uid, gid) = owner(header);
                     std::os::unix::fs::lchown(&abs, Some(uid), Some(gid))
@@ -232,9 +244,9 @@ impl Unpacker {
                 }
                 fs::set_permissions(&abs, fs::Permissions::from_mode(mode))
                     .map_err(|e| layer_error(layer, &ctx("chmod"), e))?;
-                if let Ok(mtime) = header.mtime() {
-                    let t = FileTime::from_unix_time(mtime as i64, 0);
-                    let _ = filetime::set_symlink_file_times(&abs, t, t);
+                if let Some(t) = mtime_of(header) {
+                    filetime::set_symlink_file_times(&abs, t, t)
+                        .map_err(|e| layer_error(layer, &ctx("setting mtime of"), e))?;
                 }
             }
             EntryType::Char | EntryType::Block => {
@@ -280,10 +292,15 @@ impl Unpacker {
                 Ok(m) if m.file_type().is_symlink() => {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
-                        return Err(unsafe_path(layer, raw_path, "too many levels of symbolic links"));
+                        return Err(unsafe_path(
+                            layer,
+                            raw_path,
+                            "too many levels of symbolic links",
+                        ));
                     }
-                    let target = fs::read_link(&abs)
-                        .map_err(|e| layer_error(layer, &format!("reading link {}", rel.display()), e))?;
+                    let target = fs::read_link(&abs).map_err(|e| {
+                        layer_error(layer, &format!("reading link {}", rel.display()), e)
+                    })?;
                     if target.is_absolute() {
                         resolved.clear();
                     }
@@ -307,7 +324,13 @@ impl Unpacker {
                     resolved.push(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(layer_error(layer, &format!("inspecting {}", rel.display()), e)),
+                Err(e) => {
+                    return Err(layer_error(
+                        layer,
+                        &format!("inspecting {}", rel.display()),
+                        e,
+                    ))
+                }
             }
         }
         Ok(Some(resolved.into_iter().collect()))
@@ -320,8 +343,9 @@ impl Unpacker {
         raw_path: &str,
     ) -> Result<PathBuf, OciError> {
         let layer = state.name;
-        let mut comps = relative_components(target)
-            .map_err(|reason| unsafe_path(layer, raw_path, &format!("hard link target: {reason}")))?;
+        let mut comps = relative_components(target).map_err(|reason| {
+            unsafe_path(layer, raw_path, &format!("hard link target: {reason}"))
+        })?;
         let name = comps
             .pop()
             .ok_or_else(|| unsafe_path(layer, raw_path, "hard link to the root directory"))?;
@@ -349,7 +373,13 @@ impl Unpacker {
         let meta = match fs::symlink_metadata(self.root.join(rel)) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(layer_error(state.name, &format!("inspecting {}", rel.display()), e)),
+            Err(e) => {
+                return Err(layer_error(
+                    state.name,
+                    &format!("inspecting {}", rel.display()),
+                    e,
+                ))
+            }
         };
         if !state.written.contains(rel) {
             self.remove(rel)?;
@@ -365,8 +395,8 @@ impl Unpacker {
         let children = fs::read_dir(&abs)
             .map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
         for child in children {
-            let child =
-                child.map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
+            let child = child
+                .map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
             self.whiteout(&dir.join(child.file_name()), state)?;
         }
         Ok(())
@@ -408,8 +438,7 @@ impl Unpacker {
             }
             dir.set_permissions(fs::Permissions::from_mode(meta.mode))
                 .map_err(|e| OciError::io("changing mode of", &abs, e))?;
-            if let Some(mtime) = meta.mtime {
-                let t = FileTime::from_unix_time(mtime as i64, 0);
+            if let Some(t) = meta.mtime {
                 filetime::set_file_handle_times(&dir, Some(t), Some(t))
                     .map_err(|e| OciError::io("setting mtime of", &abs, e))?;
             }
@@ -477,6 +506,11 @@ fn set_xattrs(path: &Path, xattrs: &[(OsString, Vec<u8>)]) {
             tracing::warn!(path = %path.display(), key = ?key, error = %e, "cannot set extended attribute");
         }
     }
+}
+
+fn mtime_of(header: &tar::Header) -> Option<FileTime> {
+    let mtime = i64::try_from(header.mtime().ok()?).ok()?;
+    Some(FileTime::from_unix_time(mtime, 0))
 }
 
 fn owner(header: &tar::Header) -> (u32, u32) {

@@ -1,1 +1,524 @@
-//! sealpod-provider
+//! The provider service: answers the Apocryph protocols, admits pods, runs them
+//! through the runtime, and lets only their owners control them.
+//!
+//! Data flows in one direction: a request arrives from `sealpod-net` with the
+//! authenticated peer id of its sender; [`admission`] checks it and prepares
+//! images and ports; `sealpod-runtime` starts the pod's shim; the [`store`]
+//! remembers the pod and its owner so that a restarted provider re-attaches
+//! every running pod.
+//!
+//! Not here yet: TEE attestation (answered with a clear "unavailable"), payload
+//! manifests, payment channels, content-addressed images.
+
+pub mod admission;
+pub mod images;
+pub mod store;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sealpod_net::{InboundRequest, Multiaddr, Node, NodeConfig, PeerId};
+use sealpod_proto::{
+    pod_control_request::Op, pod_control_response::Result as ControlResult, AttestResponse,
+    CapacityRequest, CapacityResponse, ContainerStatus, Error, ErrorCode, ExposedAddress, LogChunk,
+    PodControlRequest, PodControlResponse, PodList, PodPhase, PodStatus, ProvisionPodRequest,
+    ProvisionPodResponse, Resources,
+};
+use sealpod_runtime::{PodState, RunState, Runtime};
+
+use crate::images::ImageStore;
+use crate::store::{Exposed, PodRecord, PodStore};
+
+/// How a provider is set up.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Where pods, images, the database and the node key live.
+    pub state_dir: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// DHT bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Announce and discover on the LAN with mDNS.
+    pub mdns: bool,
+    /// Host address pods' ports are exposed on.
+    pub expose_ip: IpAddr,
+    /// Directories that local image references may point into.
+    pub image_roots: Vec<PathBuf>,
+    /// The `sealpod` binary, re-executed for shims.
+    pub shim_exe: PathBuf,
+    /// What the provider sells.
+    pub capacity: Capacity,
+    /// Written (as JSON: peer id and addresses) once the node listens.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Resources the provider offers in total.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// CPU, in millicores.
+    pub cpu_millicores: u64,
+    /// Memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Capacity {
+    /// What this machine has.
+    pub fn of_host() -> Capacity {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|k| k.parse::<u64>().ok())
+                    })
+            })
+            .map(|kib| kib * 1024)
+            .unwrap_or(0);
+        Capacity {
+            cpu_millicores: cpus * 1000,
+            memory_bytes: memory,
+        }
+    }
+}
+
+/// The provider's state shared by request handlers.
+pub struct Provider {
+    config: ProviderConfig,
+    runtime: Runtime,
+    store: PodStore,
+    images: ImageStore,
+    /// Held while admitting, so concurrent requests cannot overcommit.
+    admitting: Mutex<()>,
+}
+
+/// What the provider's node is reachable at.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    /// The provider's peer id.
+    pub peer_id: String,
+    /// Full addresses, each ending in `/p2p/<peer id>`.
+    pub addresses: Vec<String>,
+}
+
+impl Provider {
+    /// Opens the provider's state and re-attaches the pods it was running.
+    pub fn open(config: ProviderConfig) -> anyhow::Result<Provider> {
+        std::fs::create_dir_all(&config.state_dir)?;
+        let runtime = Runtime::new(&config.state_dir, &config.shim_exe)?;
+        let store = PodStore::open(&config.state_dir.join("provider.redb"))?;
+        let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?;
+        let provider = Provider {
+            config,
+            runtime,
+            store,
+            images,
+            admitting: Mutex::new(()),
+        };
+        provider.reattach()?;
+        Ok(provider)
+    }
+
+    fn reattach(&self) -> anyhow::Result<()> {
+        let records = self.store.all()?;
+        for r in &records {
+            match self.runtime.state(&r.pod_id) {
+                Ok(s) if self.runtime.is_running(&r.pod_id) => {
+                    tracing::info!(pod = %r.pod_id, phase = ?s.phase, "re-attached pod");
+                }
+                Ok(s) => {
+                    tracing::warn!(pod = %r.pod_id, message = %s.message, "pod's shim is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %r.pod_id, error = %e, "forgetting pod without state");
+                    self.store.remove(&r.pod_id)?;
+                }
+            }
+        }
+        // A pod directory without a record is what a crash during provisioning
+        // leaves behind: nobody can control it, so it goes.
+        for id in self.runtime.pod_ids() {
+            if !records.iter().any(|r| r.pod_id == id) {
+                tracing::warn!(pod = %id, "removing pod left from an interrupted provisioning");
+                if let Err(e) = self.runtime.delete(&id) {
+                    tracing::error!(pod = %id, error = %e, "could not remove orphaned pod");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves requests until the process is told to stop. Pods keep running.
+    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let keypair = sealpod_net::load_or_create_keypair(&self.config.state_dir.join("node.key"))?;
+        let mut node_config = NodeConfig::client(keypair);
+        node_config.listen = self.config.listen.clone();
+        node_config.bootstrap = self.config.bootstrap.clone();
+        node_config.mdns = self.config.mdns;
+        node_config.serve = true;
+        node_config.advertise = true;
+        let (node, mut inbound) = Node::start(node_config).await?;
+        let ready = Ready {
+            peer_id: node.peer_id().to_string(),
+            addresses: node
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| format!("{a}/p2p/{}", node.peer_id()))
+                .collect(),
+        };
+        for a in &ready.addresses {
+            tracing::info!("listening on {a}");
+        }
+        if let Some(path) = &self.config.ready_file {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
+            std::fs::rename(&tmp, path)?;
+        }
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                request = inbound.recv() => match request {
+                    Some(request) => {
+                        let this = self.clone();
+                        tokio::task::spawn_blocking(move || this.handle(request));
+                    }
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        tracing::info!("provider stopping; pods keep running");
+        drop(node);
+        Ok(())
+    }
+
+    fn handle(&self, request: InboundRequest) {
+        match request {
+            InboundRequest::Attest {
+                peer, responder, ..
+            } => {
+                tracing::debug!(%peer, "attest request");
+                responder.respond(AttestResponse {
+                    error: Some(Error::new(
+                        ErrorCode::Unavailable,
+                        "this provider has no TEE attestor configured",
+                    )),
+                    evidence: None,
+                });
+            }
+            InboundRequest::Capacity {
+                request, responder, ..
+            } => responder.respond(self.capacity(&request)),
+            InboundRequest::Provision {
+                peer,
+                request,
+                responder,
+            } => {
+                let response = match self.provision(peer, request) {
+                    Ok(status) => ProvisionPodResponse {
+                        error: None,
+                        status: Some(status),
+                    },
+                    Err(error) => {
+                        tracing::info!(%peer, %error, "refused provisioning");
+                        ProvisionPodResponse {
+                            error: Some(error),
+                            status: None,
+                        }
+                    }
+                };
+                responder.respond(response);
+            }
+            InboundRequest::Control {
+                peer,
+                request,
+                responder,
+            } => {
+                let result = self
+                    .control(peer, request)
+                    .unwrap_or_else(ControlResult::Error);
+                responder.respond(PodControlResponse {
+                    result: Some(result),
+                });
+            }
+        }
+    }
+
+    fn reserved(&self) -> (u64, u64) {
+        self.store
+            .all()
+            .unwrap_or_default()
+            .iter()
+            .fold((0, 0), |(c, m), r| {
+                (c + r.cpu_millicores, m + r.memory_bytes)
+            })
+    }
+
+    fn free(&self) -> Resources {
+        let (cpu, mem) = self.reserved();
+        Resources {
+            cpu_millicores: self.config.capacity.cpu_millicores.saturating_sub(cpu),
+            memory_bytes: self.config.capacity.memory_bytes.saturating_sub(mem),
+            ..Default::default()
+        }
+    }
+
+    fn capacity(&self, request: &CapacityRequest) -> CapacityResponse {
+        let free = self.free();
+        let want = request.resources.clone().unwrap_or_default();
+        let available = want.cpu_millicores <= free.cpu_millicores
+            && want.memory_bytes <= free.memory_bytes
+            && want.gpus == 0
+            && request.external_ips == 0;
+        CapacityResponse {
+            error: None,
+            available,
+            free: Some(free),
+            offer: None,
+        }
+    }
+
+    fn provision(&self, peer: PeerId, request: ProvisionPodRequest) -> Result<PodStatus, Error> {
+        let pod = request.pod.ok_or_else(|| Error {
+            code: ErrorCode::InvalidRequest as i32,
+            message: "the request carries no pod".into(),
+            field: "pod".into(),
+        })?;
+        if request.payload_manifest.is_some() {
+            return Err(Error {
+                code: ErrorCode::InvalidRequest as i32,
+                message: "payload manifests are not supported by this provider yet".into(),
+                field: "payload_manifest".into(),
+            });
+        }
+        let (cpu, memory) = pod
+            .containers
+            .iter()
+            .filter_map(|c| c.resources.as_ref())
+            .fold((0u64, 0u64), |(c, m), r| {
+                (
+                    c.saturating_add(r.cpu_millicores),
+                    m.saturating_add(r.memory_bytes),
+                )
+            });
+        let pod_id = new_pod_id();
+        let _guard = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        let free = self.free();
+        if cpu > free.cpu_millicores || memory > free.memory_bytes {
+            return Err(Error::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "not enough capacity: asked {cpu}m CPU and {memory} bytes of memory, {}m and {} bytes are free",
+                    free.cpu_millicores, free.memory_bytes
+                ),
+            ));
+        }
+        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip)?;
+        let record = PodRecord {
+            pod_id: pod_id.clone(),
+            name: request.name.chars().take(128).collect(),
+            owner: peer.to_string(),
+            created_unix_seconds: now(),
+            exposed: admitted
+                .spec
+                .ports
+                .iter()
+                .map(|p| Exposed {
+                    host: p.host,
+                    container: p.container.clone(),
+                    container_port: p.target_port,
+                })
+                .collect(),
+            cpu_millicores: cpu,
+            memory_bytes: memory,
+        };
+        // Recorded before the shim starts: a crash in between leaves a record
+        // that re-attachment resolves, never a pod nobody knows of.
+        self.store.put(&record).map_err(internal)?;
+        match self.runtime.create(&admitted.spec, admitted.listeners) {
+            Ok(state) => {
+                tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
+                Ok(status(&record, &state))
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
+                let _ = self.runtime.delete(&pod_id);
+                let _ = self.store.remove(&pod_id);
+                Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("starting the pod failed: {e}"),
+                ))
+            }
+        }
+    }
+
+    /// The record of a pod the caller owns.
+    fn owned(&self, peer: &PeerId, pod_id: &str) -> Result<PodRecord, Error> {
+        match self.store.get(pod_id).map_err(internal)? {
+            Some(r) if r.owner == peer.to_string() => Ok(r),
+            Some(_) => {
+                tracing::warn!(%peer, pod = %pod_id, "refused control of a pod the peer does not own");
+                Err(Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!("pod {pod_id} belongs to another publisher; only the peer that deployed a pod may control it"),
+                ))
+            }
+            None => Err(Error::new(
+                ErrorCode::NotFound,
+                format!("no pod {pod_id} on this provider"),
+            )),
+        }
+    }
+
+    fn control(&self, peer: PeerId, request: PodControlRequest) -> Result<ControlResult, Error> {
+        match request.op {
+            Some(Op::Status(s)) => {
+                let record = self.owned(&peer, &s.pod_id)?;
+                let state = self.runtime.state(&record.pod_id).map_err(internal)?;
+                Ok(ControlResult::Status(status(&record, &state)))
+            }
+            Some(Op::List(_)) => {
+                let me = peer.to_string();
+                let pods = self
+                    .store
+                    .all()
+                    .map_err(internal)?
+                    .into_iter()
+                    .filter(|r| r.owner == me)
+                    .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| status(&r, &s)))
+                    .collect();
+                Ok(ControlResult::List(PodList { pods }))
+            }
+            Some(Op::Logs(l)) => {
+                let record = self.owned(&peer, &l.pod_id)?;
+                let state = self.runtime.state(&record.pod_id).map_err(internal)?;
+                let container = if l.container.is_empty() {
+                    state
+                        .containers
+                        .first()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    l.container.clone()
+                };
+                let Some(cs) = state.containers.iter().find(|c| c.name == container) else {
+                    return Err(Error {
+                        code: ErrorCode::NotFound as i32,
+                        message: format!("pod {} has no container {container:?}", record.pod_id),
+                        field: "container".into(),
+                    });
+                };
+                let max = l.max_bytes.clamp(1, sealpod_proto::limits::LOG_CHUNK) as usize;
+                let slice = self
+                    .runtime
+                    .read_log(&record.pod_id, &container, l.offset, max)
+                    .map_err(internal)?;
+                let done = cs.state == RunState::Exited || !self.runtime.is_running(&record.pod_id);
+                let finished = done && slice.data.len() < max;
+                Ok(ControlResult::Logs(LogChunk {
+                    data: slice.data,
+                    offset: slice.offset,
+                    next_offset: slice.next_offset,
+                    finished,
+                }))
+            }
+            Some(Op::Delete(d)) => {
+                let record = self.owned(&peer, &d.pod_id)?;
+                let mut last = self.runtime.state(&record.pod_id).ok();
+                self.runtime.delete(&record.pod_id).map_err(internal)?;
+                self.store.remove(&record.pod_id).map_err(internal)?;
+                tracing::info!(pod = %record.pod_id, "deleted pod");
+                let mut s = last.take().map(|s| status(&record, &s)).unwrap_or_default();
+                s.pod_id = record.pod_id.clone();
+                s.phase = PodPhase::Deleted as i32;
+                s.addresses.clear();
+                Ok(ControlResult::Deleted(s))
+            }
+            None => Err(Error::new(
+                ErrorCode::InvalidRequest,
+                "empty control request",
+            )),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::Internal, e.to_string())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_pod_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    format!("p{}", hex::encode(bytes))
+}
+
+/// The wire status of a pod.
+pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
+    use sealpod_runtime::Phase;
+    let phase = match state.phase {
+        Phase::Starting => PodPhase::Starting,
+        Phase::Running => PodPhase::Running,
+        Phase::Succeeded => PodPhase::Succeeded,
+        Phase::Failed => PodPhase::Failed,
+        Phase::Stopping | Phase::Deleted => PodPhase::Deleted,
+    };
+    PodStatus {
+        pod_id: record.pod_id.clone(),
+        name: record.name.clone(),
+        phase: phase as i32,
+        containers: state
+            .containers
+            .iter()
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                state: match c.state {
+                    RunState::Created => sealpod_proto::ContainerState::Created,
+                    RunState::Running => sealpod_proto::ContainerState::Running,
+                    RunState::Restarting => sealpod_proto::ContainerState::Restarting,
+                    RunState::Exited => sealpod_proto::ContainerState::Exited,
+                } as i32,
+                exit_code: c.exit_code.unwrap_or(0),
+                restarts: c.restarts,
+                message: c.message.clone(),
+            })
+            .collect(),
+        addresses: record
+            .exposed
+            .iter()
+            .map(|e| ExposedAddress {
+                multiaddr: socket_multiaddr(e.host),
+                container_name: e.container.clone(),
+                container_port: e.container_port as u32,
+                protocol: sealpod_proto::Protocol::Tcp as i32,
+            })
+            .collect(),
+        created_unix_seconds: record.created_unix_seconds,
+        message: state.message.clone(),
+    }
+}
+
+fn socket_multiaddr(addr: std::net::SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{}", addr.port()),
+        IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{}", addr.port()),
+    }
+}
+
+/// Keeps `Arc` in the public signature readable.
+pub type SharedProvider = Arc<Provider>;

@@ -1,1 +1,347 @@
-//! sealpod-publisher
+//! The publisher's side: deploying pods to providers and controlling them.
+//!
+//! A [`Publisher`] is a libp2p client with a persistent identity (the pods it
+//! deploys belong to that identity) and a local record of which provider runs
+//! which of its pods, so that `status`, `logs` and `delete` need only a pod id.
+//!
+//! It leaves parsing manifests to `sealpod-manifest` (it takes the wire
+//! [`Pod`]), transport to `sealpod-net`, and presentation to the CLI.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealpod_net::{Multiaddr, Node, NodeConfig, NodeError, PeerId};
+use sealpod_proto::{
+    pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest,
+    DeleteRequest, LogChunk, LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest,
+    Resources, StatusRequest,
+};
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong for a publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] NodeError),
+    /// The provider answered with an error.
+    #[error("provider {peer} refused: {error}")]
+    Remote {
+        /// The provider.
+        peer: PeerId,
+        /// Its error.
+        error: sealpod_proto::Error,
+    },
+    /// The provider's answer lacked what it should hold.
+    #[error("provider {0} sent an incomplete answer")]
+    Incomplete(PeerId),
+    /// No record of the pod here.
+    #[error("no pod {0} in this publisher's records; `sealpod pods` lists them")]
+    UnknownPod(String),
+    /// Discovery found nobody suitable.
+    #[error(
+        "no provider found{0}; pass --provider MULTIADDR, --bootstrap, or run on a LAN with one"
+    )]
+    NoProvider(String),
+    /// Local state could not be read or written.
+    #[error("publisher state {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A provider address without its peer id.
+    #[error("provider address {0} must end in /p2p/<peer id>")]
+    AddressWithoutPeer(Multiaddr),
+}
+
+/// Where a deployed pod runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodRef {
+    /// The provider's id for the pod.
+    pub pod_id: String,
+    /// The label given at deployment.
+    pub name: String,
+    /// The provider's peer id.
+    pub provider: String,
+    /// Addresses the provider was reached at.
+    pub provider_addrs: Vec<String>,
+}
+
+/// Which provider to deploy to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A known address ending in `/p2p/<peer id>`.
+    Address(Multiaddr),
+    /// The first provider found on the DHT or by mDNS with room for the pod.
+    Discover,
+}
+
+/// A publisher identity with its local records.
+pub struct Publisher {
+    home: PathBuf,
+    node: Node,
+}
+
+impl Publisher {
+    /// Starts a client node with the identity kept in `home`.
+    pub async fn open(
+        home: &Path,
+        bootstrap: Vec<Multiaddr>,
+        mdns: bool,
+    ) -> Result<Publisher, PublisherError> {
+        let key =
+            sealpod_net::load_or_create_keypair(&home.join("publisher.key")).map_err(|e| {
+                PublisherError::State {
+                    path: home.join("publisher.key"),
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut config = NodeConfig::client(key);
+        config.bootstrap = bootstrap;
+        config.mdns = mdns;
+        let (node, _) = Node::start(config).await?;
+        Ok(Publisher {
+            home: home.to_owned(),
+            node,
+        })
+    }
+
+    /// This publisher's peer id: the owner of the pods it deploys.
+    pub fn peer_id(&self) -> PeerId {
+        self.node.peer_id()
+    }
+
+    /// Deploys `pod` and records where it runs.
+    pub async fn deploy(
+        &self,
+        pod: Pod,
+        name: &str,
+        target: Target,
+    ) -> Result<(PodRef, PodStatus), PublisherError> {
+        let (peer, addrs) = match target {
+            Target::Address(addr) => {
+                let (_, Some(_)) = sealpod_net::split_peer_id(&addr) else {
+                    return Err(PublisherError::AddressWithoutPeer(addr));
+                };
+                (self.node.dial(&addr).await?, vec![addr.to_string()])
+            }
+            Target::Discover => (self.discover(&pod).await?, Vec::new()),
+        };
+        let request = ProvisionPodRequest {
+            pod: Some(pod),
+            payment: None,
+            payload_manifest: None,
+            name: name.to_owned(),
+        };
+        let response = self.node.provision(peer, request).await?;
+        if let Some(error) = response.error {
+            return Err(PublisherError::Remote { peer, error });
+        }
+        let status = response.status.ok_or(PublisherError::Incomplete(peer))?;
+        let pod_ref = PodRef {
+            pod_id: status.pod_id.clone(),
+            name: name.to_owned(),
+            provider: peer.to_string(),
+            provider_addrs: addrs,
+        };
+        let mut records = self.records()?;
+        records.insert(pod_ref.pod_id.clone(), pod_ref.clone());
+        self.save_records(&records)?;
+        Ok((pod_ref, status))
+    }
+
+    /// Finds a provider with room for `pod`.
+    async fn discover(&self, pod: &Pod) -> Result<PeerId, PublisherError> {
+        let want = pod
+            .containers
+            .iter()
+            .filter_map(|c| c.resources.as_ref())
+            .fold(Resources::default(), |mut a, r| {
+                a.cpu_millicores += r.cpu_millicores;
+                a.memory_bytes += r.memory_bytes;
+                a.gpus += r.gpus;
+                a
+            });
+        let mut candidates = Vec::new();
+        for _ in 0..10 {
+            candidates = self.node.find_providers().await.unwrap_or_default();
+            if !candidates.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for peer in candidates {
+            let request = CapacityRequest {
+                resources: Some(want.clone()),
+                ..Default::default()
+            };
+            match self.node.capacity(peer, request).await {
+                Ok(r) if r.available => return Ok(peer),
+                Ok(_) => tracing::info!(%peer, "provider lacks capacity"),
+                Err(e) => tracing::info!(%peer, error = %e, "provider did not answer"),
+            }
+        }
+        Err(PublisherError::NoProvider(String::new()))
+    }
+
+    /// Where `pod_id` runs, dialing its provider.
+    async fn reach(&self, pod_id: &str) -> Result<PeerId, PublisherError> {
+        let records = self.records()?;
+        let r = records
+            .get(pod_id)
+            .ok_or_else(|| PublisherError::UnknownPod(pod_id.to_owned()))?;
+        let peer: PeerId = r.provider.parse().map_err(|_| PublisherError::State {
+            path: self.home.join("pods.json"),
+            reason: format!("bad provider id for {pod_id}"),
+        })?;
+        let mut last = None;
+        for addr in &r.provider_addrs {
+            if let Ok(addr) = addr.parse::<Multiaddr>() {
+                match self.node.dial(&addr).await {
+                    Ok(_) => return Ok(peer),
+                    Err(e) => last = Some(e),
+                }
+            }
+        }
+        match last {
+            Some(e) => Err(e.into()),
+            // Found through the DHT: let the node find its addresses again.
+            None => Ok(peer),
+        }
+    }
+
+    async fn control(&self, pod_id: &str, op: Op) -> Result<ControlResult, PublisherError> {
+        let peer = self.reach(pod_id).await?;
+        let response = self
+            .node
+            .control(peer, PodControlRequest { op: Some(op) })
+            .await?;
+        match response.result {
+            Some(ControlResult::Error(error)) => Err(PublisherError::Remote { peer, error }),
+            Some(result) => Ok(result),
+            None => Err(PublisherError::Incomplete(peer)),
+        }
+    }
+
+    /// The pod's status.
+    pub async fn status(&self, pod_id: &str) -> Result<PodStatus, PublisherError> {
+        match self
+            .control(
+                pod_id,
+                Op::Status(StatusRequest {
+                    pod_id: pod_id.to_owned(),
+                }),
+            )
+            .await?
+        {
+            ControlResult::Status(s) => Ok(s),
+            _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// A chunk of a container's log from `offset`.
+    pub async fn logs(
+        &self,
+        pod_id: &str,
+        container: &str,
+        offset: u64,
+    ) -> Result<LogChunk, PublisherError> {
+        let request = LogsRequest {
+            pod_id: pod_id.to_owned(),
+            container: container.to_owned(),
+            offset,
+            max_bytes: sealpod_proto::limits::LOG_CHUNK,
+        };
+        match self.control(pod_id, Op::Logs(request)).await? {
+            ControlResult::Logs(chunk) => Ok(chunk),
+            _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// Deletes the pod and forgets it.
+    pub async fn delete(&self, pod_id: &str) -> Result<PodStatus, PublisherError> {
+        let result = self
+            .control(
+                pod_id,
+                Op::Delete(DeleteRequest {
+                    pod_id: pod_id.to_owned(),
+                }),
+            )
+            .await;
+        let forget = match &result {
+            Ok(_) => true,
+            // The provider no longer knows it: nothing left to delete.
+            Err(PublisherError::Remote { error, .. }) => {
+                error.code == sealpod_proto::ErrorCode::NotFound as i32
+            }
+            Err(_) => false,
+        };
+        if forget {
+            let mut records = self.records()?;
+            records.remove(pod_id);
+            self.save_records(&records)?;
+        }
+        match result? {
+            ControlResult::Deleted(s) => Ok(s),
+            _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// The pods this publisher has deployed, as recorded locally.
+    pub fn pods(&self) -> Result<Vec<PodRef>, PublisherError> {
+        Ok(self.records()?.into_values().collect())
+    }
+
+    /// Asks the provider of a recorded pod for it, as another identity would:
+    /// sends a control request for `pod_id` to the provider at `addr`.
+    pub async fn control_at(
+        &self,
+        addr: &Multiaddr,
+        op: Op,
+    ) -> Result<ControlResult, PublisherError> {
+        let peer = self.node.dial(addr).await?;
+        let response = self
+            .node
+            .control(peer, PodControlRequest { op: Some(op) })
+            .await?;
+        match response.result {
+            Some(ControlResult::Error(error)) => Err(PublisherError::Remote { peer, error }),
+            Some(result) => Ok(result),
+            None => Err(PublisherError::Incomplete(peer)),
+        }
+    }
+
+    fn records(&self) -> Result<BTreeMap<String, PodRef>, PublisherError> {
+        let path = self.home.join("pods.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PublisherError::State {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(PublisherError::State {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn save_records(&self, records: &BTreeMap<String, PodRef>) -> Result<(), PublisherError> {
+        let path = self.home.join("pods.json");
+        let state = |e: std::io::Error| PublisherError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&self.home).map_err(state)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(records).expect("records serialize"),
+        )
+        .map_err(state)?;
+        std::fs::rename(&tmp, &path).map_err(state)
+    }
+}

@@ -1,1 +1,503 @@
-fn main() {}
+//! The `sealpod` command: argument parsing and output. The work is done by the
+//! library crates; see docs/architecture.md.
+
+mod demo;
+mod output;
+mod sample;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sealpod_net::Multiaddr;
+use sealpod_publisher::{Publisher, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "sealpod",
+    version,
+    about = "Deploy pods to providers you have never met, over libp2p"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The publisher's directory: identity key and pod records.
+    #[arg(long, global = true, env = "SEALPOD_HOME")]
+    home: Option<PathBuf>,
+    /// Log verbosity (also RUST_LOG).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a provider, deploy a sample web pod to it, fetch a page, clean up.
+    Demo(demo::DemoArgs),
+    /// Run a provider.
+    Provider {
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
+    /// Deploy a pod manifest to a provider.
+    Deploy {
+        /// The pod manifest (YAML or JSON).
+        manifest: PathBuf,
+        /// A label for the pod (default: the manifest's file stem).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        discovery: Discovery,
+    },
+    /// List the pods you deployed.
+    Pods {
+        /// Ask each provider for the pod's live status.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Show a pod's status.
+    Status {
+        /// The pod id.
+        pod: String,
+    },
+    /// Print a container's output.
+    Logs {
+        /// The pod id.
+        pod: String,
+        /// The container (default: the pod's first).
+        #[arg(long, short)]
+        container: Option<String>,
+        /// Keep printing new output until the container exits.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Delete a pod: its containers, mounts, network and cgroups.
+    Delete {
+        /// The pod id.
+        pod: String,
+    },
+    /// Work with pod manifests.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+    /// Build images locally.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Internal: the per-pod supervisor.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        pod_dir: PathBuf,
+    },
+    /// Internal: create and start one container.
+    #[command(hide = true)]
+    StartContainer {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
+    /// Internal: the sample workload of demo images.
+    #[command(hide = true)]
+    Sample {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProviderCommand {
+    /// Serve the Apocryph protocols and run pods.
+    Run(ProviderArgs),
+}
+
+#[derive(Args)]
+struct ProviderArgs {
+    /// libp2p listen addresses.
+    #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/4001".to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1".to_string()])]
+    listen: Vec<String>,
+    /// DHT bootstrap peers (multiaddrs ending in /p2p/<peer id>).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Discover and be discovered on the LAN with mDNS.
+    #[arg(long)]
+    mdns: bool,
+    /// Where pods, images, the database and the node key live.
+    #[arg(long, default_value = "/var/lib/sealpod")]
+    state_dir: PathBuf,
+    /// Host address pods' ports are exposed on. 127.0.0.1 keeps them local;
+    /// 0.0.0.0 exposes them to every network the host is on.
+    #[arg(long, default_value = "127.0.0.1")]
+    expose_ip: std::net::IpAddr,
+    /// Directories that local image references may point into (repeatable).
+    /// Without one, the provider accepts no local images.
+    #[arg(long)]
+    image_root: Vec<PathBuf>,
+    /// CPU to sell (cores, e.g. 2 or 1500m); default: all of the host's.
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory to sell (e.g. 4Gi); default: all of the host's.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Write the provider's peer id and addresses here (JSON) once it listens.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct Discovery {
+    /// The provider's multiaddr, ending in /p2p/<peer id>. Without it, the
+    /// provider is found through the DHT or mDNS.
+    #[arg(long)]
+    provider: Option<String>,
+    /// DHT bootstrap peers.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Look for providers on the LAN with mDNS.
+    #[arg(long)]
+    mdns: bool,
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Validate a pod manifest and print its wire form.
+    Check {
+        /// The manifest (YAML, or JSON by extension).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build an OCI image layout holding one binary and the libraries it links.
+    FromBinary {
+        /// The executable.
+        binary: PathBuf,
+        /// The OCI layout directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Tag in the layout.
+        #[arg(long, default_value = "latest")]
+        tag: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Internal helpers run before any thread exists: creating a container forks.
+    match &cli.command {
+        Command::StartContainer {
+            root,
+            id,
+            bundle,
+            pid_file,
+        } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(0, false);
+            }
+            if let Err(e) = sealpod_runtime::shim::start_container(root, id, bundle, pid_file) {
+                eprintln!("sealpod: container {id}: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::Sample { args } => std::process::exit(sample::main(args)),
+        _ => {}
+    }
+    init_tracing(
+        cli.verbose,
+        matches!(cli.command, Command::Provider { .. } | Command::Shim { .. }),
+    );
+    let json = cli.json;
+    if let Err(e) = run(cli) {
+        if json {
+            println!("{}", serde_json::json!({"error": format!("{e:#}")}));
+        } else {
+            eprintln!("sealpod: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},libp2p=warn,libcontainer=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn home(cli_home: &Option<PathBuf>) -> PathBuf {
+    if let Some(h) = cli_home {
+        return h.clone();
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("sealpod")
+}
+
+fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("{a:?} is not a multiaddr"))
+        })
+        .collect()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    let home = home(&cli.home);
+    match cli.command {
+        Command::Demo(args) => demo::run(args, json),
+        Command::Provider {
+            command: ProviderCommand::Run(args),
+        } => run_provider(args),
+        Command::Shim { pod_dir } => {
+            let exe = std::env::current_exe()?;
+            sealpod_runtime::shim::run_shim(&pod_dir, &exe)?;
+            Ok(())
+        }
+        Command::Manifest {
+            command: ManifestCommand::Check { file },
+        } => {
+            let pod = sealpod_manifest::load_pod_manifest(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pod)?);
+            } else {
+                println!("{}: valid", file.display());
+                print!("{}", output::pod_summary(&pod));
+            }
+            Ok(())
+        }
+        Command::Image {
+            command: ImageCommand::FromBinary { binary, out, tag },
+        } => {
+            let digest = demo::image_from_binary(&binary, &out, &tag, vec![])?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"layout": out, "tag": tag, "digest": digest})
+                );
+            } else {
+                println!("{}:{tag} {digest}", out.display());
+            }
+            Ok(())
+        }
+        Command::Deploy {
+            manifest,
+            name,
+            discovery,
+        } => runtime()?.block_on(async {
+            let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+            let name = name.unwrap_or_else(|| {
+                manifest
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "pod".into())
+            });
+            let publisher = open_publisher(&home, &discovery).await?;
+            let target = match &discovery.provider {
+                Some(p) => Target::Address(
+                    p.parse()
+                        .with_context(|| format!("--provider {p:?} is not a multiaddr"))?,
+                ),
+                None => Target::Discover,
+            };
+            let (pod_ref, status) = publisher.deploy(pod, &name, target).await?;
+            output::print_deployed(&pod_ref, &status, json)
+        }),
+        Command::Pods { status } => runtime()?.block_on(async {
+            let publisher = open_publisher(
+                &home,
+                &Discovery {
+                    provider: None,
+                    bootstrap: vec![],
+                    mdns: false,
+                },
+            )
+            .await?;
+            let pods = publisher.pods()?;
+            let mut rows = Vec::new();
+            for p in pods {
+                let live = if status {
+                    Some(publisher.status(&p.pod_id).await.map_err(|e| e.to_string()))
+                } else {
+                    None
+                };
+                rows.push((p, live));
+            }
+            output::print_pods(&rows, json)
+        }),
+        Command::Status { pod } => runtime()?.block_on(async {
+            let publisher = open_publisher(
+                &home,
+                &Discovery {
+                    provider: None,
+                    bootstrap: vec![],
+                    mdns: false,
+                },
+            )
+            .await?;
+            let status = publisher.status(&pod).await?;
+            output::print_status(&status, json)
+        }),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+        } => runtime()?.block_on(async {
+            let publisher = open_publisher(
+                &home,
+                &Discovery {
+                    provider: None,
+                    bootstrap: vec![],
+                    mdns: false,
+                },
+            )
+            .await?;
+            follow_logs(
+                &publisher,
+                &pod,
+                container.as_deref().unwrap_or(""),
+                follow,
+                json,
+            )
+            .await
+        }),
+        Command::Delete { pod } => runtime()?.block_on(async {
+            let publisher = open_publisher(
+                &home,
+                &Discovery {
+                    provider: None,
+                    bootstrap: vec![],
+                    mdns: false,
+                },
+            )
+            .await?;
+            let status = publisher.delete(&pod).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                println!("deleted {pod}");
+            }
+            Ok(())
+        }),
+        Command::StartContainer { .. } | Command::Sample { .. } => {
+            unreachable!("handled before start-up")
+        }
+    }
+}
+
+async fn open_publisher(home: &Path, d: &Discovery) -> Result<Publisher> {
+    Ok(Publisher::open(home, parse_addrs(&d.bootstrap)?, d.mdns).await?)
+}
+
+async fn follow_logs(
+    publisher: &Publisher,
+    pod: &str,
+    container: &str,
+    follow: bool,
+    json: bool,
+) -> Result<()> {
+    use std::io::Write;
+    let mut offset = 0;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let chunk = publisher.logs(pod, container, offset).await?;
+        if json {
+            let line = serde_json::json!({
+                "offset": chunk.offset,
+                "next_offset": chunk.next_offset,
+                "data": String::from_utf8_lossy(&chunk.data),
+                "finished": chunk.finished,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            if chunk.offset > offset {
+                writeln!(out, "[… {} bytes rotated away …]", chunk.offset - offset)?;
+            }
+            out.write_all(&chunk.data)?;
+        }
+        out.flush()?;
+        offset = chunk.next_offset;
+        if chunk.finished
+            || (!follow && (chunk.data.len() as u32) < sealpod_proto::limits::LOG_CHUNK)
+        {
+            return Ok(());
+        }
+        if chunk.data.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn run_provider(args: ProviderArgs) -> Result<()> {
+    if !nix_is_root() {
+        bail!("the provider needs root: it creates namespaces, cgroups and mounts");
+    }
+    let host = sealpod_provider::Capacity::of_host();
+    let capacity = sealpod_provider::Capacity {
+        cpu_millicores: match &args.cpu {
+            Some(c) => sealpod_manifest::parse_cpu(c).with_context(|| format!("--cpu {c:?}"))?,
+            None => host.cpu_millicores,
+        },
+        memory_bytes: match &args.memory {
+            Some(m) => {
+                sealpod_manifest::parse_bytes(m).with_context(|| format!("--memory {m:?}"))?
+            }
+            None => host.memory_bytes,
+        },
+    };
+    let config = sealpod_provider::ProviderConfig {
+        state_dir: args.state_dir,
+        listen: parse_addrs(&args.listen)?,
+        bootstrap: parse_addrs(&args.bootstrap)?,
+        mdns: args.mdns,
+        expose_ip: args.expose_ip,
+        image_roots: args.image_root,
+        shim_exe: std::env::current_exe()?,
+        capacity,
+        ready_file: args.ready_file,
+    };
+    runtime()?.block_on(async {
+        let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);
+        provider.serve().await
+    })
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

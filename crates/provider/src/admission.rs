@@ -1,0 +1,368 @@
+//! Deciding whether a provisioning request can run here, and turning it into
+//! what the runtime runs: images prepared, ports bound, limits set.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::Path;
+
+use sealpod_proto::{image::Source, volume, Error, ErrorCode, Pod, Protocol};
+use sealpod_runtime::{
+    ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec,
+};
+
+use crate::images::{ImageStore, UnpackedImage};
+
+/// A request turned into something the runtime can start.
+pub struct Admitted {
+    /// What the shim runs.
+    pub spec: PodSpec,
+    /// Bound host listeners, one per `spec.ports` entry.
+    pub listeners: Vec<TcpListener>,
+}
+
+fn invalid(field: String, message: impl Into<String>) -> Error {
+    Error {
+        code: ErrorCode::InvalidRequest as i32,
+        message: message.into(),
+        field,
+    }
+}
+
+/// Checks a wire pod and prepares everything it needs.
+pub fn admit(
+    pod_id: &str,
+    pod: &Pod,
+    images: &ImageStore,
+    expose_ip: IpAddr,
+) -> Result<Admitted, Error> {
+    if pod.containers.is_empty() {
+        return Err(invalid(
+            "pod.containers".into(),
+            "a pod needs at least one container",
+        ));
+    }
+    if pod.containers.len() > 16 {
+        return Err(invalid(
+            "pod.containers".into(),
+            "at most 16 containers per pod",
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut volumes = Vec::new();
+    for (i, v) in pod.volumes.iter().enumerate() {
+        let field = format!("pod.volumes[{i}]");
+        check_name(&v.name, &field)?;
+        let kind = match &v.kind {
+            Some(volume::Kind::EmptyDir(e)) if e.memory => VolumeKind::Memory {
+                size_bytes: e.size_limit_bytes,
+            },
+            Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => {
+                VolumeKind::EmptyDir
+            }
+            Some(volume::Kind::Secret(_)) => {
+                return Err(invalid(
+                    field,
+                    "secret volumes are not supported by this provider yet",
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    field,
+                    "volume has no kind (emptyDir, persistent or secret)",
+                ))
+            }
+        };
+        if volumes.iter().any(|x: &VolumeSpec| x.name == v.name) {
+            return Err(invalid(
+                field,
+                format!("duplicate volume name {:?}", v.name),
+            ));
+        }
+        volumes.push(VolumeSpec {
+            name: v.name.clone(),
+            kind,
+        });
+    }
+
+    let mut containers = Vec::new();
+    let mut forwards = Vec::new();
+    let mut listeners = Vec::new();
+    let mut target_ports = std::collections::HashSet::new();
+    for (i, c) in pod.containers.iter().enumerate() {
+        let field = format!("pod.containers[{i}]");
+        check_name(&c.name, &format!("{field}.name"))?;
+        if !names.insert(c.name.clone()) {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("duplicate container name {:?}", c.name),
+            ));
+        }
+        let image = match c.image.as_ref().and_then(|i| i.source.as_ref()) {
+            Some(Source::Reference(r)) => images.prepare(r).map_err(|e| Error {
+                code: ErrorCode::NotFound as i32,
+                message: e.to_string(),
+                field: format!("{field}.image"),
+            })?,
+            Some(Source::Content(_)) => {
+                return Err(Error {
+                    code: ErrorCode::Unavailable as i32,
+                    message: "content-addressed images need the artifact network, which this provider does not run yet"
+                        .into(),
+                    field: format!("{field}.image"),
+                })
+            }
+            None => return Err(invalid(format!("{field}.image"), "container has no image")),
+        };
+        let args = process_args(c, &image).map_err(|m| invalid(format!("{field}.command"), m))?;
+        let (uid, gid) = resolve_user(&image).map_err(|m| invalid(format!("{field}.image"), m))?;
+        let mut env: Vec<String> = image.config.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        for (j, e) in c.env.iter().enumerate() {
+            if e.name.is_empty()
+                || e.name.contains('=')
+                || e.name.contains('\0')
+                || e.value.contains('\0')
+            {
+                return Err(invalid(
+                    format!("{field}.env[{j}]"),
+                    format!("invalid environment variable name {:?}", e.name),
+                ));
+            }
+            env.retain(|x| x.split_once('=').map(|(k, _)| k) != Some(e.name.as_str()));
+            env.push(format!("{}={}", e.name, e.value));
+        }
+        let cwd = if !c.working_dir.is_empty() {
+            c.working_dir.clone()
+        } else {
+            image
+                .config
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into())
+        };
+        if !cwd.starts_with('/') {
+            return Err(invalid(
+                format!("{field}.working_dir"),
+                "the working directory must be an absolute path",
+            ));
+        }
+        let mut mounts = Vec::new();
+        for (j, m) in c.volume_mounts.iter().enumerate() {
+            let mfield = format!("{field}.volume_mounts[{j}]");
+            if !volumes.iter().any(|v| v.name == m.name) {
+                return Err(invalid(
+                    mfield,
+                    format!("no volume named {:?} in the pod", m.name),
+                ));
+            }
+            if !m.mount_path.starts_with('/') || m.mount_path.split('/').any(|s| s == "..") {
+                return Err(invalid(
+                    mfield,
+                    "mount path must be absolute and free of '..'",
+                ));
+            }
+            mounts.push(MountSpec {
+                volume: m.name.clone(),
+                path: m.mount_path.clone(),
+                read_only: m.read_only,
+            });
+        }
+        let r = c.resources.clone().unwrap_or_default();
+        if r.gpus > 0 {
+            return Err(Error {
+                code: ErrorCode::ResourceExhausted as i32,
+                message: "this provider has no GPUs".into(),
+                field: format!("{field}.resources.gpus"),
+            });
+        }
+        for (j, p) in c.ports.iter().enumerate() {
+            let pfield = format!("{field}.ports[{j}]");
+            if p.protocol == Protocol::Udp as i32 {
+                return Err(invalid(
+                    pfield,
+                    "UDP ports are not supported by this provider yet",
+                ));
+            }
+            let target = u16::try_from(p.target_port)
+                .ok()
+                .filter(|t| *t > 0)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{pfield}.target_port"),
+                        format!("{} is not a valid port", p.target_port),
+                    )
+                })?;
+            let port = u16::try_from(p.port).map_err(|_| {
+                invalid(
+                    format!("{pfield}.port"),
+                    format!("{} is not a valid port", p.port),
+                )
+            })?;
+            if !target_ports.insert(target) {
+                return Err(Error {
+                    code: ErrorCode::Conflict as i32,
+                    message: format!("port {target} is declared twice in the pod (its containers share one network)"),
+                    field: pfield,
+                });
+            }
+            let listener =
+                TcpListener::bind(SocketAddr::new(expose_ip, port)).map_err(|e| Error {
+                    code: ErrorCode::Conflict as i32,
+                    message: format!("cannot expose port {port} on the provider: {e}"),
+                    field: format!("{pfield}.port"),
+                })?;
+            let host = listener
+                .local_addr()
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            forwards.push(PortForward {
+                host,
+                target_port: target,
+                container: c.name.clone(),
+            });
+            listeners.push(listener);
+        }
+        containers.push(ContainerSpec {
+            name: c.name.clone(),
+            image_rootfs: image.rootfs.clone(),
+            image_digest: image.digest.clone(),
+            args,
+            env,
+            cwd,
+            uid,
+            gid,
+            limits: Limits {
+                cpu_millicores: r.cpu_millicores,
+                memory_bytes: r.memory_bytes,
+                pids: r.pids,
+            },
+            mounts,
+        });
+    }
+    let restart = match sealpod_proto::RestartPolicy::try_from(pod.restart_policy) {
+        Ok(sealpod_proto::RestartPolicy::Always) => RestartPolicy::Always,
+        Ok(sealpod_proto::RestartPolicy::Never) => RestartPolicy::Never,
+        _ => RestartPolicy::OnFailure,
+    };
+    Ok(Admitted {
+        spec: PodSpec {
+            pod_id: pod_id.to_owned(),
+            containers,
+            restart,
+            volumes,
+            ports: forwards,
+        },
+        listeners,
+    })
+}
+
+fn check_name(name: &str, field: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field.to_owned(),
+            format!("{name:?} is not a valid name (lowercase letters, digits and '-', at most 63)"),
+        ))
+    }
+}
+
+/// The argv, with Kubernetes' rules: `command` replaces the image's entrypoint
+/// (and then the image's cmd is dropped), `args` replaces the image's cmd.
+fn process_args(
+    c: &sealpod_proto::Container,
+    image: &UnpackedImage,
+) -> Result<Vec<String>, String> {
+    let mut argv = if c.command.is_empty() {
+        image.config.entrypoint.clone()
+    } else {
+        c.command.clone()
+    };
+    if !c.args.is_empty() {
+        argv.extend(c.args.iter().cloned());
+    } else if c.command.is_empty() {
+        argv.extend(image.config.cmd.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err("no command: neither the manifest nor the image says what to run".into());
+    }
+    Ok(argv)
+}
+
+/// The image's `User` as numeric ids, looking names up in the image's
+/// /etc/passwd and /etc/group.
+fn resolve_user(image: &UnpackedImage) -> Result<(u32, u32), String> {
+    let user = image.config.user.clone().unwrap_or_default();
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u.to_owned(), Some(g.to_owned())),
+        None => (user.clone(), None),
+    };
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(uid) => (
+            uid,
+            lookup(
+                &image.rootfs.join("etc/passwd"),
+                |f| f.get(2) == Some(&u.as_str()),
+                3,
+            )
+            .unwrap_or(uid),
+        ),
+        Err(_) => {
+            let uid = lookup(
+                &image.rootfs.join("etc/passwd"),
+                |f| f.first() == Some(&u.as_str()),
+                2,
+            )
+            .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
+            let gid = lookup(
+                &image.rootfs.join("etc/passwd"),
+                |f| f.first() == Some(&u.as_str()),
+                3,
+            )
+            .unwrap_or(0);
+            (uid, gid)
+        }
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(
+                &image.rootfs.join("etc/group"),
+                |f| f.first() == Some(&g.as_str()),
+                2,
+            )
+            .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Field `want` of the first line of a colon-separated file matching `pred`.
+/// The file is the image's, so it is read through a size cap and never
+/// followed out of the root filesystem by the caller's choice of paths.
+fn lookup(path: &Path, pred: impl Fn(&[&str]) -> bool, want: usize) -> Option<u32> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| pred(f))
+        .and_then(|f| f.get(want)?.parse().ok())
+}

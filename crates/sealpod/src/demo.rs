@@ -1,0 +1,298 @@
+//! `sealpod demo`: the whole path in one command, on this machine.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sealpod_publisher::{Publisher, Target};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Leave the pod and provider running and print how to reach them.
+    #[arg(long)]
+    keep: bool,
+    /// Working directory for the demo (default: a fresh temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Builds an OCI layout holding `binary` (and the libraries it links to) at
+/// `/app/<name>`, with `entrypoint` as its default command. Returns the digest.
+pub fn image_from_binary(binary: &Path, out: &Path, tag: &str, cmd: Vec<String>) -> Result<String> {
+    let files = sealpod_oci::binary_rootfs_files(binary)
+        .with_context(|| format!("collecting {} and its libraries", binary.display()))?;
+    let name = binary
+        .file_name()
+        .context("binary has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let mut builder = sealpod_oci::ImageBuilder::new().compression(sealpod_oci::Compression::None);
+    for (host, in_image) in files {
+        // The binary itself goes to /app; its libraries keep their paths.
+        let at = if host == binary {
+            PathBuf::from("/app").join(&name)
+        } else {
+            in_image
+        };
+        builder = builder.file(host, at);
+    }
+    let mut entrypoint = vec![format!("/app/{name}")];
+    entrypoint.extend(cmd);
+    let built = builder.entrypoint(entrypoint).write_layout(out, tag)?;
+    Ok(built.manifest_digest)
+}
+
+struct ProviderProcess {
+    child: Child,
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = nix_kill(self.child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
+
+pub fn run(args: DemoArgs, json: bool) -> Result<()> {
+    let mut tmp = None;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("sealpod-demo-").tempdir()?;
+            let path = t.path().to_owned();
+            tmp = Some(t);
+            path
+        }
+    };
+    let exe = std::env::current_exe()?;
+    let say = |s: &str| {
+        if !json {
+            println!("{s}");
+        }
+    };
+
+    say("1. building a sample image from this binary …");
+    let image_dir = dir.join("images/sample");
+    let digest = image_from_binary(&exe, &image_dir, "demo", vec!["sample".into()])?;
+    say(&format!("   oci:{}:demo  {digest}", image_dir.display()));
+
+    say("2. starting a provider in the background …");
+    let ready = dir.join("provider.ready");
+    let log = std::fs::File::create(dir.join("provider.log"))?;
+    let child = Command::new(&exe)
+        .args([
+            "provider",
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--expose-ip",
+            "127.0.0.1",
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("provider"))
+        .arg("--image-root")
+        .arg(dir.join("images"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the provider")?;
+    let provider = ProviderProcess { child };
+    let started = Instant::now();
+    while !ready.exists() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the provider did not start; see {}",
+                dir.join("provider.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info: sealpod_provider::Ready = serde_json::from_slice(&std::fs::read(&ready)?)?;
+    let addr = info
+        .addresses
+        .first()
+        .context("provider reported no address")?
+        .clone();
+    say(&format!("   provider {addr}"));
+
+    say("3. deploying a two-container pod over /apocryph/provision-pod/0.0.1 …");
+    let manifest = dir.join("demo-pod.yaml");
+    let image_ref = format!("oci:{}:demo", image_dir.display());
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"containers:
+  - name: web
+    image: {image_ref}
+    args: [serve, --port, "8080", --text, "hello from a sealed pod"]
+    ports:
+      - port: 0
+        targetPort: 8080
+    resources: {{cpu: 250m, memory: 64Mi}}
+  - name: client
+    image: {image_ref}
+    args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "500"]
+    resources: {{cpu: 100m, memory: 32Mi}}
+"#
+        ),
+    )?;
+    let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
+        let t0 = Instant::now();
+        let (pod_ref, status) = publisher
+            .deploy(pod, "demo", Target::Address(addr.parse()?))
+            .await?;
+        let deploy_time = t0.elapsed();
+        if !json {
+            print!("{}", crate::output::status_text(&status));
+            println!(
+                "   deployed in {:.0} ms",
+                deploy_time.as_secs_f64() * 1000.0
+            );
+        }
+        let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await;
+        if checked.is_err() || !args.keep {
+            say("6. deleting the pod …");
+            publisher.delete(&pod_ref.pod_id).await?;
+            say("   deleted: no process, mount, network namespace or cgroup left");
+        }
+        let (url, page, client_log) = checked?;
+        if args.keep {
+            say(&format!(
+                "kept: pod {} at {url}; provider state in {} (SEALPOD_HOME={})",
+                pod_ref.pod_id,
+                dir.display(),
+                dir.join("publisher").display()
+            ));
+        }
+        Ok::<_, anyhow::Error>(serde_json::json!({
+            "pod": pod_ref.pod_id,
+            "url": url,
+            "page": page,
+            "deploy_ms": deploy_time.as_secs_f64() * 1000.0,
+            "client_log": client_log,
+        }))
+    });
+    if args.keep {
+        std::mem::forget(provider);
+        if let Some(t) = tmp {
+            let _ = t.keep();
+        }
+    } else {
+        drop(provider);
+    }
+    let value = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("demo complete");
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn multiaddr_to_socket(addr: &str) -> Result<std::net::SocketAddr> {
+    let parts: Vec<&str> = addr.split('/').collect();
+    match parts.as_slice() {
+        ["", "ip4", ip, "tcp", port] | ["", "ip6", ip, "tcp", port] => Ok(format!(
+            "{}:{port}",
+            if addr.starts_with("/ip6") {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            }
+        )
+        .parse()?),
+        _ => bail!("unexpected exposed address {addr}"),
+    }
+}
+
+async fn retry_get(url: &str) -> Result<String> {
+    let url = url.to_owned();
+    let mut last = None;
+    for _ in 0..50 {
+        let u = url.clone();
+        match tokio::task::spawn_blocking(move || crate::sample::get(&u)).await? {
+            Ok(body) => return Ok(body),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "{url} did not answer: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
+}
+
+/// Fetches a page through the pod's exposed port and reads the client's log.
+async fn check_pod(
+    publisher: &Publisher,
+    pod_id: &str,
+    status: &sealpod_proto::PodStatus,
+    json: bool,
+) -> Result<(String, String, String)> {
+    let say = |s: &str| {
+        if !json {
+            println!("{s}");
+        }
+    };
+    let exposed = status
+        .addresses
+        .first()
+        .context("the pod exposes no port")?;
+    let socket = multiaddr_to_socket(&exposed.multiaddr)?;
+    say("4. fetching a page through the pod's exposed port …");
+    let url = format!("http://{socket}/");
+    let page = retry_get(&url).await?;
+    say(&format!("   GET {url} -> {}", page.trim_end()));
+    say("5. the client container reached the server over the pod's shared localhost:");
+    let mut client_log = String::new();
+    for _ in 0..50 {
+        let chunk = publisher.logs(pod_id, "client", 0).await?;
+        client_log = String::from_utf8_lossy(&chunk.data).into_owned();
+        if client_log.contains("fetched:") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in client_log.lines().take(3) {
+        say(&format!("   client | {line}"));
+    }
+    if !client_log.contains("fetched:") {
+        bail!("the client container never reached the server; its log: {client_log}");
+    }
+    Ok((url, page, client_log))
+}

@@ -1,0 +1,129 @@
+//! How results are shown: text for people, JSON (`--json`) for programs.
+
+use anyhow::Result;
+use sealpod_proto::{ContainerState, Pod, PodPhase, PodStatus};
+use sealpod_publisher::PodRef;
+
+fn phase(s: &PodStatus) -> String {
+    PodPhase::try_from(s.phase)
+        .map(|p| {
+            p.as_str_name()
+                .trim_start_matches("POD_PHASE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn container_state(code: i32) -> String {
+    ContainerState::try_from(code)
+        .map(|p| {
+            p.as_str_name()
+                .trim_start_matches("CONTAINER_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The status of a pod as lines of text.
+pub fn status_text(s: &PodStatus) -> String {
+    let mut out = format!("pod {} ({}): {}\n", s.pod_id, s.name, phase(s));
+    if !s.message.is_empty() {
+        out += &format!("  {}\n", s.message);
+    }
+    for c in &s.containers {
+        out += &format!("  container {}: {}", c.name, container_state(c.state));
+        if c.state == ContainerState::Exited as i32 || c.restarts > 0 {
+            out += &format!(" (exit code {}, {} restarts)", c.exit_code, c.restarts);
+        }
+        if !c.message.is_empty() {
+            out += &format!(" — {}", c.message);
+        }
+        out += "\n";
+    }
+    for a in &s.addresses {
+        out += &format!(
+            "  port {}:{} exposed at {}\n",
+            a.container_name, a.container_port, a.multiaddr
+        );
+    }
+    out
+}
+
+/// Prints the result of a deployment.
+pub fn print_deployed(pod_ref: &PodRef, status: &PodStatus, json: bool) -> Result<()> {
+    if json {
+        let v = serde_json::json!({"pod": pod_ref, "status": status});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("deployed to provider {}", pod_ref.provider);
+        print!("{}", status_text(status));
+    }
+    Ok(())
+}
+
+/// Prints a pod's status.
+pub fn print_status(status: &PodStatus, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+    } else {
+        print!("{}", status_text(status));
+    }
+    Ok(())
+}
+
+/// Prints the list of the publisher's pods, with live status when asked for.
+pub fn print_pods(rows: &[(PodRef, Option<Result<PodStatus, String>>)], json: bool) -> Result<()> {
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, s)| match s {
+                None => serde_json::json!({"pod": p}),
+                Some(Ok(s)) => serde_json::json!({"pod": p, "status": s}),
+                Some(Err(e)) => serde_json::json!({"pod": p, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no pods deployed from this identity");
+    }
+    for (p, s) in rows {
+        let live = match s {
+            None => String::new(),
+            Some(Ok(s)) => format!("  {}", phase(s)),
+            Some(Err(e)) => format!("  ({e})"),
+        };
+        println!("{}  {}  provider {}{live}", p.pod_id, p.name, p.provider);
+    }
+    Ok(())
+}
+
+/// A short human summary of a wire pod.
+pub fn pod_summary(pod: &Pod) -> String {
+    let mut out = String::new();
+    for c in &pod.containers {
+        let image = match c.image.as_ref().and_then(|i| i.source.as_ref()) {
+            Some(sealpod_proto::image::Source::Reference(r)) => r.clone(),
+            Some(sealpod_proto::image::Source::Content(c)) => c.digest.clone(),
+            None => "(none)".into(),
+        };
+        out += &format!("  container {}: image {image}\n", c.name);
+        if !c.command.is_empty() || !c.args.is_empty() {
+            out += &format!("    command {:?} args {:?}\n", c.command, c.args);
+        }
+        for p in &c.ports {
+            out += &format!("    port {} -> {}\n", p.port, p.target_port);
+        }
+        if let Some(r) = &c.resources {
+            out += &format!(
+                "    cpu {}m, memory {} bytes\n",
+                r.cpu_millicores, r.memory_bytes
+            );
+        }
+    }
+    for v in &pod.volumes {
+        out += &format!("  volume {}\n", v.name);
+    }
+    out
+}

@@ -1,0 +1,126 @@
+//! A tiny workload for demos and tests: an HTTP server and a client, using only
+//! the standard library so that an image of it is a few files.
+//!
+//! `serve --port P --text T` answers every request with T and the number of
+//! requests served; `fetch --url http://127.0.0.1:P/ [--interval-ms N]` fetches
+//! a page every N ms and prints the body; `exit --code N` exits with N after
+//! printing a line (for restart tests).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Runs the sample workload with `args` (without the program name).
+pub fn main(args: &[String]) -> i32 {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let port = flag("--port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(8080u16);
+            let text = flag("--text").unwrap_or_else(|| "hello from sealpod".into());
+            serve(port, &text)
+        }
+        Some("fetch") => {
+            let url = flag("--url").unwrap_or_else(|| "http://127.0.0.1:8080/".into());
+            let interval = flag("--interval-ms")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1000u64);
+            let count = flag("--count")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(u64::MAX);
+            for _ in 0..count {
+                match get(&url) {
+                    Ok(body) => println!("fetched: {}", body.trim_end()),
+                    Err(e) => println!("fetch failed: {e}"),
+                }
+                let _ = std::io::stdout().flush();
+                std::thread::sleep(Duration::from_millis(interval));
+            }
+            0
+        }
+        Some("exit") => {
+            let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
+            println!("exiting with {code}");
+            code
+        }
+        _ => {
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] | exit --code N");
+            2
+        }
+    }
+}
+
+fn serve(port: u16, text: &str) -> i32 {
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on port {port}: {e}");
+            return 1;
+        }
+    };
+    println!("serving on port {port}");
+    let _ = std::io::stdout().flush();
+    let mut served = 0u64;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut reader = BufReader::new(match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => continue,
+        });
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            continue;
+        }
+        // Drain the headers.
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+            line.clear();
+        }
+        served += 1;
+        let body = format!("{text} (request {served})\n");
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        println!("served {}", request_line.trim_end());
+        let _ = std::io::stdout().flush();
+    }
+    0
+}
+
+/// Fetches `http://host:port/path` and returns the body.
+pub fn get(url: &str) -> std::io::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("malformed response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "unexpected status: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(body.to_owned())
+}
