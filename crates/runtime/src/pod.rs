@@ -88,10 +88,12 @@ impl Runtime {
         let child = cmd.spawn()?;
         drop(high);
         drop(listeners);
-        // The shim is reaped by init once it exits; a provider that waited for
-        // it would tie the pod's life to its own.
+        // Reaped by a thread of its own so an exited shim never lingers as a
+        // zombie of a long-running provider. If the provider goes first, the
+        // shim is re-parented to init, which reaps it.
         let shim_pid = child.id();
-        std::mem::forget(child);
+        let mut child = child;
+        std::thread::spawn(move || child.wait());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(state) = PodState::load(&dir) {

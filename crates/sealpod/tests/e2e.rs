@@ -1,0 +1,452 @@
+//! End to end, the way a person would use sealpod: a provider process and
+//! publisher processes talking over loopback libp2p, real containers, real
+//! ports. Needs root (namespaces, cgroups, mounts); skipped otherwise.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
+const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn sealpod(home: &Path, args: &[&str]) -> Output {
+    Command::new(SEALPOD)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run sealpod")
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "sealpod failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+struct Provider {
+    child: Child,
+    addr: String,
+}
+
+impl Provider {
+    fn start(dir: &Path, port: u16) -> Provider {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("provider.log"))
+            .unwrap();
+        let child = Command::new(SEALPOD)
+            .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
+            .arg("--state-dir")
+            .arg(dir.join("provider"))
+            .arg("--image-root")
+            .arg(dir.join("images"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !ready.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "provider did not start: {}",
+                provider_log(dir)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let info: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+        Provider {
+            child,
+            addr: info["addresses"][0].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn provider_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("provider.log")).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .ok_or_else(|| format!("bad response {r:?}"))
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let t = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn socket_of(multiaddr: &str) -> String {
+    let p: Vec<&str> = multiaddr.split('/').collect();
+    format!("{}:{}", p[2], p[4])
+}
+
+fn build_sample_image(dir: &Path) {
+    let out = Command::new(SEALPOD)
+        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
+        .arg(dir.join("images/sample"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write_pod(dir: &Path, name: &str, host_port: u16, extra: &str) -> PathBuf {
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"containers:
+  - name: web
+    image: {image}
+    args: [serve, --port, "8080", --text, "{name} says hi"]
+    ports: ["{host_port}:8080"]
+    resources: {{cpu: 200m, memory: 64Mi}}
+    volumeMounts:
+      - name: scratch
+        mountPath: /scratch
+  - name: client
+    image: {image}
+    args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "300"]
+    env: {{GREETING: hello}}
+    resources: {{cpu: 100m, memory: 32Mi}}
+volumes:
+  - name: scratch
+    emptyDir: {{}}
+{extra}"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// What a deleted pod must not leave behind.
+fn assert_nothing_left(dir: &Path, pod_id: &str, shim_pid: u64) {
+    // Gone, or a zombie waiting for init to reap it (the provider that started
+    // it was killed in this test).
+    let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].trim_start().chars().next())
+        .flatten();
+    assert!(
+        matches!(state, None | Some('Z')),
+        "shim {shim_pid} still running: {stat}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(pod_id), "mounts left: {mounts}");
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let cg = controller.path().join("sealpod").join(pod_id);
+        assert!(!cg.exists(), "cgroup left: {}", cg.display());
+    }
+    assert!(
+        !dir.join("provider/pods").join(pod_id).exists(),
+        "pod directory left"
+    );
+    // No process of the pod (they would run /app/sealpod-sample in the pod's cgroup).
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cg) = std::fs::read_to_string(p.path().join("cgroup")) {
+            let zombie =
+                std::fs::read_to_string(p.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+            assert!(
+                zombie || !cg.contains(pod_id),
+                "process {:?} still in the pod's cgroup",
+                p.file_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let port = free_port();
+    let provider = Provider::start(dir, port);
+    let alice = dir.join("alice");
+
+    // Deploy over /apocryph/provision-pod/0.0.1.
+    let manifest = write_pod(dir, "web", 0, "");
+    let deployed = ok_json(sealpod(
+        &alice,
+        &[
+            "--json",
+            "deploy",
+            manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    ));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        deployed["status"]["phase"], "POD_PHASE_RUNNING",
+        "{deployed}"
+    );
+    let exposed = socket_of(
+        deployed["status"]["addresses"][0]["multiaddr"]
+            .as_str()
+            .unwrap(),
+    );
+
+    // The page comes through the exposed port; the client container reaches
+    // the server over the pod's shared localhost.
+    let page = eventually("page through the exposed port", || http_get(&exposed));
+    assert!(page.starts_with("web says hi"), "{page}");
+    let client_log = eventually("client log", || {
+        let out = sealpod(&alice, &["logs", &pod_id, "--container", "client"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("fetched: web says hi") {
+            Ok(text)
+        } else {
+            Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    assert!(client_log.contains("fetched:"));
+
+    // Another identity cannot see or control the pod, even knowing where it is.
+    let bob = dir.join("bob");
+    std::fs::create_dir_all(&bob).unwrap();
+    std::fs::copy(alice.join("pods.json"), bob.join("pods.json")).unwrap();
+    for args in [
+        vec!["status", pod_id.as_str()],
+        vec!["delete", pod_id.as_str()],
+        vec!["logs", pod_id.as_str()],
+    ] {
+        let out = sealpod(&bob, &args);
+        assert!(!out.status.success(), "bob could {args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("belongs to another publisher"), "{err}");
+    }
+
+    // Kill the provider hard: the pod keeps serving.
+    let shim_pid = ok_json(sealpod(&alice, &["--json", "status", &pod_id]));
+    assert_eq!(shim_pid["phase"], "POD_PHASE_RUNNING");
+    let status_file: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("provider/pods").join(&pod_id).join("status.json")).unwrap(),
+    )
+    .unwrap();
+    let shim_pid = status_file["shim_pid"].as_u64().unwrap();
+    provider.kill_hard();
+    assert!(http_get(&exposed).unwrap().starts_with("web says hi"));
+
+    // A restarted provider re-attaches the pod: status, logs and delete work.
+    let provider = Provider::start(dir, port);
+    let status = ok_json(sealpod(&alice, &["--json", "status", &pod_id]));
+    assert_eq!(status["phase"], "POD_PHASE_RUNNING", "{status}");
+    assert_eq!(status["containers"].as_array().unwrap().len(), 2);
+    let logs = sealpod(&alice, &["logs", &pod_id, "--container", "web"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("serving on port 8080"));
+    let listed = ok_json(sealpod(&alice, &["--json", "pods"]));
+    assert_eq!(listed[0]["pod"]["pod_id"], pod_id.as_str());
+
+    let out = sealpod(&alice, &["delete", &pod_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left(dir, &pod_id, shim_pid);
+    assert!(
+        http_get(&exposed).is_err(),
+        "the exposed port still answers after delete"
+    );
+    let out = sealpod(&alice, &["status", &pod_id]);
+    assert!(!out.status.success());
+    drop(provider);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let provider = Provider::start(dir, free_port());
+    let home = dir.join("carol");
+
+    // A missing image.
+    let missing = dir.join("missing.yaml");
+    std::fs::write(
+        &missing,
+        "containers:\n  - name: a\n    image: oci:/nonexistent/layout:v1\n",
+    )
+    .unwrap();
+    let out = sealpod(
+        &home,
+        &[
+            "deploy",
+            missing.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("containers[0].image"),
+        "{err}"
+    );
+
+    // An image outside the provider's image roots.
+    let outside = dir.join("outside.yaml");
+    std::fs::write(
+        &outside,
+        "containers:\n  - name: a\n    image: oci:/etc:v1\n",
+    )
+    .unwrap();
+    let out = sealpod(
+        &home,
+        &[
+            "deploy",
+            outside.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("outside the provider's image directories"),
+        "{err}"
+    );
+
+    // A host port that is already taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = write_pod(dir, "busy", taken.local_addr().unwrap().port(), "");
+    let out = sealpod(
+        &home,
+        &[
+            "deploy",
+            busy.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot expose port"),
+        "{err}"
+    );
+
+    // Unknown manifest fields and bad quantities never leave the publisher.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "containers:\n  - name: a\n    image: x\n    resources: {cpu: 12x}\n",
+    )
+    .unwrap();
+    let out = sealpod(
+        &home,
+        &[
+            "deploy",
+            bad.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bad.yaml:4") && err.contains("resources.cpu"),
+        "{err}"
+    );
+
+    // A pod id nobody has.
+    let out = sealpod(&home, &["status", "p0000000000000000"]);
+    assert!(!out.status.success());
+
+    // After all that, the provider still deploys a good pod; nothing was left
+    // behind by the refused ones.
+    let good = write_pod(dir, "good", 0, "");
+    let deployed = ok_json(sealpod(
+        &home,
+        &[
+            "--json",
+            "deploy",
+            good.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    ));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    let pods: Vec<_> = std::fs::read_dir(dir.join("provider/pods"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(pods.len(), 1, "refused pods left directories behind");
+    let out = sealpod(&home, &["delete", &pod_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
