@@ -173,7 +173,13 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        let len = read_varint(io).await?;
+        // A bad prefix is refused like an oversized one, from the prefix alone;
+        // only a stream that ends early leaves nothing to answer.
+        let len = match read_varint(io).await {
+            Ok(len) => len,
+            Err(FrameError::BadPrefix) => return Ok(Err(FrameError::BadPrefix)),
+            Err(e) => return Err(e.into()),
+        };
         if len > self.request_limit as u64 {
             return Ok(Err(FrameError::TooLarge {
                 len,

@@ -44,6 +44,7 @@ fn ok_json(out: Output) -> Value {
 struct Provider {
     child: Child,
     addr: String,
+    quic_addr: String,
 }
 
 impl Provider {
@@ -58,6 +59,7 @@ impl Provider {
         let child = Command::new(SEALPOD)
             .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen"])
             .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
+            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
             .arg("--state-dir")
             .arg(dir.join("provider"))
             .arg("--image-root")
@@ -79,9 +81,22 @@ impl Provider {
             std::thread::sleep(Duration::from_millis(20));
         }
         let info: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+        let addrs: Vec<String> = info["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        let addr = addrs.iter().find(|a| a.contains("/tcp/")).unwrap().clone();
+        let quic_addr = addrs
+            .iter()
+            .find(|a| a.contains("/quic-v1/"))
+            .unwrap()
+            .clone();
         Provider {
             child,
-            addr: info["addresses"][0].as_str().unwrap().to_owned(),
+            addr,
+            quic_addr,
         }
     }
 
@@ -426,6 +441,7 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
 
     // After all that, the provider still deploys a good pod; nothing was left
     // behind by the refused ones.
+    // (over QUIC this time)
     let good = write_pod(dir, "good", 0, "");
     let deployed = ok_json(sealpod(
         &home,
@@ -434,7 +450,7 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
             "deploy",
             good.to_str().unwrap(),
             "--provider",
-            &provider.addr,
+            &provider.quic_addr,
         ],
     ));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
@@ -449,4 +465,149 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn cgroup_file(pod_id: &str, container: &str, v1: &str, v2: &str) -> Option<String> {
+    let v1_path = format!("/sys/fs/cgroup/memory/sealpod/{pod_id}/{container}/{v1}");
+    let v2_path = format!("/sys/fs/cgroup/sealpod/{pod_id}/{container}/{v2}");
+    std::fs::read_to_string(v1_path)
+        .or_else(|_| std::fs::read_to_string(v2_path))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn failing_container_restarts_and_limits_reach_the_cgroup() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let provider = Provider::start(dir, free_port());
+    let home = dir.join("dave");
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let manifest = dir.join("crashy.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"containers:
+  - name: steady
+    image: {image}
+    args: [serve, --port, "9000"]
+    resources: {{cpu: 250m, memory: 48Mi, pids: 64}}
+  - name: crashy
+    image: {image}
+    command: [/app/sealpod-sample, exit, --code, "3"]
+restartPolicy: OnFailure
+"#
+        ),
+    )
+    .unwrap();
+    let deployed = ok_json(sealpod(
+        &home,
+        &[
+            "--json",
+            "deploy",
+            manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    ));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+
+    // The crashing container is restarted with back-off and keeps its exit code.
+    let status = eventually("restarts", || {
+        let s = ok_json(sealpod(&home, &["--json", "status", &pod_id]));
+        let crashy = s["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "crashy")
+            .unwrap()
+            .clone();
+        if crashy["restarts"].as_u64().unwrap_or(0) >= 2 {
+            Ok(crashy)
+        } else {
+            Err(format!("{s}"))
+        }
+    });
+    assert_eq!(status["exitCode"], 3, "{status}");
+    let out = sealpod(&home, &["logs", &pod_id, "--container", "crashy"]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.matches("exiting with 3").count() >= 2, "{log}");
+
+    // Requested resources are cgroup limits of the running container.
+    let mem = cgroup_file(&pod_id, "steady", "memory.limit_in_bytes", "memory.max")
+        .expect("memory cgroup");
+    assert_eq!(mem, (48u64 << 20).to_string());
+    let cpu = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/sealpod/{pod_id}/steady/cpu.cfs_quota_us"
+    ))
+    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/cpu.max")))
+    .unwrap();
+    assert!(cpu.trim().starts_with("25000"), "{cpu}");
+    let pids = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/sealpod/{pod_id}/steady/pids.max"
+    ))
+    .or_else(|_| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/pids.max"))
+    })
+    .unwrap();
+    assert_eq!(pids.trim(), "64");
+
+    let out = sealpod(&home, &["delete", &pod_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn logs_follow_streams_until_the_container_exits() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let provider = Provider::start(dir, free_port());
+    let home = dir.join("erin");
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let manifest = dir.join("counter.yaml");
+    // The fetcher fails five times (nothing listens) and exits 0.
+    std::fs::write(
+        &manifest,
+        format!(
+            "containers:\n  - name: counter\n    image: {image}\n    args: [fetch, --url, \"http://127.0.0.1:1/\", --interval-ms, \"200\", --count, \"5\"]\nrestartPolicy: Never\n"
+        ),
+    )
+    .unwrap();
+    let deployed = ok_json(sealpod(
+        &home,
+        &[
+            "--json",
+            "deploy",
+            manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    ));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    // --follow returns by itself once the container has exited and all output was read.
+    let out = sealpod(&home, &["logs", &pod_id, "--follow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(log.matches("fetch failed").count(), 5, "{log}");
+    let status = ok_json(sealpod(&home, &["--json", "status", &pod_id]));
+    assert_eq!(status["phase"], "POD_PHASE_SUCCEEDED", "{status}");
+    let out = sealpod(&home, &["delete", &pod_id]);
+    assert!(out.status.success());
 }
