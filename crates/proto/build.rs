@@ -4,13 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [
-        "pod.proto",
-        "attest.proto",
-        "capacity.proto",
-        "provision.proto",
-        "control.proto",
-    ];
+    let files = ["pod.proto", "attest.proto", "capacity.proto", "provision.proto", "control.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
@@ -18,8 +12,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = prost::Message::encode_to_vec(&fds);
     prost_build::Config::new().compile_fds(fds)?;
     // The proto3 JSON mapping (enum names, base64 bytes), for `--json` output.
-    pbjson_build::Builder::new()
-        .register_descriptors(&descriptors)?
-        .build(&[".apocryph"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptors)?.build(&[".apocryph"])?;
     Ok(())
 }

@@ -8,14 +8,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sealpod_proto::{
-    image, volume, Container, EnvVar, Image, Pod, Port, Protocol, Replicas, Resources,
-    RestartPolicy, Volume, VolumeMount,
+    image, volume, Container, EnvVar, Image, Pod, Port, Protocol, Replicas, Resources, RestartPolicy, Volume,
+    VolumeMount,
 };
 
 use crate::error::{FieldPath, ManifestErrorKind};
 use crate::pod::{
-    quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec,
-    RestartPolicySpec, SecretSpec,
+    quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec, RestartPolicySpec,
+    SecretSpec,
 };
 use crate::MAX_SECRET_BYTES;
 
@@ -27,10 +27,7 @@ pub(crate) struct Invalid {
 }
 
 fn invalid(path: FieldPath, message: impl Into<String>) -> Invalid {
-    Invalid {
-        path,
-        kind: ManifestErrorKind::Invalid(message.into()),
-    }
+    Invalid { path, kind: ManifestErrorKind::Invalid(message.into()) }
 }
 
 /// What the pod-wide rules need while containers are converted one by one.
@@ -49,10 +46,7 @@ struct PodState<'a> {
 pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<Pod, Invalid> {
     let root = FieldPath::default();
     if manifest.containers.is_empty() {
-        return Err(invalid(
-            root.key("containers"),
-            "a pod needs at least one container",
-        ));
+        return Err(invalid(root.key("containers"), "a pod needs at least one container"));
     }
 
     let mut state = PodState {
@@ -66,10 +60,7 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         let path = root.key("volumes").index(i);
         let name = spec.name.0.clone();
         if let Some(first) = state.volume_names.get(&name) {
-            return Err(invalid(
-                path.key("name"),
-                format!("volume name {name} is already used by {first}"),
-            ));
+            return Err(invalid(path.key("name"), format!("volume name {name} is already used by {first}")));
         }
         let kind = volume_kind(
             &path,
@@ -79,17 +70,9 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
             spec.secret.as_ref(),
             base_dir,
         )?
-        .ok_or_else(|| {
-            invalid(
-                path.clone(),
-                "a volume needs one of emptyDir, persistent or secret",
-            )
-        })?;
+        .ok_or_else(|| invalid(path.clone(), "a volume needs one of emptyDir, persistent or secret"))?;
         state.volume_names.insert(name.clone(), path);
-        state.volumes.push(Volume {
-            name,
-            kind: Some(kind),
-        });
+        state.volumes.push(Volume { name, kind: Some(kind) });
     }
 
     let mut containers = Vec::with_capacity(manifest.containers.len());
@@ -110,25 +93,18 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         if !state.volume_names.contains_key(name) {
             let defined: Vec<&str> = state.volumes.iter().map(|v| v.name.as_str()).collect();
             let hint = if defined.is_empty() {
-                "the pod defines no volumes; add one under volumes: or define it inline here"
-                    .to_owned()
+                "the pod defines no volumes; add one under volumes: or define it inline here".to_owned()
             } else {
                 format!("the pod defines {}", defined.join(", "))
             };
-            return Err(invalid(
-                path.clone(),
-                format!("no volume named {name}: {hint}"),
-            ));
+            return Err(invalid(path.clone(), format!("no volume named {name}: {hint}")));
         }
     }
 
     Ok(Pod {
         containers,
         replicas: Some(replicas(&root, manifest.replicas)?),
-        restart_policy: match manifest
-            .restart_policy
-            .unwrap_or(RestartPolicySpec::OnFailure)
-        {
+        restart_policy: match manifest.restart_policy.unwrap_or(RestartPolicySpec::OnFailure) {
             RestartPolicySpec::OnFailure => RestartPolicy::OnFailure,
             RestartPolicySpec::Always => RestartPolicy::Always,
             RestartPolicySpec::Never => RestartPolicy::Never,
@@ -137,19 +113,12 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
     })
 }
 
-fn container(
-    path: &FieldPath,
-    spec: ContainerSpec,
-    state: &mut PodState<'_>,
-) -> Result<Container, Invalid> {
+fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) -> Result<Container, Invalid> {
     let name = spec.name.0;
 
     let (mounts_key, mounts) = match (spec.volume_mounts, spec.volumes) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                path.key("volumes"),
-                "give volumeMounts or volumes (the same thing), not both",
-            ))
+            return Err(invalid(path.key("volumes"), "give volumeMounts or volumes (the same thing), not both"))
         }
         (Some(mounts), None) => ("volumeMounts", mounts),
         (None, Some(mounts)) => ("volumes", mounts),
@@ -162,18 +131,12 @@ fn container(
         if let Some(first) = mount_paths.get(&mount.mount_path.0) {
             return Err(invalid(
                 mount_path.key("mountPath"),
-                format!(
-                    "mountPath {} is already used by {first}",
-                    mount.mount_path.0
-                ),
+                format!("mountPath {} is already used by {first}", mount.mount_path.0),
             ));
         }
         mount_paths.insert(mount.mount_path.0.clone(), mount_path.clone());
 
-        let inline_name = mount
-            .name
-            .as_ref()
-            .map_or_else(|| format!("{name}-vol-{j}"), |n| n.0.clone());
+        let inline_name = mount.name.as_ref().map_or_else(|| format!("{name}-vol-{j}"), |n| n.0.clone());
         let inline = volume_kind(
             &mount_path,
             &inline_name,
@@ -191,25 +154,16 @@ fn container(
                     };
                     return Err(invalid(
                         mount_path.clone(),
-                        format!(
-                            "{what} {inline_name} is already used by {first}; name this volume"
-                        ),
+                        format!("{what} {inline_name} is already used by {first}; name this volume"),
                     ));
                 }
-                state
-                    .volume_names
-                    .insert(inline_name.clone(), mount_path.clone());
-                state.volumes.push(Volume {
-                    name: inline_name.clone(),
-                    kind: Some(kind),
-                });
+                state.volume_names.insert(inline_name.clone(), mount_path.clone());
+                state.volumes.push(Volume { name: inline_name.clone(), kind: Some(kind) });
                 inline_name
             }
             None => match mount.name {
                 Some(reference) => {
-                    state
-                        .references
-                        .push((reference.0.clone(), mount_path.key("name")));
+                    state.references.push((reference.0.clone(), mount_path.key("name")));
                     reference.0
                 }
                 None => {
@@ -235,11 +189,7 @@ fn container(
         wire_ports.push(Port {
             port: u32::from(port.port),
             target_port: u32::from(port.target_port),
-            protocol: if port.udp {
-                Protocol::Udp
-            } else {
-                Protocol::Tcp
-            } as i32,
+            protocol: if port.udp { Protocol::Udp } else { Protocol::Tcp } as i32,
             host_ip: port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             name: port.name.unwrap_or_default(),
         });
@@ -252,9 +202,7 @@ fn container(
 
     Ok(Container {
         name,
-        image: Some(Image {
-            source: Some(image::Source::Reference(spec.image.0)),
-        }),
+        image: Some(Image { source: Some(image::Source::Reference(spec.image.0)) }),
         command: spec.command.map(|words| words.0).unwrap_or_default(),
         args: spec.args.map(|words| words.0).unwrap_or_default(),
         working_dir: spec.working_dir.map(|dir| dir.0).unwrap_or_default(),
@@ -292,26 +240,19 @@ impl PortRegistry {
                 ),
             ));
         }
-        self.targets
-            .insert((port.target_port, port.udp), path.clone());
+        self.targets.insert((port.target_port, port.udp), path.clone());
         if port.port != 0 {
             if let Some(first) = self.public.get(&(port.port, port.udp)) {
                 return Err(invalid(
                     path.clone(),
-                    format!(
-                        "public port {}/{protocol} is already requested by {first}",
-                        port.port
-                    ),
+                    format!("public port {}/{protocol} is already requested by {first}", port.port),
                 ));
             }
             self.public.insert((port.port, port.udp), path.clone());
         }
         if let Some(name) = &port.name {
             if let Some(first) = self.names.get(name) {
-                return Err(invalid(
-                    path.key("name"),
-                    format!("port name {name} is already used by {first}"),
-                ));
+                return Err(invalid(path.key("name"), format!("port name {name} is already used by {first}")));
             }
             self.names.insert(name.clone(), path.clone());
         }
@@ -322,11 +263,7 @@ impl PortRegistry {
 fn wire_resources(path: &FieldPath, spec: &ResourcesSpec) -> Result<Resources, Invalid> {
     let flat = spec.flat();
     if !flat.is_empty() && (spec.requests.is_some() || spec.limits.is_some()) {
-        let key = if spec.limits.is_some() {
-            "limits"
-        } else {
-            "requests"
-        };
+        let key = if spec.limits.is_some() { "limits" } else { "requests" };
         return Err(invalid(
             path.key(key),
             "give quantities directly under resources or under requests/limits, not both",
@@ -337,10 +274,7 @@ fn wire_resources(path: &FieldPath, spec: &ResourcesSpec) -> Result<Resources, I
     // A pod is given what it asks for; limits win, as they are the amount the
     // pod may use and so the amount a provider must set aside.
     let pick = |field: fn(&crate::pod::ResourceSet) -> Option<u64>| {
-        field(&flat)
-            .or(field(&limits))
-            .or(field(&requests))
-            .unwrap_or(0)
+        field(&flat).or(field(&limits)).or(field(&requests)).unwrap_or(0)
     };
     Ok(Resources {
         cpu_millicores: pick(|set| set.cpu.map(|cpu| cpu.0)),
@@ -355,21 +289,17 @@ fn replicas(root: &FieldPath, spec: Option<ReplicasSpec>) -> Result<Replicas, In
     let path = root.key("replicas");
     match spec {
         None => Ok(Replicas { min: 1, max: 1 }),
-        Some(ReplicasSpec::Fixed(0)) => Err(invalid(
-            path,
-            "replicas must be at least 1; write {min: 0, max: N} to let the pod scale to zero",
-        )),
+        Some(ReplicasSpec::Fixed(0)) => {
+            Err(invalid(path, "replicas must be at least 1; write {min: 0, max: N} to let the pod scale to zero"))
+        }
         Some(ReplicasSpec::Fixed(n)) => match u32::try_from(n) {
             Ok(n) => Ok(Replicas { min: n, max: n }),
             Err(_) => Err(invalid(path, format!("{n} replicas is too many"))),
         },
-        Some(ReplicasSpec::Range { max: 0, .. }) => {
-            Err(invalid(path.key("max"), "max must be at least 1"))
+        Some(ReplicasSpec::Range { max: 0, .. }) => Err(invalid(path.key("max"), "max must be at least 1")),
+        Some(ReplicasSpec::Range { min, max }) if min > max => {
+            Err(invalid(path.key("min"), format!("min ({min}) is larger than max ({max})")))
         }
-        Some(ReplicasSpec::Range { min, max }) if min > max => Err(invalid(
-            path.key("min"),
-            format!("min ({min}) is larger than max ({max})"),
-        )),
         Some(ReplicasSpec::Range { min, max }) => Ok(Replicas { min, max }),
     }
 }
@@ -386,10 +316,7 @@ fn volume_kind(
 ) -> Result<Option<volume::Kind>, Invalid> {
     let given = [empty_dir.is_some(), persistent.is_some(), secret.is_some()];
     if given.iter().filter(|&&g| g).count() > 1 {
-        return Err(invalid(
-            path.clone(),
-            "a volume has exactly one of emptyDir, persistent or secret",
-        ));
+        return Err(invalid(path.clone(), "a volume has exactly one of emptyDir, persistent or secret"));
     }
     if let Some(empty_dir) = empty_dir {
         return Ok(Some(volume::Kind::EmptyDir(volume::EmptyDir {
@@ -399,23 +326,15 @@ fn volume_kind(
     }
     if let Some(persistent) = persistent {
         if persistent.size.0 == 0 {
-            return Err(invalid(
-                path.key("persistent").key("size"),
-                "a persistent volume needs a size above 0",
-            ));
+            return Err(invalid(path.key("persistent").key("size"), "a persistent volume needs a size above 0"));
         }
-        return Ok(Some(volume::Kind::Persistent(volume::Persistent {
-            size_bytes: persistent.size.0,
-        })));
+        return Ok(Some(volume::Kind::Persistent(volume::Persistent { size_bytes: persistent.size.0 })));
     }
     if let Some(secret) = secret {
         let path = path.key("secret");
         let (contents, file_name) = match (&secret.file, &secret.contents) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(invalid(
-                    path,
-                    "a secret has exactly one of file or contents",
-                ));
+                return Err(invalid(path, "a secret has exactly one of file or contents"));
             }
             (None, Some(contents)) => (contents.clone().into_bytes(), name.to_owned()),
             (Some(file), None) => {
@@ -428,10 +347,7 @@ fn volume_kind(
                 (contents, file_name)
             }
         };
-        return Ok(Some(volume::Kind::Secret(volume::Secret {
-            contents,
-            file_name,
-        })));
+        return Ok(Some(volume::Kind::Secret(volume::Secret { contents, file_name })));
     }
     Ok(None)
 }
@@ -455,27 +371,16 @@ fn read_secret(path: &FieldPath, file: &str, base_dir: Option<&Path>) -> Result<
         ));
     };
     let resolved: PathBuf = base_dir.join(file);
-    let io_error = |source| Invalid {
-        path: path.clone(),
-        kind: ManifestErrorKind::SecretFile {
-            path: resolved.clone(),
-            source,
-        },
-    };
+    let io_error =
+        |source| Invalid { path: path.clone(), kind: ManifestErrorKind::SecretFile { path: resolved.clone(), source } };
     let too_large = || Invalid {
         path: path.clone(),
-        kind: ManifestErrorKind::SecretTooLarge {
-            path: resolved.clone(),
-            limit: MAX_SECRET_BYTES,
-        },
+        kind: ManifestErrorKind::SecretTooLarge { path: resolved.clone(), limit: MAX_SECRET_BYTES },
     };
     // Checked before opening: opening a FIFO would block.
     let metadata = std::fs::metadata(&resolved).map_err(io_error)?;
     if !metadata.is_file() {
-        return Err(io_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
+        return Err(io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
     }
     if metadata.len() > MAX_SECRET_BYTES {
         return Err(too_large());

@@ -26,9 +26,7 @@ pub enum ManifestErrorKind {
     #[error("cannot read the manifest: {0}")]
     Read(#[source] io::Error),
     /// The manifest is larger than [`crate::MAX_MANIFEST_BYTES`].
-    #[error(
-        "the manifest is {size} bytes, more than the limit of {limit}; is this the right file?"
-    )]
+    #[error("the manifest is {size} bytes, more than the limit of {limit}; is this the right file?")]
     TooLarge {
         /// The manifest's size in bytes.
         size: u64,
@@ -61,12 +59,7 @@ pub enum ManifestErrorKind {
 
 impl ManifestError {
     pub(crate) fn new(source_name: &str, kind: ManifestErrorKind) -> Self {
-        ManifestError {
-            source_name: source_name.to_owned(),
-            location: None,
-            field: String::new(),
-            kind,
-        }
+        ManifestError { source_name: source_name.to_owned(), location: None, field: String::new(), kind }
     }
 
     pub(crate) fn at(mut self, location: Option<(usize, usize)>, field: &FieldPath) -> Self {
@@ -183,12 +176,7 @@ mod tests {
 
     #[test]
     fn field_path_displays_like_serde_path_to_error() {
-        let path = FieldPath::default()
-            .key("containers")
-            .index(1)
-            .key("ports")
-            .index(0)
-            .key("targetPort");
+        let path = FieldPath::default().key("containers").index(1).key("ports").index(0).key("targetPort");
         assert_eq!(path.to_string(), "containers[1].ports[0].targetPort");
         assert_eq!(FieldPath::default().to_string(), "");
     }

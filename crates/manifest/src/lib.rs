@@ -91,16 +91,12 @@ pub fn parse_pod_manifest(
     if text.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::new(
             source_name,
-            ManifestErrorKind::TooLarge {
-                size: text.len() as u64,
-                limit: MAX_MANIFEST_BYTES as u64,
-            },
+            ManifestErrorKind::TooLarge { size: text.len() as u64, limit: MAX_MANIFEST_BYTES as u64 },
         ));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let manifest = deserialize(text, format).map_err(|problem| {
-        ManifestError::new(source_name, ManifestErrorKind::Invalid(problem.message))
-            .at(problem.location, &problem.path)
+        ManifestError::new(source_name, ManifestErrorKind::Invalid(problem.message)).at(problem.location, &problem.path)
     })?;
     convert::to_wire(manifest, base_dir).map_err(|invalid| {
         let location = locate::locate(text, format, &invalid.path);
@@ -116,26 +112,18 @@ pub fn load_pod_manifest(path: &Path) -> Result<sealpod_proto::Pod, ManifestErro
     let read_error = |err| ManifestError::new(&source_name, ManifestErrorKind::Read(err));
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
-    file.take(MAX_MANIFEST_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
+    file.take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(read_error)?;
     if bytes.len() > MAX_MANIFEST_BYTES {
         let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
         return Err(ManifestError::new(
             &source_name,
-            ManifestErrorKind::TooLarge {
-                size,
-                limit: MAX_MANIFEST_BYTES as u64,
-            },
+            ManifestErrorKind::TooLarge { size, limit: MAX_MANIFEST_BYTES as u64 },
         ));
     }
     let text = String::from_utf8(bytes).map_err(|err| {
         read_error(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!(
-                "not UTF-8 text (invalid byte at offset {})",
-                err.utf8_error().valid_up_to()
-            ),
+            format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()),
         ))
     })?;
     // `pod.yaml` has the parent "", which joins as the current directory
@@ -157,9 +145,7 @@ fn deserialize(text: &str, format: Format) -> Result<PodManifest, Problem> {
             let mut deserializer = serde_json::Deserializer::from_str(text);
             let manifest = serde_path_to_error::deserialize(&mut deserializer)
                 .map_err(|err| json_problem(FieldPath::from_serde(err.path()), err.inner()))?;
-            deserializer
-                .end()
-                .map_err(|err| json_problem(FieldPath::default(), &err))?;
+            deserializer.end().map_err(|err| json_problem(FieldPath::default(), &err))?;
             Ok(manifest)
         }
         Format::Yaml => {
@@ -226,11 +212,7 @@ fn json_problem(path: FieldPath, err: &serde_json::Error) -> Problem {
     if let Some((line, column)) = location {
         message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
-    Problem {
-        path,
-        location,
-        message,
-    }
+    Problem { path, location, message }
 }
 
 fn yaml_problem(path: FieldPath, err: &serde_yaml_ng::Error) -> Problem {
@@ -248,11 +230,7 @@ fn yaml_problem(path: FieldPath, err: &serde_yaml_ng::Error) -> Problem {
             break;
         }
     }
-    Problem {
-        path,
-        location,
-        message,
-    }
+    Problem { path, location, message }
 }
 
 #[cfg(test)]

@@ -22,16 +22,12 @@ pub(crate) fn locate(text: &str, format: Format, path: &FieldPath) -> Option<(us
         Format::Json => {
             let mut deserializer = serde_json::Deserializer::from_str(text);
             match seed.deserialize(&mut deserializer) {
-                Err(err) if err.to_string().contains(FOUND) && err.line() > 0 => {
-                    Some((err.line(), err.column()))
-                }
+                Err(err) if err.to_string().contains(FOUND) && err.line() > 0 => Some((err.line(), err.column())),
                 _ => None,
             }
         }
         Format::Yaml => match seed.deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
-            Err(err) if err.to_string().contains(FOUND) => {
-                err.location().map(|at| (at.line(), at.column()))
-            }
+            Err(err) if err.to_string().contains(FOUND) => err.location().map(|at| (at.line(), at.column())),
             _ => None,
         },
     }

@@ -16,11 +16,7 @@ use crate::quantity::{parse_bytes, parse_cpu};
 use crate::shell::split_words;
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a pod manifest: a map with containers"
-)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a pod manifest: a map with containers")]
 pub(crate) struct PodManifest {
     pub containers: Vec<ContainerSpec>,
     pub replicas: Option<ReplicasSpec>,
@@ -30,11 +26,7 @@ pub(crate) struct PodManifest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a container: a map with name and image"
-)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a container: a map with name and image")]
 pub(crate) struct ContainerSpec {
     pub name: Name,
     pub image: ImageRef,
@@ -92,12 +84,8 @@ pub(crate) struct MountSpec {
 }
 
 /// `emptyDir:` and `emptyDir: {}` mean the same.
-fn null_as_empty<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<EmptyDirSpec>, D::Error> {
-    Ok(Some(
-        Option::<EmptyDirSpec>::deserialize(deserializer)?.unwrap_or_default(),
-    ))
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<EmptyDirSpec>, D::Error> {
+    Ok(Some(Option::<EmptyDirSpec>::deserialize(deserializer)?.unwrap_or_default()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,19 +101,13 @@ pub(crate) struct EmptyDirSpec {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a persistent volume: a map with size"
-)]
+#[serde(deny_unknown_fields, expecting = "a persistent volume: a map with size")]
 pub(crate) struct PersistentSpec {
     pub size: Bytes,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a secret: a map with file or contents"
-)]
+#[serde(deny_unknown_fields, expecting = "a secret: a map with file or contents")]
 pub(crate) struct SecretSpec {
     pub file: Option<String>,
     pub contents: Option<String>,
@@ -133,10 +115,7 @@ pub(crate) struct SecretSpec {
 
 /// Kubernetes-style: a flat map of quantities, or `requests:` and `limits:`.
 #[derive(Debug, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "resources: a map like {cpu: 500m, memory: 1Gi}"
-)]
+#[serde(deny_unknown_fields, expecting = "resources: a map like {cpu: 500m, memory: 1Gi}")]
 pub(crate) struct ResourcesSpec {
     pub cpu: Option<Cpu>,
     pub memory: Option<Bytes>,
@@ -226,9 +205,7 @@ impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, "a name like web", |name| {
             let ok = (1..=63).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !name.starts_with('-')
                 && !name.ends_with('-');
             if !ok {
@@ -250,10 +227,7 @@ pub(crate) struct ImageRef(pub String);
 impl<'de> Deserialize<'de> for ImageRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, "an image reference", |image| {
-            if image.trim().is_empty()
-                || image.chars().any(char::is_control)
-                || image != image.trim()
-            {
+            if image.trim().is_empty() || image.chars().any(char::is_control) || image != image.trim() {
                 return Err(format!(
                     "invalid image {}: expected a reference like ./web.tar, oci-archive:web.tar or ./layout:tag",
                     quoted(image)
@@ -300,9 +274,7 @@ impl<'de> Deserialize<'de> for Words {
         impl<'de> Visitor<'de> for WordsVisitor {
             type Value = Words;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    r#"a command line as a string ("nginx -g 'daemon off;'") or a list of strings"#,
-                )
+                f.write_str(r#"a command line as a string ("nginx -g 'daemon off;'") or a list of strings"#)
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Words, E> {
                 let words = split_words(text).map_err(E::custom)?;
@@ -383,27 +355,17 @@ impl<'de> Deserialize<'de> for EnvName {
 
 fn check_env_name(name: &str) -> Result<EnvName, String> {
     if name.is_empty() || name.contains(['=', '\0']) || name.len() > 1024 {
-        return Err(format!(
-            "invalid environment variable name {}: must be non-empty, without = or NUL",
-            quoted(name)
-        ));
+        return Err(format!("invalid environment variable name {}: must be non-empty, without = or NUL", quoted(name)));
     }
     Ok(EnvName(name.to_owned()))
 }
 
-fn push_env<E: de::Error>(
-    env: &mut Vec<(String, String)>,
-    name: String,
-    value: String,
-) -> Result<(), E> {
+fn push_env<E: de::Error>(env: &mut Vec<(String, String)>, name: String, value: String) -> Result<(), E> {
     if value.contains('\0') {
         return Err(E::custom(format_args!("the value of {name} contains NUL")));
     }
     if env.iter().any(|(seen, _)| *seen == name) {
-        return Err(E::custom(format_args!(
-            "environment variable {} is set twice",
-            quoted(&name)
-        )));
+        return Err(E::custom(format_args!("environment variable {} is set twice", quoted(&name))));
     }
     env.push((name, value));
     Ok(())
@@ -460,10 +422,9 @@ impl<'de> Deserialize<'de> for EnvItem {
                         let EnvName(name) = check_env_name(name).map_err(E::custom)?;
                         Ok(EnvItem(name, value.to_owned()))
                     }
-                    None => Err(E::custom(format_args!(
-                        "invalid environment entry {}: expected NAME=value",
-                        quoted(item)
-                    ))),
+                    None => {
+                        Err(E::custom(format_args!("invalid environment entry {}: expected NAME=value", quoted(item))))
+                    }
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvItem, A::Error> {
@@ -486,7 +447,8 @@ pub(crate) struct PortSpec {
     pub name: Option<String>,
 }
 
-const PORT_FORMS: &str = r#"expected 80, "8080:80", "8080:80/udp", "127.0.0.1:8080:80" or {port, targetPort, protocol, hostIP, name}"#;
+const PORT_FORMS: &str =
+    r#"expected 80, "8080:80", "8080:80/udp", "127.0.0.1:8080:80" or {port, targetPort, protocol, hostIP, name}"#;
 
 impl<'de> Deserialize<'de> for PortSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -499,13 +461,7 @@ impl<'de> Deserialize<'de> for PortSpec {
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortSpec, E> {
                 let port = port_number(n, 1).map_err(E::custom)?;
-                Ok(PortSpec {
-                    port,
-                    target_port: port,
-                    udp: false,
-                    host_ip: None,
-                    name: None,
-                })
+                Ok(PortSpec { port, target_port: port, udp: false, host_ip: None, name: None })
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortSpec, E> {
                 match u64::try_from(n) {
@@ -514,18 +470,15 @@ impl<'de> Deserialize<'de> for PortSpec {
                 }
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<PortSpec, E> {
-                parse_port_string(text).map_err(|problem| {
-                    E::custom(format_args!("invalid port {}: {problem}", quoted(text)))
-                })
+                parse_port_string(text)
+                    .map_err(|problem| E::custom(format_args!("invalid port {}: {problem}", quoted(text))))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PortSpec, A::Error> {
                 let object = PortObject::deserialize(MapAccessDeserializer::new(map))?;
                 let (port, target_port) = match (object.port, object.target_port) {
                     (Some(HostPort(port)), Some(TargetPort(target))) => (port, target),
                     (Some(HostPort(0)), None) | (None, None) => {
-                        return Err(de::Error::custom(
-                            "targetPort is required (or a non-zero port)",
-                        ))
+                        return Err(de::Error::custom("targetPort is required (or a non-zero port)"))
                     }
                     (Some(HostPort(port)), None) => (port, port),
                     (None, Some(TargetPort(target))) => (0, target),
@@ -561,24 +514,16 @@ struct PortObject {
 fn port_number(n: u64, min: u64) -> Result<u16, String> {
     match u16::try_from(n) {
         Ok(port) if n >= min => Ok(port),
-        _ if min == 0 => Err(format!(
-            "port {n} is out of range 0-65535 (0 lets the provider choose)"
-        )),
+        _ if min == 0 => Err(format!("port {n} is out of range 0-65535 (0 lets the provider choose)")),
         _ => Err(format!("port {n} is out of range {min}-65535")),
     }
 }
 
 fn port_digits(text: &str, min: u64) -> Result<u16, String> {
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{} is not a port number; {PORT_FORMS}",
-            quoted(text)
-        ));
+        return Err(format!("{} is not a port number; {PORT_FORMS}", quoted(text)));
     }
-    port_number(
-        text.parse().map_err(|_| "not a port number".to_owned())?,
-        min,
-    )
+    port_number(text.parse().map_err(|_| "not a port number".to_owned())?, min)
 }
 
 /// `[HOST_IP:][PORT:]TARGET[/PROTOCOL]`, with IPv6 hosts in brackets.
@@ -588,12 +533,8 @@ fn parse_port_string(text: &str) -> Result<PortSpec, String> {
         None => (text, false),
     };
     let (host_ip, ports) = if let Some(bracketed) = spec.strip_prefix('[') {
-        let (ip, rest) = bracketed
-            .split_once(']')
-            .ok_or("unclosed [ around the host IP")?;
-        let rest = rest
-            .strip_prefix(':')
-            .ok_or("expected : after the host IP")?;
+        let (ip, rest) = bracketed.split_once(']').ok_or("unclosed [ around the host IP")?;
+        let rest = rest.strip_prefix(':').ok_or("expected : after the host IP")?;
         (Some(ip), rest)
     } else if spec.matches(':').count() >= 2 {
         let (ip, rest) = spec.split_once(':').unwrap_or_default();
@@ -609,13 +550,7 @@ fn parse_port_string(text: &str) -> Result<PortSpec, String> {
             (port, port)
         }
     };
-    Ok(PortSpec {
-        port,
-        target_port,
-        udp,
-        host_ip,
-        name: None,
-    })
+    Ok(PortSpec { port, target_port, udp, host_ip, name: None })
 }
 
 fn protocol_is_udp(protocol: &str) -> Result<bool, String> {
@@ -624,20 +559,12 @@ fn protocol_is_udp(protocol: &str) -> Result<bool, String> {
     } else if protocol.eq_ignore_ascii_case("udp") {
         Ok(true)
     } else {
-        Err(format!(
-            "unknown protocol {}: expected TCP or UDP",
-            quoted(protocol)
-        ))
+        Err(format!("unknown protocol {}: expected TCP or UDP", quoted(protocol)))
     }
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.parse().map_err(|_| {
-        format!(
-            "invalid host IP {}: expected an address like 0.0.0.0 or ::1",
-            quoted(text)
-        )
-    })
+    text.parse().map_err(|_| format!("invalid host IP {}: expected an address like 0.0.0.0 or ::1", quoted(text)))
 }
 
 struct HostPort(u16);
@@ -656,27 +583,20 @@ impl Visitor<'_> for PortNumberVisitor {
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<u16, E> {
         match u64::try_from(n) {
             Ok(n) => self.visit_u64(n),
-            Err(_) => Err(E::custom(format_args!(
-                "port {n} is out of range {}-65535",
-                self.0
-            ))),
+            Err(_) => Err(E::custom(format_args!("port {n} is out of range {}-65535", self.0))),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(PortNumberVisitor(0))
-            .map(HostPort)
+        deserializer.deserialize_any(PortNumberVisitor(0)).map(HostPort)
     }
 }
 
 impl<'de> Deserialize<'de> for TargetPort {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(PortNumberVisitor(1))
-            .map(TargetPort)
+        deserializer.deserialize_any(PortNumberVisitor(1)).map(TargetPort)
     }
 }
 
@@ -685,9 +605,7 @@ struct ProtocolName(bool);
 
 impl<'de> Deserialize<'de> for ProtocolName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        checked_str(deserializer, "TCP or UDP", |text| {
-            protocol_is_udp(text).map(ProtocolName)
-        })
+        checked_str(deserializer, "TCP or UDP", |text| protocol_is_udp(text).map(ProtocolName))
     }
 }
 
@@ -720,9 +638,7 @@ impl<'de> Deserialize<'de> for PortName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, "a port name like http", |name| {
             let ok = (1..=15).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && name.bytes().any(|b| b.is_ascii_lowercase())
                 && !name.starts_with('-')
                 && !name.ends_with('-')
@@ -747,18 +663,11 @@ pub(crate) struct Medium {
 
 impl<'de> Deserialize<'de> for Medium {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        checked_str(
-            deserializer,
-            "Memory, or \"\" for disk",
-            |text| match text {
-                "Memory" => Ok(Medium { memory: true }),
-                "" => Ok(Medium { memory: false }),
-                _ => Err(format!(
-                    "unknown medium {}: expected Memory (tmpfs), or \"\" for disk",
-                    quoted(text)
-                )),
-            },
-        )
+        checked_str(deserializer, "Memory, or \"\" for disk", |text| match text {
+            "Memory" => Ok(Medium { memory: true }),
+            "" => Ok(Medium { memory: false }),
+            _ => Err(format!("unknown medium {}: expected Memory (tmpfs), or \"\" for disk", quoted(text))),
+        })
     }
 }
 
@@ -794,10 +703,7 @@ impl<'de> Deserialize<'de> for ReplicasSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ReplicasSpec, A::Error> {
                 let range = ReplicaRange::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(ReplicasSpec::Range {
-                    min: range.min,
-                    max: range.max,
-                })
+                Ok(ReplicasSpec::Range { min: range.min, max: range.max })
             }
         }
         deserializer.deserialize_any(ReplicasVisitor)
@@ -889,27 +795,15 @@ impl<'de> Deserialize<'de> for Count {
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
                 match u64::try_from(n) {
                     Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(format_args!(
-                        "{n} is negative; expected a whole number"
-                    ))),
+                    Err(_) => Err(E::custom(format_args!("{n} is negative; expected a whole number"))),
                 }
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
                 let digits = text.trim();
-                if digits.is_empty()
-                    || digits.len() > 20
-                    || !digits.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return Err(E::custom(format_args!(
-                        "{} is not a whole number",
-                        quoted(text)
-                    )));
+                if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::custom(format_args!("{} is not a whole number", quoted(text))));
                 }
-                self.visit_u64(
-                    digits
-                        .parse()
-                        .map_err(|_| E::custom("not a whole number"))?,
-                )
+                self.visit_u64(digits.parse().map_err(|_| E::custom("not a whole number"))?)
             }
         }
         deserializer.deserialize_any(CountVisitor)

@@ -33,11 +33,7 @@ impl QuantityError {
             Some((cut, _)) => format!("{}...", &input[..cut]),
             None => input.to_owned(),
         };
-        QuantityError {
-            unit,
-            input,
-            problem,
-        }
+        QuantityError { unit, input, problem }
     }
 }
 
@@ -69,18 +65,14 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Negative => f.write_str("quantities cannot be negative"),
-            Problem::Malformed(Unit::Cpu) => {
-                f.write_str("expected millicores like 500m or cores like 0.5")
-            }
+            Problem::Malformed(Unit::Cpu) => f.write_str("expected millicores like 500m or cores like 0.5"),
             Problem::Malformed(Unit::Bytes) => f.write_str(
                 "expected bytes like 1000, or a number with a suffix: \
                  Ki Mi Gi Ti Pi Ei (powers of 1024) or k M G T P E (powers of 1000), like 256Mi or 1G",
             ),
             Problem::Fractional(Unit::Cpu) => f.write_str("finer than one millicore (1m = 0.001)"),
             Problem::Fractional(Unit::Bytes) => f.write_str("not a whole number of bytes"),
-            Problem::MilliBytes => {
-                f.write_str("`m` means 1/1000 and gives fractions of a byte; did you mean Mi or M?")
-            }
+            Problem::MilliBytes => f.write_str("`m` means 1/1000 and gives fractions of a byte; did you mean Mi or M?"),
             Problem::TooLarge => f.write_str("too large"),
         }
     }
@@ -122,9 +114,7 @@ fn evaluate(text: &str, unit: Unit) -> Result<u64, QuantityError> {
     if s.starts_with('-') {
         return Err(err(Problem::Negative));
     }
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(number_end);
     let (int_digits, frac_digits) = number.split_once('.').unwrap_or((number, ""));
     if (int_digits.is_empty() && frac_digits.is_empty()) || frac_digits.contains('.') {
@@ -174,9 +164,7 @@ fn evaluate(text: &str, unit: Unit) -> Result<u64, QuantityError> {
     if mantissa == 0 {
         return Ok(0);
     }
-    let scaled = mantissa
-        .checked_mul(binary)
-        .ok_or_else(|| err(Problem::TooLarge))?;
+    let scaled = mantissa.checked_mul(binary).ok_or_else(|| err(Problem::TooLarge))?;
     let value = if scale10 >= 0 {
         10u128
             .checked_pow(scale10.unsigned_abs())
@@ -185,9 +173,7 @@ fn evaluate(text: &str, unit: Unit) -> Result<u64, QuantityError> {
     } else {
         // A divisor that does not fit in u128 is larger than any non-zero
         // `scaled`, so the quantity has a fraction.
-        let divisor = 10u128
-            .checked_pow(scale10.unsigned_abs())
-            .ok_or_else(|| err(Problem::Fractional(unit)))?;
+        let divisor = 10u128.checked_pow(scale10.unsigned_abs()).ok_or_else(|| err(Problem::Fractional(unit)))?;
         if scaled % divisor != 0 {
             return Err(err(Problem::Fractional(unit)));
         }
@@ -212,11 +198,7 @@ fn parse_exponent(suffix: &str) -> Option<Result<i32, ()>> {
     if digits.len() > 3 {
         return Some(Err(()));
     }
-    let magnitude: i32 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
+    let magnitude: i32 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
     if magnitude > MAX_EXPONENT {
         return Some(Err(()));
     }
@@ -243,10 +225,7 @@ mod tests {
     #[test]
     fn cpu_rejects_unknown_suffix_with_expected_forms() {
         let err = parse_cpu("12x").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"invalid CPU quantity "12x": expected millicores like 500m or cores like 0.5"#
-        );
+        assert_eq!(err.to_string(), r#"invalid CPU quantity "12x": expected millicores like 500m or cores like 0.5"#);
         assert!(parse_cpu("1Gi").is_err());
         assert!(parse_cpu("1k").is_err());
         assert!(parse_cpu("").is_err());
@@ -257,23 +236,14 @@ mod tests {
 
     #[test]
     fn cpu_rejects_fractions_of_a_millicore() {
-        assert!(parse_cpu("0.0005")
-            .unwrap_err()
-            .to_string()
-            .contains("finer than one millicore"));
+        assert!(parse_cpu("0.0005").unwrap_err().to_string().contains("finer than one millicore"));
         assert!(parse_cpu("1.5m").is_err());
     }
 
     #[test]
     fn cpu_rejects_negative_and_overflow() {
-        assert!(parse_cpu("-1")
-            .unwrap_err()
-            .to_string()
-            .contains("negative"));
-        assert!(parse_cpu("18446744073709552")
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(parse_cpu("-1").unwrap_err().to_string().contains("negative"));
+        assert!(parse_cpu("18446744073709552").unwrap_err().to_string().contains("too large"));
         assert_eq!(parse_cpu("18446744073709551m"), Ok(18_446_744_073_709_551));
     }
 
@@ -302,17 +272,10 @@ mod tests {
         assert_eq!(parse_bytes("12e+2"), Ok(1200));
         assert_eq!(
             parse_bytes("1500e-3"),
-            Err(QuantityError::new(
-                Unit::Bytes,
-                "1500e-3",
-                Problem::Fractional(Unit::Bytes)
-            ))
+            Err(QuantityError::new(Unit::Bytes, "1500e-3", Problem::Fractional(Unit::Bytes)))
         );
         assert_eq!(parse_bytes("15000e-1"), Ok(1500));
-        assert!(parse_bytes("1e999999")
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(parse_bytes("1e999999").unwrap_err().to_string().contains("too large"));
         assert!(parse_bytes("1e-999999").is_err());
         assert!(parse_bytes("1e").is_err());
         assert!(parse_bytes("1e+").is_err());
@@ -320,9 +283,7 @@ mod tests {
 
     #[test]
     fn bytes_reject_unknown_suffixes() {
-        for bad in [
-            "12Qi", "1KB", "1K", "1GiB", "1 Gi", "Gi", "0x10", "1_000", "+1", "1e3Gi",
-        ] {
+        for bad in ["12Qi", "1KB", "1K", "1GiB", "1 Gi", "Gi", "0x10", "1_000", "+1", "1e3Gi"] {
             let err = parse_bytes(bad).unwrap_err().to_string();
             assert!(err.contains("expected bytes like"), "{bad}: {err}");
         }
@@ -330,33 +291,18 @@ mod tests {
 
     #[test]
     fn bytes_reject_milli_suffix_with_hint() {
-        assert!(parse_bytes("500m")
-            .unwrap_err()
-            .to_string()
-            .contains("did you mean Mi"));
+        assert!(parse_bytes("500m").unwrap_err().to_string().contains("did you mean Mi"));
     }
 
     #[test]
     fn bytes_reject_fractions_negatives_and_overflow() {
-        assert!(parse_bytes("0.5")
-            .unwrap_err()
-            .to_string()
-            .contains("whole number"));
+        assert!(parse_bytes("0.5").unwrap_err().to_string().contains("whole number"));
         assert!(parse_bytes("1.0000000001Ki").is_err());
-        assert!(parse_bytes("-1Gi")
-            .unwrap_err()
-            .to_string()
-            .contains("negative"));
-        assert!(parse_bytes("16Ei")
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(parse_bytes("-1Gi").unwrap_err().to_string().contains("negative"));
+        assert!(parse_bytes("16Ei").unwrap_err().to_string().contains("too large"));
         assert!(parse_bytes("18446744073709551616").is_err());
         assert_eq!(parse_bytes("18446744073709551615"), Ok(u64::MAX));
-        assert!(parse_bytes(&"9".repeat(100))
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(parse_bytes(&"9".repeat(100)).unwrap_err().to_string().contains("too large"));
         assert_eq!(parse_bytes(&format!("{}1", "0".repeat(100))), Ok(1));
         assert_eq!(parse_bytes(&format!("1.{}", "0".repeat(100))), Ok(1));
     }

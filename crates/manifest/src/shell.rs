@@ -83,10 +83,7 @@ mod tests {
 
     #[test]
     fn splits_on_whitespace() {
-        assert_eq!(
-            split("  nginx -g   'daemon off;' "),
-            ["nginx", "-g", "daemon off;"]
-        );
+        assert_eq!(split("  nginx -g   'daemon off;' "), ["nginx", "-g", "daemon off;"]);
         assert_eq!(split("a\tb\nc"), ["a", "b", "c"]);
         assert!(split("").is_empty());
         assert!(split("   ").is_empty());
@@ -94,10 +91,7 @@ mod tests {
 
     #[test]
     fn double_quotes_keep_spaces_and_unescape() {
-        assert_eq!(
-            split(r#"sh -c "echo \"hi\" \$HOME \n""#),
-            ["sh", "-c", r#"echo "hi" $HOME \n"#]
-        );
+        assert_eq!(split(r#"sh -c "echo \"hi\" \$HOME \n""#), ["sh", "-c", r#"echo "hi" $HOME \n"#]);
         assert_eq!(split(r#"a"b c"d"#), ["ab cd"]);
     }
 

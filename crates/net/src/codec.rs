@@ -42,10 +42,7 @@ impl From<FrameError> for io::Error {
 
 /// Decodes one frame from a complete buffer. Used by the fuzz target and tests;
 /// the streaming reader below applies the same rules.
-pub fn decode_frame<M: Message + Default>(
-    buf: &[u8],
-    limit: usize,
-) -> Result<(M, usize), FrameError> {
+pub fn decode_frame<M: Message + Default>(buf: &[u8], limit: usize) -> Result<(M, usize), FrameError> {
     let mut len: u64 = 0;
     let mut i = 0;
     loop {
@@ -80,9 +77,7 @@ async fn read_varint<T: AsyncRead + Unpin>(io: &mut T) -> Result<u64, FrameError
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut byte = [0u8; 1];
-        io.read_exact(&mut byte)
-            .await
-            .map_err(|_| FrameError::Truncated)?;
+        io.read_exact(&mut byte).await.map_err(|_| FrameError::Truncated)?;
         let byte = byte[0];
         if i == 9 && byte > 1 {
             return Err(FrameError::BadPrefix);
@@ -107,9 +102,7 @@ where
         return Err(FrameError::TooLarge { len, limit }.into());
     }
     let mut body = vec![0u8; len as usize];
-    io.read_exact(&mut body)
-        .await
-        .map_err(|_| FrameError::Truncated)?;
+    io.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
     M::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string()).into())
 }
 
@@ -121,11 +114,7 @@ where
 {
     let len = msg.encoded_len();
     if len > limit {
-        return Err(FrameError::TooLarge {
-            len: len as u64,
-            limit,
-        }
-        .into());
+        return Err(FrameError::TooLarge { len: len as u64, limit }.into());
     }
     io.write_all(&encode_frame(msg)).await?;
     io.flush().await
@@ -143,11 +132,7 @@ impl<Req, Resp> ProtoCodec<Req, Resp> {
     /// A codec accepting requests up to `request_limit` and responses up to
     /// `response_limit` bytes.
     pub fn new(request_limit: usize, response_limit: usize) -> Self {
-        Self {
-            request_limit,
-            response_limit,
-            _types: PhantomData,
-        }
+        Self { request_limit, response_limit, _types: PhantomData }
     }
 }
 
@@ -181,15 +166,10 @@ where
             Err(e) => return Err(e.into()),
         };
         if len > self.request_limit as u64 {
-            return Ok(Err(FrameError::TooLarge {
-                len,
-                limit: self.request_limit,
-            }));
+            return Ok(Err(FrameError::TooLarge { len, limit: self.request_limit }));
         }
         let mut body = vec![0u8; len as usize];
-        io.read_exact(&mut body)
-            .await
-            .map_err(|_| FrameError::Truncated)?;
+        io.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
         Ok(Req::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string())))
     }
 
@@ -200,24 +180,14 @@ where
         read_frame(io, self.response_limit).await
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Self::Request,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Self::Request) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &req?, self.request_limit).await
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        resp: Resp,
-    ) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, resp: Resp) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -245,10 +215,7 @@ mod tests {
         let buf = [0x80, 0x80, 0x80, 0x80, 0x04];
         assert_eq!(
             decode_frame::<AttestRequest>(&buf, 1024).unwrap_err(),
-            FrameError::TooLarge {
-                len: 1 << 30,
-                limit: 1024
-            }
+            FrameError::TooLarge { len: 1 << 30, limit: 1024 }
         );
     }
 
@@ -256,45 +223,30 @@ mod tests {
     fn refuses_truncated_frame() {
         let mut buf = encode_frame(&AttestRequest { nonce: vec![1; 32] });
         buf.truncate(buf.len() - 1);
-        assert_eq!(
-            decode_frame::<AttestRequest>(&buf, 1024).unwrap_err(),
-            FrameError::Truncated
-        );
+        assert_eq!(decode_frame::<AttestRequest>(&buf, 1024).unwrap_err(), FrameError::Truncated);
     }
 
     #[test]
     fn refuses_overlong_prefix() {
         let buf = [0xff; 11];
-        assert_eq!(
-            decode_frame::<AttestRequest>(&buf, usize::MAX).unwrap_err(),
-            FrameError::BadPrefix
-        );
+        assert_eq!(decode_frame::<AttestRequest>(&buf, usize::MAX).unwrap_err(), FrameError::BadPrefix);
     }
 
     #[test]
     fn refuses_body_that_is_not_the_expected_message() {
         // Field 1 with wire type 7 (invalid).
         let buf = [2, 0x0f, 0x00];
-        assert!(matches!(
-            decode_frame::<StatusRequest>(&buf, 1024),
-            Err(FrameError::Decode(_))
-        ));
+        assert!(matches!(decode_frame::<StatusRequest>(&buf, 1024), Err(FrameError::Decode(_))));
     }
 
     #[tokio::test]
     async fn streaming_reader_applies_the_same_limit() {
-        let buf = encode_frame(&AttestRequest {
-            nonce: vec![9; 100],
-        });
+        let buf = encode_frame(&AttestRequest { nonce: vec![9; 100] });
         let mut cursor = futures::io::Cursor::new(buf.clone());
-        let err = read_frame::<AttestRequest, _>(&mut cursor, 10)
-            .await
-            .unwrap_err();
+        let err = read_frame::<AttestRequest, _>(&mut cursor, 10).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let mut cursor = futures::io::Cursor::new(buf);
-        let ok = read_frame::<AttestRequest, _>(&mut cursor, 1000)
-            .await
-            .unwrap();
+        let ok = read_frame::<AttestRequest, _>(&mut cursor, 1000).await.unwrap();
         assert_eq!(ok.nonce.len(), 100);
     }
 }

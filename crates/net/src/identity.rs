@@ -30,20 +30,13 @@ pub enum IdentityError {
 /// Loads the Ed25519 node key at `path`, or creates one (mode 0600, written to a
 /// temporary file and renamed so a crash never leaves half a key).
 pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, IdentityError> {
-    let io_err = |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io_err = |source| IdentityError::Io { path: path.to_owned(), source };
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Invalid {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| IdentityError::Invalid { path: path.to_owned(), reason: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .expect("ed25519 keys always encode");
+            let bytes = key.to_protobuf_encoding().expect("ed25519 keys always encode");
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io_err)?;
             }
@@ -55,9 +48,7 @@ pub fn load_or_create_keypair(path: &Path) -> Result<Keypair, IdentityError> {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io_err)?;
-            f.write_all(&bytes)
-                .and_then(|_| f.sync_all())
-                .map_err(io_err)?;
+            f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io_err)?;
             std::fs::rename(&tmp, path).map_err(io_err)?;
             Ok(key)
         }
@@ -77,10 +68,7 @@ mod tests {
         let b = load_or_create_keypair(&path).unwrap();
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     }
 
     #[test]
@@ -89,9 +77,6 @@ mod tests {
         let path = dir.path().join("node.key");
         std::fs::write(&path, b"garbage").unwrap();
         let err = load_or_create_keypair(&path).unwrap_err();
-        assert!(
-            err.to_string().contains("not a valid libp2p keypair"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not a valid libp2p keypair"), "{err}");
     }
 }

@@ -15,8 +15,8 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use sealpod_proto::{
-    limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error,
-    ErrorCode, PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
+    limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error, ErrorCode,
+    PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -152,33 +152,22 @@ trait ErrorResponse: Sized {
 
 impl ErrorResponse for AttestResponse {
     fn from_error(e: Error) -> Self {
-        AttestResponse {
-            error: Some(e),
-            evidence: None,
-        }
+        AttestResponse { error: Some(e), evidence: None }
     }
 }
 impl ErrorResponse for CapacityResponse {
     fn from_error(e: Error) -> Self {
-        CapacityResponse {
-            error: Some(e),
-            ..Default::default()
-        }
+        CapacityResponse { error: Some(e), ..Default::default() }
     }
 }
 impl ErrorResponse for ProvisionPodResponse {
     fn from_error(e: Error) -> Self {
-        ProvisionPodResponse {
-            error: Some(e),
-            status: None,
-        }
+        ProvisionPodResponse { error: Some(e), status: None }
     }
 }
 impl ErrorResponse for PodControlResponse {
     fn from_error(e: Error) -> Self {
-        PodControlResponse {
-            result: Some(sealpod_proto::pod_control_response::Result::Error(e)),
-        }
+        PodControlResponse { result: Some(sealpod_proto::pod_control_response::Result::Error(e)) }
     }
 }
 
@@ -201,41 +190,15 @@ struct Behaviour {
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 enum Command {
-    Dial {
-        addr: Multiaddr,
-        peer: Option<PeerId>,
-        reply: Reply<PeerId>,
-    },
-    Attest {
-        peer: PeerId,
-        request: AttestRequest,
-        reply: Reply<AttestResponse>,
-    },
-    Capacity {
-        peer: PeerId,
-        request: CapacityRequest,
-        reply: Reply<CapacityResponse>,
-    },
-    Provision {
-        peer: PeerId,
-        request: ProvisionPodRequest,
-        reply: Reply<ProvisionPodResponse>,
-    },
-    Control {
-        peer: PeerId,
-        request: PodControlRequest,
-        reply: Reply<PodControlResponse>,
-    },
-    FindProviders {
-        reply: Reply<Vec<PeerId>>,
-    },
-    AddAddress {
-        peer: PeerId,
-        addr: Multiaddr,
-    },
-    ListenAddrs {
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
+    Dial { addr: Multiaddr, peer: Option<PeerId>, reply: Reply<PeerId> },
+    Attest { peer: PeerId, request: AttestRequest, reply: Reply<AttestResponse> },
+    Capacity { peer: PeerId, request: CapacityRequest, reply: Reply<CapacityResponse> },
+    Provision { peer: PeerId, request: ProvisionPodRequest, reply: Reply<ProvisionPodResponse> },
+    Control { peer: PeerId, request: PodControlRequest, reply: Reply<PodControlResponse> },
+    FindProviders { reply: Reply<Vec<PeerId>> },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    PeerAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
 }
 
 /// A running libp2p node. Cheap to clone; the swarm stops when every handle and
@@ -250,16 +213,12 @@ impl Node {
     /// Starts the swarm on the current tokio runtime. Returns once every listen
     /// address is bound, with the stream of inbound requests (empty unless
     /// `config.serve`).
-    pub async fn start(
-        config: NodeConfig,
-    ) -> Result<(Node, mpsc::Receiver<InboundRequest>), NodeError> {
+    pub async fn start(config: NodeConfig) -> Result<(Node, mpsc::Receiver<InboundRequest>), NodeError> {
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(&config)?;
         let mut pending_listeners = HashSet::new();
         for addr in &config.listen {
-            let id = swarm
-                .listen_on(addr.clone())
-                .map_err(|e| NodeError::Setup(format!("listen on {addr}: {e}")))?;
+            let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Setup(format!("listen on {addr}: {e}")))?;
             pending_listeners.insert(id);
         }
         let mut listen_addrs = Vec::new();
@@ -269,17 +228,11 @@ impl Node {
                 .await
                 .map_err(|_| NodeError::Setup("timed out binding listen addresses".into()))?;
             match event {
-                SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                } => {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
                     pending_listeners.remove(&listener_id);
                     listen_addrs.push(address);
                 }
-                SwarmEvent::ListenerError { error, .. }
-                | SwarmEvent::ListenerClosed {
-                    reason: Err(error), ..
-                } => {
+                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
                     return Err(NodeError::Setup(format!("listener failed: {error}")));
                 }
                 _ => {}
@@ -288,9 +241,7 @@ impl Node {
         for addr in &config.bootstrap {
             let (bare, peer) = crate::split_peer_id(addr);
             let Some(peer) = peer else {
-                return Err(NodeError::Setup(format!(
-                    "bootstrap address {addr} lacks a /p2p/<peer id> suffix"
-                )));
+                return Err(NodeError::Setup(format!("bootstrap address {addr} lacks a /p2p/<peer id> suffix")));
             };
             swarm.behaviour_mut().kad.add_address(&peer, bare);
         }
@@ -313,6 +264,7 @@ impl Node {
             advertise: config.advertise,
             listen_addrs,
             dials: HashMap::new(),
+            dialed: HashMap::new(),
             attest: HashMap::new(),
             capacity: HashMap::new(),
             provision: HashMap::new(),
@@ -321,13 +273,7 @@ impl Node {
             replies: FuturesUnordered::new(),
         };
         tokio::spawn(task.run());
-        Ok((
-            Node {
-                peer_id,
-                commands: cmd_tx,
-            },
-            in_rx,
-        ))
+        Ok((Node { peer_id, commands: cmd_tx }, in_rx))
     }
 
     /// This node's peer id.
@@ -338,12 +284,7 @@ impl Node {
     /// The addresses the node listens on.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::ListenAddrs { reply: tx })
-            .await
-            .is_err()
-        {
+        if self.commands.send(Command::ListenAddrs { reply: tx }).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -353,18 +294,16 @@ impl Node {
     /// that identity. Returns the authenticated peer id.
     pub async fn dial(&self, addr: &Multiaddr) -> Result<PeerId, NodeError> {
         let (bare, peer) = crate::split_peer_id(addr);
-        let ask = |reply| Command::Dial {
-            addr: bare.clone(),
-            peer,
-            reply,
-        };
+        let ask = |reply| Command::Dial { addr: bare.clone(), peer, reply };
         let result = tokio::time::timeout(Duration::from_secs(20), self.ask(ask)).await;
-        result.unwrap_or_else(|_| {
-            Err(NodeError::Dial {
-                addr: addr.to_string(),
-                reason: "timed out".into(),
-            })
-        })
+        result.unwrap_or_else(|_| Err(NodeError::Dial { addr: addr.to_string(), reason: "timed out".into() }))
+    }
+
+    /// The address this node last reached `peer` at by dialing, if any.
+    pub async fn peer_addr(&self, peer: PeerId) -> Option<Multiaddr> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::PeerAddr { peer, reply: tx }).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Remembers an address for a peer, for later requests.
@@ -373,31 +312,13 @@ impl Node {
     }
 
     /// Asks `peer` for attestation evidence.
-    pub async fn attest(
-        &self,
-        peer: PeerId,
-        request: AttestRequest,
-    ) -> Result<AttestResponse, NodeError> {
-        self.ask(|reply| Command::Attest {
-            peer,
-            request,
-            reply,
-        })
-        .await
+    pub async fn attest(&self, peer: PeerId, request: AttestRequest) -> Result<AttestResponse, NodeError> {
+        self.ask(|reply| Command::Attest { peer, request, reply }).await
     }
 
     /// Asks `peer` what it would offer for some resources.
-    pub async fn capacity(
-        &self,
-        peer: PeerId,
-        request: CapacityRequest,
-    ) -> Result<CapacityResponse, NodeError> {
-        self.ask(|reply| Command::Capacity {
-            peer,
-            request,
-            reply,
-        })
-        .await
+    pub async fn capacity(&self, peer: PeerId, request: CapacityRequest) -> Result<CapacityResponse, NodeError> {
+        self.ask(|reply| Command::Capacity { peer, request, reply }).await
     }
 
     /// Asks `peer` to provision a pod.
@@ -406,26 +327,12 @@ impl Node {
         peer: PeerId,
         request: ProvisionPodRequest,
     ) -> Result<ProvisionPodResponse, NodeError> {
-        self.ask(|reply| Command::Provision {
-            peer,
-            request,
-            reply,
-        })
-        .await
+        self.ask(|reply| Command::Provision { peer, request, reply }).await
     }
 
     /// Sends a pod-control request to `peer`.
-    pub async fn control(
-        &self,
-        peer: PeerId,
-        request: PodControlRequest,
-    ) -> Result<PodControlResponse, NodeError> {
-        self.ask(|reply| Command::Control {
-            peer,
-            request,
-            reply,
-        })
-        .await
+    pub async fn control(&self, peer: PeerId, request: PodControlRequest) -> Result<PodControlResponse, NodeError> {
+        self.ask(|reply| Command::Control { peer, request, reply }).await
     }
 
     /// Looks up providers advertised on the DHT (and found by mDNS).
@@ -435,20 +342,13 @@ impl Node {
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| NodeError::Shutdown)?;
+        self.commands.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;
         rx.await.map_err(|_| NodeError::Shutdown)?
     }
 }
 
 fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
-    let support = if config.serve {
-        ProtocolSupport::Full
-    } else {
-        ProtocolSupport::Outbound
-    };
+    let support = if config.serve { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
     let request_timeout = config.request_timeout;
     let provision_timeout = config.provision_timeout;
     let mdns_enabled = config.mdns;
@@ -467,50 +367,27 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
         request_response::Behaviour::with_codec(
             ProtoCodec::new(req, resp),
             [(StreamProtocol::new(name), support)],
-            request_response::Config::default()
-                .with_request_timeout(timeout)
-                .with_max_concurrent_streams(64),
+            request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(64),
         )
     }
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| NodeError::Setup(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(StreamProtocol::new(crate::KAD_PROTOCOL));
             kad_config.set_query_timeout(Duration::from_secs(15));
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad_config,
-            );
+            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
             // Loopback and LAN nodes never get a confirmed external address, so
             // kad's automatic mode would leave a provider unable to answer DHT
             // queries: a node that listens serves.
-            kad.set_mode(Some(if server_mode {
-                kad::Mode::Server
-            } else {
-                kad::Mode::Client
-            }));
-            let mdns = if mdns_enabled {
-                Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
-                    peer_id,
-                )?)
-            } else {
-                None
-            };
+            kad.set_mode(Some(if server_mode { kad::Mode::Server } else { kad::Mode::Client }));
+            let mdns =
+                if mdns_enabled { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
             Ok(Behaviour {
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/sealpod/0.1.0".into(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(identify::Config::new("/sealpod/0.1.0".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 kad,
                 mdns: Toggle::from(mdns),
@@ -554,14 +431,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
 enum OutgoingResponse {
     Attest(Option<AttestResponse>, ResponseChannel<AttestResponse>),
     Capacity(Option<CapacityResponse>, ResponseChannel<CapacityResponse>),
-    Provision(
-        Option<ProvisionPodResponse>,
-        ResponseChannel<ProvisionPodResponse>,
-    ),
-    Control(
-        Option<PodControlResponse>,
-        ResponseChannel<PodControlResponse>,
-    ),
+    Provision(Option<ProvisionPodResponse>, ResponseChannel<ProvisionPodResponse>),
+    Control(Option<PodControlResponse>, ResponseChannel<PodControlResponse>),
 }
 
 struct SwarmTask {
@@ -571,6 +442,8 @@ struct SwarmTask {
     advertise: bool,
     listen_addrs: Vec<Multiaddr>,
     dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
+    /// Where each peer was last reached by dialing.
+    dialed: HashMap<PeerId, Multiaddr>,
     attest: HashMap<OutboundRequestId, (PeerId, Reply<AttestResponse>)>,
     capacity: HashMap<OutboundRequestId, (PeerId, Reply<CapacityResponse>)>,
     provision: HashMap<OutboundRequestId, (PeerId, Reply<ProvisionPodResponse>)>,
@@ -595,32 +468,21 @@ fn accept<Req, Resp: ErrorResponse + Send + 'static>(
             match inbound.try_send(wrap_request(peer, request, Responder { tx })) {
                 Ok(()) => async move { wrap_response(rx.await.ok(), channel) }.boxed(),
                 Err(_) => {
-                    let busy = Resp::from_error(Error::new(
-                        ErrorCode::Unavailable,
-                        "provider is busy; try again",
-                    ));
+                    let busy = Resp::from_error(Error::new(ErrorCode::Unavailable, "provider is busy; try again"));
                     async move { wrap_response(Some(busy), channel) }.boxed()
                 }
             }
         }
         Err(e) => {
             tracing::info!(%peer, error = %e, "refused malformed request");
-            let resp = Resp::from_error(Error::new(
-                ErrorCode::InvalidRequest,
-                format!("malformed request: {e}"),
-            ));
+            let resp = Resp::from_error(Error::new(ErrorCode::InvalidRequest, format!("malformed request: {e}")));
             async move { wrap_response(Some(resp), channel) }.boxed()
         }
     }
 }
 
 fn internal_error<Resp: ErrorResponse>(r: Option<Resp>) -> Resp {
-    r.unwrap_or_else(|| {
-        Resp::from_error(Error::new(
-            ErrorCode::Internal,
-            "the provider dropped the request",
-        ))
-    })
+    r.unwrap_or_else(|| Resp::from_error(Error::new(ErrorCode::Internal, "the provider dropped the request")))
 }
 
 impl SwarmTask {
@@ -646,18 +508,10 @@ impl SwarmTask {
         let b = self.swarm.behaviour_mut();
         // A failure here means the peer went away; nothing to tell anyone.
         let _ = match reply {
-            OutgoingResponse::Attest(r, ch) => {
-                b.attest.send_response(ch, internal_error(r)).is_ok()
-            }
-            OutgoingResponse::Capacity(r, ch) => {
-                b.capacity.send_response(ch, internal_error(r)).is_ok()
-            }
-            OutgoingResponse::Provision(r, ch) => {
-                b.provision.send_response(ch, internal_error(r)).is_ok()
-            }
-            OutgoingResponse::Control(r, ch) => {
-                b.control.send_response(ch, internal_error(r)).is_ok()
-            }
+            OutgoingResponse::Attest(r, ch) => b.attest.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Capacity(r, ch) => b.capacity.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Provision(r, ch) => b.provision.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Control(r, ch) => b.control.send_response(ch, internal_error(r)).is_ok(),
         };
     }
 
@@ -670,9 +524,7 @@ impl SwarmTask {
                     return;
                 }
                 let opts = match peer {
-                    Some(peer) => DialOpts::peer_id(peer)
-                        .addresses(vec![addr.clone()])
-                        .build(),
+                    Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
                     None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };
                 let id = opts.connection_id();
@@ -681,49 +533,28 @@ impl SwarmTask {
                         self.dials.insert(id, (addr, reply));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(NodeError::Dial {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        }));
+                        let _ = reply.send(Err(NodeError::Dial { addr: addr.to_string(), reason: e.to_string() }));
                     }
                 }
             }
-            Command::Attest {
-                peer,
-                request,
-                reply,
-            } => {
+            Command::Attest { peer, request, reply } => {
                 let id = b.attest.send_request(&peer, Ok(request));
                 self.attest.insert(id, (peer, reply));
             }
-            Command::Capacity {
-                peer,
-                request,
-                reply,
-            } => {
+            Command::Capacity { peer, request, reply } => {
                 let id = b.capacity.send_request(&peer, Ok(request));
                 self.capacity.insert(id, (peer, reply));
             }
-            Command::Provision {
-                peer,
-                request,
-                reply,
-            } => {
+            Command::Provision { peer, request, reply } => {
                 let id = b.provision.send_request(&peer, Ok(request));
                 self.provision.insert(id, (peer, reply));
             }
-            Command::Control {
-                peer,
-                request,
-                reply,
-            } => {
+            Command::Control { peer, request, reply } => {
                 let id = b.control.send_request(&peer, Ok(request));
                 self.control.insert(id, (peer, reply));
             }
             Command::FindProviders { reply } => {
-                let id = b
-                    .kad
-                    .get_providers(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
+                let id = b.kad.get_providers(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
                 self.provider_queries.insert(id, (HashSet::new(), reply));
             }
             Command::AddAddress { peer, addr } => {
@@ -732,41 +563,30 @@ impl SwarmTask {
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
+            Command::PeerAddr { peer, reply } => {
+                let _ = reply.send(self.dialed.get(&peer).cloned());
+            }
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.listen_addrs.push(address),
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs.retain(|a| a != &address)
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                ..
-            } => {
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    self.dialed.insert(peer_id, address.clone());
+                }
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                        self.swarm
-                            .behaviour_mut()
-                            .kad
-                            .add_address(&peer_id, address.clone());
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
                     }
                     let _ = reply.send(Ok(peer_id));
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                error,
-                ..
-            } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
                 if let Some((addr, reply)) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(NodeError::Dial {
-                        addr: addr.to_string(),
-                        reason: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(NodeError::Dial { addr: addr.to_string(), reason: error.to_string() }));
                 }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -790,28 +610,18 @@ impl SwarmTask {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                is_new_peer: true, ..
-            }) if self.advertise => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { is_new_peer: true, .. }) if self.advertise => {
                 // Re-announce as the routing table grows, so a provider that
                 // started alone becomes findable once it has neighbours.
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
+                let _ = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
-            }) => {
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
                 if let QueryResult::GetProviders(result) = result {
                     let Some((found, _)) = self.provider_queries.get_mut(&id) else {
                         return;
                     };
                     match result {
-                        Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
-                            found.extend(providers)
-                        }
+                        Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
                         Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
                         Err(e) if found.is_empty() => {
                             if let Some((_, reply)) = self.provider_queries.remove(&id) {
@@ -829,156 +639,84 @@ impl SwarmTask {
                 }
             }
             BehaviourEvent::Attest(event) => match event {
-                Event::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                     let f = accept(
                         peer,
                         request,
                         channel,
-                        |peer, request, responder| InboundRequest::Attest {
-                            peer,
-                            request,
-                            responder,
-                        },
+                        |peer, request, responder| InboundRequest::Attest { peer, request, responder },
                         OutgoingResponse::Attest,
                         &self.inbound,
                     );
                     self.replies.push(f);
                 }
-                Event::Message {
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => finish(&mut self.attest, request_id, Ok(response)),
-                Event::OutboundFailure {
-                    request_id, error, ..
-                } => finish(&mut self.attest, request_id, Err(error)),
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.attest, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.attest, request_id, Err(error)),
                 Event::InboundFailure { peer, error, .. } => {
                     tracing::debug!(%peer, %error, "attest inbound failure")
                 }
                 Event::ResponseSent { .. } => {}
             },
             BehaviourEvent::Capacity(event) => match event {
-                Event::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                     let f = accept(
                         peer,
                         request,
                         channel,
-                        |peer, request, responder| InboundRequest::Capacity {
-                            peer,
-                            request,
-                            responder,
-                        },
+                        |peer, request, responder| InboundRequest::Capacity { peer, request, responder },
                         OutgoingResponse::Capacity,
                         &self.inbound,
                     );
                     self.replies.push(f);
                 }
-                Event::Message {
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => finish(&mut self.capacity, request_id, Ok(response)),
-                Event::OutboundFailure {
-                    request_id, error, ..
-                } => finish(&mut self.capacity, request_id, Err(error)),
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.capacity, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.capacity, request_id, Err(error)),
                 Event::InboundFailure { peer, error, .. } => {
                     tracing::debug!(%peer, %error, "capacity inbound failure")
                 }
                 Event::ResponseSent { .. } => {}
             },
             BehaviourEvent::Provision(event) => match event {
-                Event::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                     let f = accept(
                         peer,
                         request,
                         channel,
-                        |peer, request, responder| InboundRequest::Provision {
-                            peer,
-                            request,
-                            responder,
-                        },
+                        |peer, request, responder| InboundRequest::Provision { peer, request, responder },
                         OutgoingResponse::Provision,
                         &self.inbound,
                     );
                     self.replies.push(f);
                 }
-                Event::Message {
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => finish(&mut self.provision, request_id, Ok(response)),
-                Event::OutboundFailure {
-                    request_id, error, ..
-                } => finish(&mut self.provision, request_id, Err(error)),
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.provision, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.provision, request_id, Err(error)),
                 Event::InboundFailure { peer, error, .. } => {
                     tracing::debug!(%peer, %error, "provision inbound failure")
                 }
                 Event::ResponseSent { .. } => {}
             },
             BehaviourEvent::Control(event) => match event {
-                Event::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                     let f = accept(
                         peer,
                         request,
                         channel,
-                        |peer, request, responder| InboundRequest::Control {
-                            peer,
-                            request,
-                            responder,
-                        },
+                        |peer, request, responder| InboundRequest::Control { peer, request, responder },
                         OutgoingResponse::Control,
                         &self.inbound,
                     );
                     self.replies.push(f);
                 }
-                Event::Message {
-                    message:
-                        Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => finish(&mut self.control, request_id, Ok(response)),
-                Event::OutboundFailure {
-                    request_id, error, ..
-                } => finish(&mut self.control, request_id, Err(error)),
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.control, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.control, request_id, Err(error)),
                 Event::InboundFailure { peer, error, .. } => {
                     tracing::debug!(%peer, %error, "control inbound failure")
                 }
@@ -995,9 +733,6 @@ fn finish<T>(
     result: Result<T, request_response::OutboundFailure>,
 ) {
     if let Some((peer, reply)) = pending.remove(&id) {
-        let _ = reply.send(result.map_err(|e| NodeError::Request {
-            peer,
-            reason: e.to_string(),
-        }));
+        let _ = reply.send(result.map_err(|e| NodeError::Request { peer, reason: e.to_string() }));
     }
 }

@@ -17,8 +17,8 @@ use sealpod_net::{InboundRequest, Keypair, Multiaddr, Node, NodeConfig, NodeErro
 use sealpod_proto::pod_control_request::Op;
 use sealpod_proto::pod_control_response::Result as ControlResult;
 use sealpod_proto::{
-    limits, protocol, ErrorCode, PodControlRequest, PodControlResponse, PodStatus,
-    ProvisionPodRequest, ProvisionPodResponse, StatusRequest,
+    limits, protocol, ErrorCode, PodControlRequest, PodControlResponse, PodStatus, ProvisionPodRequest,
+    ProvisionPodResponse, StatusRequest,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -33,22 +33,13 @@ fn loopback() -> Multiaddr {
 }
 
 fn server_config() -> NodeConfig {
-    NodeConfig {
-        listen: vec![loopback()],
-        serve: true,
-        ..NodeConfig::client(Keypair::generate_ed25519())
-    }
+    NodeConfig { listen: vec![loopback()], serve: true, ..NodeConfig::client(Keypair::generate_ed25519()) }
 }
 
 /// The node's first listen address with its `/p2p/<id>` suffix, as a user
 /// would pass it to `dial` or `bootstrap`.
 async fn dial_addr(node: &Node) -> Multiaddr {
-    let addr = node
-        .listen_addrs()
-        .await
-        .into_iter()
-        .next()
-        .expect("a listening node has an address");
+    let addr = node.listen_addrs().await.into_iter().next().expect("a listening node has an address");
     addr.with_p2p(node.peer_id()).unwrap()
 }
 
@@ -59,25 +50,16 @@ async fn start_server(config: NodeConfig) -> (Node, mpsc::Receiver<InboundReques
 }
 
 async fn start_client() -> Node {
-    let (node, _) = Node::start(NodeConfig::client(Keypair::generate_ed25519()))
-        .await
-        .expect("client starts");
+    let (node, _) = Node::start(NodeConfig::client(Keypair::generate_ed25519())).await.expect("client starts");
     node
 }
 
 fn status_request(pod_id: &str) -> PodControlRequest {
-    PodControlRequest {
-        op: Some(Op::Status(StatusRequest {
-            pod_id: pod_id.into(),
-        })),
-    }
+    PodControlRequest { op: Some(Op::Status(StatusRequest { pod_id: pod_id.into() })) }
 }
 
 fn status_of(pod_id: &str) -> PodStatus {
-    PodStatus {
-        pod_id: pod_id.into(),
-        ..Default::default()
-    }
+    PodStatus { pod_id: pod_id.into(), ..Default::default() }
 }
 
 /// A provider that answers every control request with the status of the pod
@@ -86,25 +68,16 @@ fn serve_echo(mut inbound: mpsc::Receiver<InboundRequest>) {
     tokio::spawn(async move {
         while let Some(request) = inbound.recv().await {
             match request {
-                InboundRequest::Control {
-                    request, responder, ..
-                } => {
+                InboundRequest::Control { request, responder, .. } => {
                     let pod_id = match request.op {
                         Some(Op::Status(s)) => s.pod_id,
                         _ => String::new(),
                     };
-                    responder.respond(PodControlResponse {
-                        result: Some(ControlResult::Status(status_of(&pod_id))),
-                    });
+                    responder.respond(PodControlResponse { result: Some(ControlResult::Status(status_of(&pod_id))) });
                 }
-                InboundRequest::Provision {
-                    request, responder, ..
-                } => responder.respond(ProvisionPodResponse {
+                InboundRequest::Provision { request, responder, .. } => responder.respond(ProvisionPodResponse {
                     error: None,
-                    status: Some(PodStatus {
-                        name: request.name,
-                        ..Default::default()
-                    }),
+                    status: Some(PodStatus { name: request.name, ..Default::default() }),
                 }),
                 // Not exercised here; dropping answers with an internal error.
                 InboundRequest::Attest { .. } | InboundRequest::Capacity { .. } => {}
@@ -125,33 +98,20 @@ async fn server_sees_clients_authenticated_peer_id_and_client_gets_response() {
         let client_id = client.peer_id();
 
         let server_side = tokio::spawn(async move {
-            let Some(InboundRequest::Control {
-                peer,
-                request,
-                responder,
-            }) = inbound.recv().await
-            else {
+            let Some(InboundRequest::Control { peer, request, responder }) = inbound.recv().await else {
                 panic!("expected a control request");
             };
-            responder.respond(PodControlResponse {
-                result: Some(ControlResult::Status(status_of("pod-1"))),
-            });
+            responder.respond(PodControlResponse { result: Some(ControlResult::Status(status_of("pod-1"))) });
             (peer, request)
         });
 
         let server_id = client.dial(&addr).await.expect("dial succeeds");
-        let response = client
-            .control(server_id, status_request("pod-1"))
-            .await
-            .expect("request succeeds");
+        let response = client.control(server_id, status_request("pod-1")).await.expect("request succeeds");
 
         let (peer, request) = server_side.await.unwrap();
         assert_eq!(peer, client_id, "server must see the client's peer id");
         assert_eq!(request, status_request("pod-1"));
-        assert_eq!(
-            response.result,
-            Some(ControlResult::Status(status_of("pod-1")))
-        );
+        assert_eq!(response.result, Some(ControlResult::Status(status_of("pod-1"))));
     })
     .await;
 }
@@ -170,8 +130,7 @@ async fn dial_refuses_server_that_is_not_the_expected_peer() {
                 assert!(addr.contains(&bare.to_string()), "{addr}");
                 // libp2p names the identity it actually found there.
                 assert!(
-                    reason.to_lowercase().contains("peer id")
-                        && reason.contains(&server.peer_id().to_string()),
+                    reason.to_lowercase().contains("peer id") && reason.contains(&server.peer_id().to_string()),
                     "reason should name the identity mismatch: {reason}"
                 );
             }
@@ -193,10 +152,8 @@ async fn dropped_responder_yields_internal_error_response() {
         let client = start_client().await;
         let server_id = client.dial(&addr).await.unwrap();
 
-        let response = client
-            .control(server_id, status_request("pod-1"))
-            .await
-            .expect("an error response, not a failed request");
+        let response =
+            client.control(server_id, status_request("pod-1")).await.expect("an error response, not a failed request");
         let Some(ControlResult::Error(error)) = response.result else {
             panic!("expected an error response, got {response:?}");
         };
@@ -225,10 +182,7 @@ async fn request_held_by_server_times_out_instead_of_hanging() {
         let server_id = client.dial(&addr).await.unwrap();
 
         let result = client.control(server_id, status_request("pod-1")).await;
-        assert!(
-            matches!(result, Err(NodeError::Request { peer, .. }) if peer == server_id),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(NodeError::Request { peer, .. }) if peer == server_id), "{result:?}");
         assert!(held_rx.try_recv().is_ok(), "the server did get the request");
     })
     .await;
@@ -243,10 +197,7 @@ struct RawFrames<Resp> {
 
 impl<Resp> Clone for RawFrames<Resp> {
     fn clone(&self) -> Self {
-        RawFrames {
-            response_limit: self.response_limit,
-            _response: PhantomData,
-        }
+        RawFrames { response_limit: self.response_limit, _response: PhantomData }
     }
 }
 
@@ -272,12 +223,7 @@ where
         read_frame(io, self.response_limit).await
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, bytes: Vec<u8>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -301,24 +247,16 @@ struct RawClient<Resp: Message + Default + Send + 'static> {
 
 impl<Resp: Message + Default + Send + 'static> RawClient<Resp> {
     async fn connect(addr: &Multiaddr, protocol: &'static str, response_limit: usize) -> Self {
-        let codec = RawFrames {
-            response_limit,
-            _response: PhantomData,
-        };
+        let codec = RawFrames { response_limit, _response: PhantomData };
         let mut swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
             .unwrap()
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
                     codec,
                     [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
+                    request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
                 )
             })
             .unwrap()
@@ -346,16 +284,12 @@ impl<Resp: Message + Default + Send + 'static> RawClient<Resp> {
             if let SwarmEvent::Behaviour(event) = self.swarm.select_next_some().await {
                 match event {
                     request_response::Event::Message {
-                        message:
-                            request_response::Message::Response {
-                                request_id,
-                                response,
-                            },
+                        message: request_response::Message::Response { request_id, response },
                         ..
                     } if request_id == id => return Ok(response),
-                    request_response::Event::OutboundFailure {
-                        request_id, error, ..
-                    } if request_id == id => return Err(error),
+                    request_response::Event::OutboundFailure { request_id, error, .. } if request_id == id => {
+                        return Err(error)
+                    }
                     _ => {}
                 }
             }
@@ -373,10 +307,7 @@ fn varint(n: u64) -> Vec<u8> {
 const GARBAGE_BODY: [u8; 4] = [0x0f, 0xff, 0xff, 0xff];
 
 fn provision_request(name: &str) -> ProvisionPodRequest {
-    ProvisionPodRequest {
-        name: name.into(),
-        ..Default::default()
-    }
+    ProvisionPodRequest { name: name.into(), ..Default::default() }
 }
 
 async fn provision_client(addr: &Multiaddr) -> RawClient<ProvisionPodResponse> {
@@ -404,23 +335,14 @@ fn expect_control_refusal(response: PodControlResponse, mentions: &str) {
 }
 
 async fn provision_still_served(client: &mut RawClient<ProvisionPodResponse>, name: &str) {
-    let response = client
-        .send(encode_frame(&provision_request(name)))
-        .await
-        .expect("a valid request is answered");
+    let response = client.send(encode_frame(&provision_request(name))).await.expect("a valid request is answered");
     assert_eq!(response.error, None);
     assert_eq!(response.status.map(|s| s.name).as_deref(), Some(name));
 }
 
 async fn control_still_served(client: &mut RawClient<PodControlResponse>, pod_id: &str) {
-    let response = client
-        .send(encode_frame(&status_request(pod_id)))
-        .await
-        .expect("a valid request is answered");
-    assert_eq!(
-        response.result,
-        Some(ControlResult::Status(status_of(pod_id)))
-    );
+    let response = client.send(encode_frame(&status_request(pod_id))).await.expect("a valid request is answered");
+    assert_eq!(response.result, Some(ControlResult::Status(status_of(pod_id))));
 }
 
 #[tokio::test]
@@ -536,19 +458,13 @@ async fn find_provider(node: &Node, provider: PeerId) {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     };
-    timeout(DISCOVERY_TIMEOUT, search)
-        .await
-        .unwrap_or_else(|_| panic!("{provider} was not found on the DHT"));
+    timeout(DISCOVERY_TIMEOUT, search).await.unwrap_or_else(|_| panic!("{provider} was not found on the DHT"));
 }
 
 #[tokio::test]
 async fn client_finds_provider_it_bootstraps_from() {
     bounded(async {
-        let (provider, _inbound, provider_addr) = start_server(NodeConfig {
-            advertise: true,
-            ..server_config()
-        })
-        .await;
+        let (provider, _inbound, provider_addr) = start_server(NodeConfig { advertise: true, ..server_config() }).await;
         let (client, _) = Node::start(NodeConfig {
             bootstrap: vec![provider_addr],
             ..NodeConfig::client(Keypair::generate_ed25519())
@@ -564,17 +480,10 @@ async fn client_finds_provider_it_bootstraps_from() {
 #[tokio::test]
 async fn client_finds_provider_through_shared_bootstrap_node() {
     bounded(async {
-        let (bootstrap, _, bootstrap_addr) = start_server(NodeConfig {
-            serve: false,
-            ..server_config()
-        })
-        .await;
-        let (provider, inbound, _) = start_server(NodeConfig {
-            advertise: true,
-            bootstrap: vec![bootstrap_addr.clone()],
-            ..server_config()
-        })
-        .await;
+        let (bootstrap, _, bootstrap_addr) = start_server(NodeConfig { serve: false, ..server_config() }).await;
+        let (provider, inbound, _) =
+            start_server(NodeConfig { advertise: true, bootstrap: vec![bootstrap_addr.clone()], ..server_config() })
+                .await;
         serve_echo(inbound);
         let (client, _) = Node::start(NodeConfig {
             bootstrap: vec![bootstrap_addr],
@@ -592,10 +501,7 @@ async fn client_finds_provider_through_shared_bootstrap_node() {
             .control(provider.peer_id(), status_request("pod-found"))
             .await
             .expect("the provider found on the DHT answers");
-        assert_eq!(
-            response.result,
-            Some(ControlResult::Status(status_of("pod-found")))
-        );
+        assert_eq!(response.result, Some(ControlResult::Status(status_of("pod-found"))));
     })
     .await;
 }

@@ -90,20 +90,14 @@ impl ImageBuilder {
     /// (`/` for the image root). Symlinks are stored as symlinks;
     /// sockets and devices are skipped.
     pub fn tree(mut self, host_dir: impl Into<PathBuf>, in_image: impl Into<PathBuf>) -> Self {
-        self.sources.push(Source::Tree {
-            host: host_dir.into(),
-            at: in_image.into(),
-        });
+        self.sources.push(Source::Tree { host: host_dir.into(), at: in_image.into() });
         self
     }
 
     /// Adds the host file `host` (symlinks followed) at the absolute path
     /// `in_image`. Missing parent directories are created with mode 0755.
     pub fn file(mut self, host: impl Into<PathBuf>, in_image: impl Into<PathBuf>) -> Self {
-        self.sources.push(Source::File {
-            host: host.into(),
-            at: in_image.into(),
-        });
+        self.sources.push(Source::File { host: host.into(), at: in_image.into() });
         self
     }
 
@@ -174,13 +168,9 @@ impl ImageBuilder {
         let (layer, diff_id) = match self.compression {
             Compression::Gzip => {
                 // No name and mtime 0 in the gzip header, for determinism.
-                let gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(file, flate2::Compression::default());
+                let gz = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::default());
                 let (gz, diff_id, _) = write_tar(&nodes, HashingWriter::new(gz))?.finish();
-                let file = gz
-                    .finish()
-                    .map_err(|e| OciError::io("writing layer in", layout_dir, e))?;
+                let file = gz.finish().map_err(|e| OciError::io("writing layer in", layout_dir, e))?;
                 let blob = BlobWriter { dir, file };
                 (blob.commit(Compression::Gzip.oci_media_type())?, diff_id)
             }
@@ -195,10 +185,7 @@ impl ImageBuilder {
         let config = self.config_json(&diff_id)?;
         let manifest = layout.add_image(&config, vec![layer.clone()], tag)?;
         Ok(BuiltImage {
-            reference: ImageReference::OciLayout {
-                path: layout_dir.to_owned(),
-                tag: Some(tag.to_owned()),
-            },
+            reference: ImageReference::OciLayout { path: layout_dir.to_owned(), tag: Some(tag.to_owned()) },
             manifest_digest: manifest.digest().to_string(),
             manifest,
             layer,
@@ -212,14 +199,8 @@ impl ImageBuilder {
                 Source::Tree { host, at } => {
                     let at = image_path(at)?;
                     if !at.as_os_str().is_empty() {
-                        let meta =
-                            fs::metadata(host).map_err(|e| OciError::io("reading", host, e))?;
-                        nodes.insert(
-                            at.clone(),
-                            Node::Dir {
-                                mode: mode_of(&meta),
-                            },
-                        );
+                        let meta = fs::metadata(host).map_err(|e| OciError::io("reading", host, e))?;
+                        nodes.insert(at.clone(), Node::Dir { mode: mode_of(&meta) });
                     }
                     walk_tree(host, &at, &mut nodes)?;
                 }
@@ -233,13 +214,7 @@ impl ImageBuilder {
                             io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
                         ));
                     }
-                    nodes.insert(
-                        at,
-                        Node::File {
-                            host: host.clone(),
-                            mode: mode_of(&meta),
-                        },
-                    );
+                    nodes.insert(at, Node::File { host: host.clone(), mode: mode_of(&meta) });
                 }
             }
         }
@@ -249,9 +224,7 @@ impl ImageBuilder {
                 if ancestor.as_os_str().is_empty() {
                     break;
                 }
-                nodes
-                    .entry(ancestor.to_owned())
-                    .or_insert(Node::Dir { mode: 0o755 });
+                nodes.entry(ancestor.to_owned()).or_insert(Node::Dir { mode: 0o755 });
             }
         }
         Ok(nodes)
@@ -264,25 +237,15 @@ impl ImageBuilder {
             os: platform.os,
             config: RuntimeConfig {
                 user: self.user.clone(),
-                exposed_ports: self
-                    .exposed_ports
-                    .iter()
-                    .map(|p| (p.clone(), EmptyObject {}))
-                    .collect(),
+                exposed_ports: self.exposed_ports.iter().map(|p| (p.clone(), EmptyObject {})).collect(),
                 env: self.env.clone(),
                 entrypoint: self.entrypoint.clone(),
                 cmd: self.cmd.clone(),
                 working_dir: self.working_dir.clone(),
             },
-            rootfs: RootFs {
-                kind: "layers",
-                diff_ids: vec![diff_id.to_owned()],
-            },
+            rootfs: RootFs { kind: "layers", diff_ids: vec![diff_id.to_owned()] },
         };
-        serde_json::to_vec(&doc).map_err(|source| OciError::MalformedJson {
-            blob: "new config".into(),
-            source,
-        })
+        serde_json::to_vec(&doc).map_err(|source| OciError::MalformedJson { blob: "new config".into(), source })
     }
 }
 
@@ -354,29 +317,16 @@ fn walk_tree(host: &Path, at: &Path, nodes: &mut BTreeMap<PathBuf, Node>) -> Res
         let entry = entry.map_err(|e| OciError::io("listing", host, e))?;
         let host_path = entry.path();
         let image_path = at.join(entry.file_name());
-        let meta =
-            fs::symlink_metadata(&host_path).map_err(|e| OciError::io("reading", &host_path, e))?;
+        let meta = fs::symlink_metadata(&host_path).map_err(|e| OciError::io("reading", &host_path, e))?;
         let ft = meta.file_type();
         if ft.is_symlink() {
-            let target =
-                fs::read_link(&host_path).map_err(|e| OciError::io("reading", &host_path, e))?;
+            let target = fs::read_link(&host_path).map_err(|e| OciError::io("reading", &host_path, e))?;
             nodes.insert(image_path, Node::Symlink { target });
         } else if ft.is_dir() {
-            nodes.insert(
-                image_path.clone(),
-                Node::Dir {
-                    mode: mode_of(&meta),
-                },
-            );
+            nodes.insert(image_path.clone(), Node::Dir { mode: mode_of(&meta) });
             walk_tree(&host_path, &image_path, nodes)?;
         } else if ft.is_file() {
-            nodes.insert(
-                image_path,
-                Node::File {
-                    host: host_path,
-                    mode: mode_of(&meta),
-                },
-            );
+            nodes.insert(image_path, Node::File { host: host_path, mode: mode_of(&meta) });
         } else {
             tracing::warn!(path = %host_path.display(), "skipping special file");
         }
@@ -398,36 +348,25 @@ fn write_tar<W: Write>(nodes: &BTreeMap<PathBuf, Node>, out: W) -> Result<W, Oci
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_mode(*mode);
                 header.set_size(0);
-                builder
-                    .append_data(&mut header, path, io::empty())
-                    .map_err(|e| tar_err(path, e))?;
+                builder.append_data(&mut header, path, io::empty()).map_err(|e| tar_err(path, e))?;
             }
             Node::File { host, mode } => {
                 let file = fs::File::open(host).map_err(|e| OciError::io("opening", host, e))?;
-                let len = file
-                    .metadata()
-                    .map_err(|e| OciError::io("reading", host, e))?
-                    .len();
+                let len = file.metadata().map_err(|e| OciError::io("reading", host, e))?.len();
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(*mode);
                 header.set_size(len);
-                builder
-                    .append_data(&mut header, path, file)
-                    .map_err(|e| tar_err(host, e))?;
+                builder.append_data(&mut header, path, file).map_err(|e| tar_err(host, e))?;
             }
             Node::Symlink { target } => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
-                builder
-                    .append_link(&mut header, path, target)
-                    .map_err(|e| tar_err(path, e))?;
+                builder.append_link(&mut header, path, target).map_err(|e| tar_err(path, e))?;
             }
         }
     }
-    builder
-        .into_inner()
-        .map_err(|e| tar_err(Path::new("layer"), e))
+    builder.into_inner().map_err(|e| tar_err(Path::new("layer"), e))
 }
 
 /// The files a dynamically linked `binary` needs to run in an otherwise
@@ -444,16 +383,11 @@ fn write_tar<W: Write>(nodes: &BTreeMap<PathBuf, Node>, out: W) -> Result<W, Oci
 /// `ldd` may run the binary's dynamic loader; use it only on binaries you
 /// trust.
 pub fn binary_rootfs_files(binary: &Path) -> Result<Vec<(PathBuf, PathBuf)>, OciError> {
-    let ldd_error = |reason: String| OciError::Ldd {
-        binary: binary.to_owned(),
-        reason,
-    };
+    let ldd_error = |reason: String| OciError::Ldd { binary: binary.to_owned(), reason };
     let absolute = if binary.is_absolute() {
         binary.to_owned()
     } else {
-        std::env::current_dir()
-            .map_err(|e| OciError::io("finding the current directory for", binary, e))?
-            .join(binary)
+        std::env::current_dir().map_err(|e| OciError::io("finding the current directory for", binary, e))?.join(binary)
     };
     let in_image: PathBuf = Path::new("/").join(image_path(&absolute)?);
     let host = fs::canonicalize(binary).map_err(|e| OciError::io("resolving", binary, e))?;
@@ -463,35 +397,23 @@ pub fn binary_rootfs_files(binary: &Path) -> Result<Vec<(PathBuf, PathBuf)>, Oci
         .arg(&host)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|e| {
-            ldd_error(format!(
-                "cannot run ldd: {e}; install libc-bin (Debian) or glibc"
-            ))
-        })?;
+        .map_err(|e| ldd_error(format!("cannot run ldd: {e}; install libc-bin (Debian) or glibc")))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if is_static(&stdout) || is_static(&stderr) {
         return Ok(files);
     }
     if !output.status.success() {
-        return Err(ldd_error(format!(
-            "ldd failed ({}): {}",
-            output.status,
-            stderr.trim()
-        )));
+        return Err(ldd_error(format!("ldd failed ({}): {}", output.status, stderr.trim())));
     }
     for line in parse_ldd(&stdout) {
         let library = match line {
             LddLine::Found(path) => path,
             LddLine::Missing(soname) => {
-                return Err(OciError::MissingLibrary {
-                    binary: binary.to_owned(),
-                    library: soname,
-                })
+                return Err(OciError::MissingLibrary { binary: binary.to_owned(), library: soname })
             }
         };
-        let host =
-            fs::canonicalize(&library).map_err(|e| OciError::io("resolving", &library, e))?;
+        let host = fs::canonicalize(&library).map_err(|e| OciError::io("resolving", &library, e))?;
         if !files.iter().any(|(_, at)| *at == library) {
             files.push((host, library));
         }
@@ -576,9 +498,6 @@ mod tests {
     #[test]
     fn refuses_parent_components_in_image_paths() {
         assert!(image_path(Path::new("/a/../b")).is_err());
-        assert_eq!(
-            image_path(Path::new("/usr/./bin")).unwrap(),
-            PathBuf::from("usr/bin")
-        );
+        assert_eq!(image_path(Path::new("/usr/./bin")).unwrap(), PathBuf::from("usr/bin"));
     }
 }

@@ -53,16 +53,13 @@ pub(crate) enum LayerEncoding {
 pub(crate) fn layer_encoding(media_type: &str) -> Option<LayerEncoding> {
     use LayerEncoding::*;
     Some(match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Known(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
+            Known(Compression::None)
+        }
         "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
-            Known(Compression::Gzip)
-        }
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => Known(Compression::Gzip),
         "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Known(Compression::Zstd)
-        }
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Known(Compression::Zstd),
         "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.diff.tar" => Sniff,
@@ -73,10 +70,7 @@ pub(crate) fn layer_encoding(media_type: &str) -> Option<LayerEncoding> {
 /// Wraps `input` in a decoder; for [`LayerEncoding::Sniff`] peeks at the
 /// first bytes to decide. Every decoder reads its input to the end, so that
 /// a digest check below it sees every byte (trailing garbage is an error).
-pub(crate) fn decoder<'a, R: Read + 'a>(
-    input: R,
-    encoding: LayerEncoding,
-) -> io::Result<Box<dyn Read + 'a>> {
+pub(crate) fn decoder<'a, R: Read + 'a>(input: R, encoding: LayerEncoding) -> io::Result<Box<dyn Read + 'a>> {
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let compression = match encoding {
         LayerEncoding::Known(c) => c,
@@ -101,25 +95,16 @@ pub(crate) struct ZstdDecoder<R> {
 
 impl<R: BufRead> ZstdDecoder<R> {
     pub(crate) fn new(input: R) -> Self {
-        ZstdDecoder {
-            input,
-            frame: FrameDecoder::new(),
-            in_frame: false,
-            started: false,
-        }
+        ZstdDecoder { input, frame: FrameDecoder::new(), in_frame: false, started: false }
     }
 
     fn finish_frame(&mut self) -> io::Result<()> {
         self.in_frame = false;
-        if let (Some(stored), Some(computed)) = (
-            self.frame.get_checksum_from_data(),
-            self.frame.get_calculated_checksum(),
-        ) {
+        if let (Some(stored), Some(computed)) =
+            (self.frame.get_checksum_from_data(), self.frame.get_calculated_checksum())
+        {
             if stored != computed {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "zstd frame checksum mismatch",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "zstd frame checksum mismatch"));
             }
         }
         Ok(())
@@ -149,29 +134,17 @@ impl<R: BufRead> Read for ZstdDecoder<R> {
             }
             if self.input.fill_buf()?.is_empty() {
                 if !self.started {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "empty zstd stream",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty zstd stream"));
                 }
                 return Ok(0);
             }
             self.started = true;
             match self.frame.reset(&mut self.input) {
                 Ok(()) => self.in_frame = true,
-                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
-                    length,
-                    ..
-                })) => {
-                    let skipped = io::copy(
-                        &mut (&mut self.input).take(u64::from(length)),
-                        &mut io::sink(),
-                    )?;
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                    let skipped = io::copy(&mut (&mut self.input).take(u64::from(length)), &mut io::sink())?;
                     if skipped != u64::from(length) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "truncated zstd skippable frame",
-                        ));
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated zstd skippable frame"));
                     }
                 }
                 Err(e) => {
@@ -192,14 +165,8 @@ mod tests {
             layer_encoding("application/vnd.oci.image.layer.v1.tar+gzip"),
             Some(LayerEncoding::Known(Compression::Gzip))
         );
-        assert_eq!(
-            layer_encoding("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Some(LayerEncoding::Sniff)
-        );
-        assert_eq!(
-            layer_encoding("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
-            None
-        );
+        assert_eq!(layer_encoding("application/vnd.docker.image.rootfs.diff.tar.gzip"), Some(LayerEncoding::Sniff));
+        assert_eq!(layer_encoding("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"), None);
     }
 
     #[test]
@@ -217,10 +184,7 @@ mod tests {
         e.write_all(b"data").unwrap();
         let mut gz = e.finish().unwrap();
         let mut ok = String::new();
-        decoder(&gz[..], LayerEncoding::Known(Compression::Gzip))
-            .unwrap()
-            .read_to_string(&mut ok)
-            .unwrap();
+        decoder(&gz[..], LayerEncoding::Known(Compression::Gzip)).unwrap().read_to_string(&mut ok).unwrap();
         assert_eq!(ok, "data");
         gz.extend_from_slice(b"garbage!");
         let mut d = decoder(&gz[..], LayerEncoding::Known(Compression::Gzip)).unwrap();
@@ -229,8 +193,8 @@ mod tests {
 
     /// A zstd frame of "hello\n" made with `zstd -c` (with content checksum).
     const HELLO_ZST: &[u8] = &[
-        0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x31, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x0a,
-        0x53, 0x88, 0xbd, 0x91,
+        0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x31, 0x00, 0x00, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x0a, 0x53, 0x88, 0xbd,
+        0x91,
     ];
 
     #[test]
@@ -248,9 +212,7 @@ mod tests {
         let mut bad = HELLO_ZST.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(ZstdDecoder::new(&bad[..])
-            .read_to_end(&mut Vec::new())
-            .is_err());
+        assert!(ZstdDecoder::new(&bad[..]).read_to_end(&mut Vec::new()).is_err());
     }
 
     #[test]

@@ -43,20 +43,15 @@ pub(crate) struct BlobDigest {
 impl BlobDigest {
     /// Parses a digest string, naming `blob` in the error.
     pub(crate) fn parse(blob: &str, digest: &str) -> Result<Self, OciError> {
-        let unsupported = || OciError::UnsupportedDigest {
-            blob: blob.to_owned(),
-            digest: digest.to_owned(),
-        };
+        let unsupported = || OciError::UnsupportedDigest { blob: blob.to_owned(), digest: digest.to_owned() };
         let (alg, hex) = digest.split_once(':').ok_or_else(unsupported)?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             _ => return Err(unsupported()),
         };
-        let valid_hex = hex.len() == algorithm.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid_hex =
+            hex.len() == algorithm.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid_hex {
             return Err(OciError::InvalidDocument {
                 blob: blob.to_owned(),
@@ -66,10 +61,7 @@ impl BlobDigest {
                 ),
             });
         }
-        Ok(BlobDigest {
-            algorithm,
-            hex: hex.to_owned(),
-        })
+        Ok(BlobDigest { algorithm, hex: hex.to_owned() })
     }
 
     /// The path of this blob inside an OCI layout (`image-layout.md` § Blobs).
@@ -179,16 +171,10 @@ impl Verdict {
 impl Mismatch {
     fn into_error(self, blob: &str) -> OciError {
         match self {
-            Mismatch::Size { expected, actual } => OciError::SizeMismatch {
-                blob: blob.to_owned(),
-                expected,
-                actual,
-            },
-            Mismatch::Digest { expected, actual } => OciError::DigestMismatch {
-                blob: blob.to_owned(),
-                expected,
-                actual,
-            },
+            Mismatch::Size { expected, actual } => OciError::SizeMismatch { blob: blob.to_owned(), expected, actual },
+            Mismatch::Digest { expected, actual } => {
+                OciError::DigestMismatch { blob: blob.to_owned(), expected, actual }
+            }
         }
     }
 }
@@ -243,10 +229,7 @@ impl<R: Read> Read for VerifyingReader<R> {
         if n == 0 {
             if let Some(expected) = self.expected_size {
                 if self.count != expected {
-                    return Err(self.fail(Mismatch::Size {
-                        expected,
-                        actual: self.count,
-                    }));
+                    return Err(self.fail(Mismatch::Size { expected, actual: self.count }));
                 }
             }
             let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
@@ -261,10 +244,7 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.count += n as u64;
         if let Some(expected) = self.expected_size {
             if self.count > expected {
-                return Err(self.fail(Mismatch::Size {
-                    expected,
-                    actual: self.count,
-                }));
+                return Err(self.fail(Mismatch::Size { expected, actual: self.count }));
             }
         }
         Ok(n)
@@ -280,11 +260,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Hasher::sha256(),
-            count: 0,
-        }
+        HashingWriter { inner, hasher: Hasher::sha256(), count: 0 }
     }
 
     /// The inner writer, the `sha256:` digest and the byte count.
@@ -322,8 +298,7 @@ mod tests {
         }
     }
 
-    const EMPTY_SHA256: &str =
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const EMPTY_SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     #[test]
     fn rejects_digest_that_could_escape_blobs_dir() {
@@ -349,17 +324,11 @@ mod tests {
         let d = BlobDigest::parse("x", EMPTY_SHA256).unwrap();
         let mut r = VerifyingReader::new(&b"abc"[..], "blob x".into(), &d, Some(3));
         let err = r.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(matches!(
-            oci_error_in(&err),
-            Some(OciError::DigestMismatch { .. })
-        ));
+        assert!(matches!(oci_error_in(&err), Some(OciError::DigestMismatch { .. })));
         assert!(r.verdict().failure("blob x").is_some());
 
         let mut r = VerifyingReader::new(&b"abc"[..], "blob x".into(), &d, Some(2));
         let err = r.read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(matches!(
-            oci_error_in(&err),
-            Some(OciError::SizeMismatch { .. })
-        ));
+        assert!(matches!(oci_error_in(&err), Some(OciError::SizeMismatch { .. })));
     }
 }

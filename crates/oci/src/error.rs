@@ -70,10 +70,7 @@ pub enum OciError {
     },
 
     /// A multi-platform index has no manifest for the wanted platform.
-    #[error(
-        "no manifest for platform {wanted} in {blob}; available: {}",
-        list_or_none(available)
-    )]
+    #[error("no manifest for platform {wanted} in {blob}; available: {}", list_or_none(available))]
     NoMatchingPlatform {
         /// The platform asked for, e.g. `linux/amd64`.
         wanted: String,
@@ -134,7 +131,9 @@ pub enum OciError {
     },
 
     /// A blob's content does not hash to its descriptor's digest.
-    #[error("{blob} has digest {actual}, but its descriptor says {expected}; the content is corrupt or was tampered with")]
+    #[error(
+        "{blob} has digest {actual}, but its descriptor says {expected}; the content is corrupt or was tampered with"
+    )]
     DigestMismatch {
         /// The blob.
         blob: String,
@@ -154,10 +153,7 @@ pub enum OciError {
     },
 
     /// A blob's media type is not one this crate can consume.
-    #[error(
-        "{blob}: unsupported media type {media_type:?}{}",
-        hint_for_media_type(media_type)
-    )]
+    #[error("{blob}: unsupported media type {media_type:?}{}", hint_for_media_type(media_type))]
     UnsupportedMediaType {
         /// The blob.
         blob: String,
@@ -216,11 +212,7 @@ pub enum OciError {
 
 impl OciError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        OciError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        OciError::Io { action, path: path.into(), source }
     }
 }
 

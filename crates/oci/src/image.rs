@@ -64,11 +64,7 @@ impl Platform {
             "loongarch64" => "loong64",
             other => other,
         };
-        Platform {
-            os: std::env::consts::OS.to_owned(),
-            architecture: architecture.to_owned(),
-            variant: None,
-        }
+        Platform { os: std::env::consts::OS.to_owned(), architecture: architecture.to_owned(), variant: None }
     }
 
     fn matches(&self, p: &oci_spec::image::Platform) -> bool {
@@ -128,12 +124,7 @@ impl ImageConfig {
             working_dir: non_empty(cfg.working_dir()),
             user: non_empty(cfg.user()),
             exposed_ports,
-            labels: cfg
-                .labels()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            labels: cfg.labels().clone().unwrap_or_default().into_iter().collect(),
             os: c.os().to_string(),
             architecture: c.architecture().to_string(),
         }
@@ -203,17 +194,11 @@ impl LocalImage {
     /// descriptor's size and digest and must be at most [`MAX_JSON_SIZE`].
     /// Layers are checked for presence and size here, for content during
     /// [`LocalImage::unpack`].
-    pub fn open_for_platform(
-        reference: &ImageReference,
-        platform: &Platform,
-    ) -> Result<LocalImage, OciError> {
+    pub fn open_for_platform(reference: &ImageReference, platform: &Platform) -> Result<LocalImage, OciError> {
         match reference {
             ImageReference::OciLayout { path, tag } => {
                 if !path.is_dir() {
-                    return Err(OciError::NotAnImage {
-                        path: path.clone(),
-                        reason: "no such directory".into(),
-                    });
+                    return Err(OciError::NotAnImage { path: path.clone(), reason: "no such directory".into() });
                 }
                 let source = BlobSource::Dir(path.clone());
                 open_oci(reference, source, tag.as_deref(), platform)
@@ -228,9 +213,7 @@ impl LocalImage {
                     if !source.exists("manifest.json") {
                         return Err(OciError::NotAnImage {
                             path: path.clone(),
-                            reason:
-                                "this is an OCI archive, not a docker archive; use oci-archive:"
-                                    .into(),
+                            reason: "this is an OCI archive, not a docker archive; use oci-archive:".into(),
                         });
                     }
                 }
@@ -304,11 +287,7 @@ impl LocalImage {
         };
         let (raw, stored) = self.open_blob(&plan.location, &plan.name)?;
         if !plan.digest_of_decoded && stored != plan.size {
-            return Err(OciError::SizeMismatch {
-                blob: plan.name.clone(),
-                expected: plan.size,
-                actual: stored,
-            });
+            return Err(OciError::SizeMismatch { blob: plan.name.clone(), expected: plan.size, actual: stored });
         }
 
         // `stored_bytes` is kept so that, when decoding or unpacking fails,
@@ -316,11 +295,8 @@ impl LocalImage {
         // tampered layer is then reported as tampered, not as whatever the
         // decompressor or tar parser tripped over.
         let mut checks: Vec<(Verdict, String)> = Vec::new();
-        let (mut top, mut stored_bytes): (Box<dyn Read>, Option<SharedReader>) = if plan
-            .digest_of_decoded
-        {
-            let decoded =
-                decoder(raw, LayerEncoding::Sniff).map_err(|e| layer_error("decompressing", e))?;
+        let (mut top, mut stored_bytes): (Box<dyn Read>, Option<SharedReader>) = if plan.digest_of_decoded {
+            let decoded = decoder(raw, LayerEncoding::Sniff).map_err(|e| layer_error("decompressing", e))?;
             let v = VerifyingReader::new(decoded, plan.name.clone(), &plan.digest, Some(plan.size));
             checks.push((v.verdict(), plan.name.clone()));
             (Box::new(v), None)
@@ -328,12 +304,10 @@ impl LocalImage {
             let v = VerifyingReader::new(raw, plan.name.clone(), &plan.digest, Some(plan.size));
             checks.push((v.verdict(), plan.name.clone()));
             let shared = Shared::new(Box::new(v) as Box<dyn Read>);
-            let decoded = decoder(shared.clone(), plan.encoding)
-                .map_err(|e| layer_error("decompressing", e))?;
+            let decoded = decoder(shared.clone(), plan.encoding).map_err(|e| layer_error("decompressing", e))?;
             let top: Box<dyn Read> = match &plan.diff_id {
                 Some(diff_id)
-                    if !(plan.encoding == LayerEncoding::Known(Compression::None)
-                        && *diff_id == plan.digest) =>
+                    if !(plan.encoding == LayerEncoding::Known(Compression::None) && *diff_id == plan.digest) =>
                 {
                     let blob = format!("uncompressed {} (diff_id in config)", plan.name);
                     let v = VerifyingReader::new(decoded, blob.clone(), diff_id, None);
@@ -346,9 +320,7 @@ impl LocalImage {
         };
 
         let result = unpacker.apply(&mut top, &plan.name).and_then(|()| {
-            io::copy(&mut top, &mut io::sink())
-                .map(drop)
-                .map_err(|e| layer_error("reading past the end of the tar", e))
+            io::copy(&mut top, &mut io::sink()).map(drop).map_err(|e| layer_error("reading past the end of the tar", e))
         });
         if let Err(err) = result {
             let _ = match stored_bytes.as_mut() {
@@ -367,27 +339,17 @@ impl LocalImage {
             if !verdict.is_verified() {
                 return Err(layer_error(
                     "verifying",
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{blob} was not read to its end"),
-                    ),
+                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("{blob} was not read to its end")),
                 ));
             }
         }
         Ok(())
     }
 
-    fn open_blob(
-        &self,
-        location: &str,
-        blob: &str,
-    ) -> Result<(Box<dyn Read + Send>, u64), OciError> {
+    fn open_blob(&self, location: &str, blob: &str) -> Result<(Box<dyn Read + Send>, u64), OciError> {
         self.source
             .open(location)?
-            .ok_or_else(|| OciError::BlobMissing {
-                blob: blob.to_owned(),
-                location: self.source.describe(location),
-            })
+            .ok_or_else(|| OciError::BlobMissing { blob: blob.to_owned(), location: self.source.describe(location) })
     }
 }
 
@@ -419,15 +381,11 @@ fn prepare_destination(dest: &Path) -> Result<(), OciError> {
     match fs::metadata(dest) {
         Ok(m) if m.is_dir() => {
             if !is_empty_dir(dest).map_err(|e| OciError::io("listing", dest, e))? {
-                return Err(OciError::DestinationNotEmpty {
-                    path: dest.to_owned(),
-                });
+                return Err(OciError::DestinationNotEmpty { path: dest.to_owned() });
             }
             Ok(())
         }
-        Ok(_) => Err(OciError::DestinationNotEmpty {
-            path: dest.to_owned(),
-        }),
+        Ok(_) => Err(OciError::DestinationNotEmpty { path: dest.to_owned() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dest).map_err(|e| OciError::io("creating directory", dest, e))
         }
@@ -455,8 +413,7 @@ fn open_oci(
         path: source.path().to_owned(),
         reason: format!("no `{what}` file; not an OCI image layout"),
     };
-    let layout_bytes =
-        read_small(&source, "oci-layout")?.ok_or_else(|| not_a_layout("oci-layout"))?;
+    let layout_bytes = read_small(&source, "oci-layout")?.ok_or_else(|| not_a_layout("oci-layout"))?;
     let layout: LayoutFile = parse_json("oci-layout", &layout_bytes)?;
     if !layout.version.starts_with("1.") {
         return Err(OciError::InvalidDocument {
@@ -464,8 +421,7 @@ fn open_oci(
             reason: format!("imageLayoutVersion {:?} is not 1.x", layout.version),
         });
     }
-    let index_bytes =
-        read_small(&source, "index.json")?.ok_or_else(|| not_a_layout("index.json"))?;
+    let index_bytes = read_small(&source, "index.json")?.ok_or_else(|| not_a_layout("index.json"))?;
     let index: ImageIndex = parse_json("index.json", &index_bytes)?;
     check_schema_version("index.json", index.schema_version())?;
 
@@ -483,11 +439,7 @@ fn open_oci(
         let bytes = read_json_blob(&source, &desc, &blob)?;
         let nested: ImageIndex = parse_json(&blob, &bytes)?;
         check_schema_version(&blob, nested.schema_version())?;
-        check_embedded_media_type(
-            &blob,
-            &desc,
-            nested.media_type().as_ref().map(|m| m.to_string()),
-        )?;
+        check_embedded_media_type(&blob, &desc, nested.media_type().as_ref().map(|m| m.to_string()))?;
         desc = select_platform(&nested, platform, &blob)?;
     }
     if !is_manifest(&desc) {
@@ -501,20 +453,13 @@ fn open_oci(
     let manifest_bytes = read_json_blob(&source, &desc, &blob)?;
     let manifest: ImageManifest = parse_json(&blob, &manifest_bytes)?;
     check_schema_version(&blob, manifest.schema_version())?;
-    check_embedded_media_type(
-        &blob,
-        &desc,
-        manifest.media_type().as_ref().map(|m| m.to_string()),
-    )?;
+    check_embedded_media_type(&blob, &desc, manifest.media_type().as_ref().map(|m| m.to_string()))?;
 
     let config_desc = manifest.config();
     let config_media_type = config_desc.media_type().to_string();
     let config_blob = format!("config {}", config_desc.digest());
     if config_media_type != OCI_CONFIG && config_media_type != DOCKER_CONFIG {
-        return Err(OciError::UnsupportedMediaType {
-            blob: config_blob,
-            media_type: config_media_type,
-        });
+        return Err(OciError::UnsupportedMediaType { blob: config_blob, media_type: config_media_type });
     }
     let config_bytes = read_json_blob(&source, config_desc, &config_blob)?;
     let config: ImageConfiguration = parse_json(&config_blob, &config_bytes)?;
@@ -525,25 +470,15 @@ fn open_oci(
     for (i, (d, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
         let name = format!("layer {} of {count} ({})", i + 1, d.digest());
         let media_type = d.media_type().to_string();
-        let encoding =
-            layer_encoding(&media_type).ok_or_else(|| OciError::UnsupportedMediaType {
-                blob: name.clone(),
-                media_type,
-            })?;
+        let encoding = layer_encoding(&media_type)
+            .ok_or_else(|| OciError::UnsupportedMediaType { blob: name.clone(), media_type })?;
         let digest = BlobDigest::parse(&name, d.digest().as_ref())?;
         let location = digest.layout_path();
         let (_, stored) = source
             .open(&location)?
-            .ok_or_else(|| OciError::BlobMissing {
-                blob: name.clone(),
-                location: source.describe(&location),
-            })?;
+            .ok_or_else(|| OciError::BlobMissing { blob: name.clone(), location: source.describe(&location) })?;
         if stored != d.size() {
-            return Err(OciError::SizeMismatch {
-                blob: name,
-                expected: d.size(),
-                actual: stored,
-            });
+            return Err(OciError::SizeMismatch { blob: name, expected: d.size(), actual: stored });
         }
         layers.push(LayerPlan {
             name,
@@ -568,25 +503,15 @@ fn open_oci(
     })
 }
 
-fn parse_diff_ids(
-    config: &ImageConfiguration,
-    layer_count: usize,
-    blob: &str,
-) -> Result<Vec<BlobDigest>, OciError> {
+fn parse_diff_ids(config: &ImageConfiguration, layer_count: usize, blob: &str) -> Result<Vec<BlobDigest>, OciError> {
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != layer_count {
         return Err(OciError::InvalidDocument {
             blob: blob.to_owned(),
-            reason: format!(
-                "rootfs.diff_ids lists {} layers but the manifest has {layer_count}",
-                diff_ids.len()
-            ),
+            reason: format!("rootfs.diff_ids lists {} layers but the manifest has {layer_count}", diff_ids.len()),
         });
     }
-    diff_ids
-        .iter()
-        .map(|d| BlobDigest::parse(blob, d))
-        .collect()
+    diff_ids.iter().map(|d| BlobDigest::parse(blob, d)).collect()
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
@@ -628,48 +553,24 @@ fn select_tagged(
         None => all.iter().collect(),
     };
     match (candidates.as_slice(), tag) {
-        ([], Some(tag)) => Err(OciError::TagNotFound {
-            tag: tag.to_owned(),
-            path: source.path().to_owned(),
-            available: tags,
-        }),
-        ([], None) => Err(OciError::InvalidDocument {
-            blob: "index.json".into(),
-            reason: "it lists no images".into(),
-        }),
-        ([one], _) => Ok((*one).clone()),
-        (many, _) => {
-            pick_platform(many, platform)
-                .cloned()
-                .ok_or_else(|| OciError::AmbiguousImage {
-                    path: source.path().to_owned(),
-                    available: if tags.is_empty() {
-                        many.iter().map(|d| d.digest().to_string()).collect()
-                    } else {
-                        tags
-                    },
-                })
+        ([], Some(tag)) => {
+            Err(OciError::TagNotFound { tag: tag.to_owned(), path: source.path().to_owned(), available: tags })
         }
+        ([], None) => Err(OciError::InvalidDocument { blob: "index.json".into(), reason: "it lists no images".into() }),
+        ([one], _) => Ok((*one).clone()),
+        (many, _) => pick_platform(many, platform).cloned().ok_or_else(|| OciError::AmbiguousImage {
+            path: source.path().to_owned(),
+            available: if tags.is_empty() { many.iter().map(|d| d.digest().to_string()).collect() } else { tags },
+        }),
     }
 }
 
 fn pick_platform<'a>(candidates: &[&'a Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
-    candidates
-        .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
-        .copied()
+    candidates.iter().find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p))).copied()
 }
 
-fn select_platform(
-    index: &ImageIndex,
-    platform: &Platform,
-    blob: &str,
-) -> Result<Descriptor, OciError> {
-    let images: Vec<&Descriptor> = index
-        .manifests()
-        .iter()
-        .filter(|d| is_manifest(d) || is_index(d))
-        .collect();
+fn select_platform(index: &ImageIndex, platform: &Platform, blob: &str) -> Result<Descriptor, OciError> {
+    let images: Vec<&Descriptor> = index.manifests().iter().filter(|d| is_manifest(d) || is_index(d)).collect();
     if let Some(d) = pick_platform(&images, platform) {
         return Ok(d.clone());
     }
@@ -701,18 +602,11 @@ fn check_schema_version(blob: &str, version: u32) -> Result<(), OciError> {
 
 /// image-spec: a document's own `mediaType` must match its descriptor, so an
 /// index cannot be passed off as a manifest or the other way round.
-fn check_embedded_media_type(
-    blob: &str,
-    desc: &Descriptor,
-    embedded: Option<String>,
-) -> Result<(), OciError> {
+fn check_embedded_media_type(blob: &str, desc: &Descriptor, embedded: Option<String>) -> Result<(), OciError> {
     match embedded {
         Some(mt) if mt != desc.media_type().to_string() => Err(OciError::InvalidDocument {
             blob: blob.to_owned(),
-            reason: format!(
-                "its mediaType {mt:?} differs from its descriptor's {:?}",
-                desc.media_type().to_string()
-            ),
+            reason: format!("its mediaType {mt:?} differs from its descriptor's {:?}", desc.media_type().to_string()),
         }),
         _ => Ok(()),
     }
@@ -725,11 +619,7 @@ fn read_small(source: &BlobSource, rel: &str) -> Result<Option<Vec<u8>>, OciErro
         return Ok(None);
     };
     if stored > MAX_JSON_SIZE {
-        return Err(OciError::BlobTooLarge {
-            blob: rel.to_owned(),
-            size: stored,
-            limit: MAX_JSON_SIZE,
-        });
+        return Err(OciError::BlobTooLarge { blob: rel.to_owned(), size: stored, limit: MAX_JSON_SIZE });
     }
     let mut bytes = Vec::new();
     reader
@@ -737,11 +627,7 @@ fn read_small(source: &BlobSource, rel: &str) -> Result<Option<Vec<u8>>, OciErro
         .read_to_end(&mut bytes)
         .map_err(|e| OciError::io("reading", source.describe(rel), e))?;
     if bytes.len() as u64 > MAX_JSON_SIZE {
-        return Err(OciError::BlobTooLarge {
-            blob: rel.to_owned(),
-            size: bytes.len() as u64,
-            limit: MAX_JSON_SIZE,
-        });
+        return Err(OciError::BlobTooLarge { blob: rel.to_owned(), size: bytes.len() as u64, limit: MAX_JSON_SIZE });
     }
     Ok(Some(bytes))
 }
@@ -749,43 +635,27 @@ fn read_small(source: &BlobSource, rel: &str) -> Result<Option<Vec<u8>>, OciErro
 /// Reads a JSON blob named by `desc`, verifying size and digest.
 fn read_json_blob(source: &BlobSource, desc: &Descriptor, blob: &str) -> Result<Vec<u8>, OciError> {
     if desc.size() > MAX_JSON_SIZE {
-        return Err(OciError::BlobTooLarge {
-            blob: blob.to_owned(),
-            size: desc.size(),
-            limit: MAX_JSON_SIZE,
-        });
+        return Err(OciError::BlobTooLarge { blob: blob.to_owned(), size: desc.size(), limit: MAX_JSON_SIZE });
     }
     let digest = BlobDigest::parse(blob, desc.digest().as_ref())?;
     let location = digest.layout_path();
     let (reader, stored) = source
         .open(&location)?
-        .ok_or_else(|| OciError::BlobMissing {
-            blob: blob.to_owned(),
-            location: source.describe(&location),
-        })?;
+        .ok_or_else(|| OciError::BlobMissing { blob: blob.to_owned(), location: source.describe(&location) })?;
     if stored != desc.size() {
-        return Err(OciError::SizeMismatch {
-            blob: blob.to_owned(),
-            expected: desc.size(),
-            actual: stored,
-        });
+        return Err(OciError::SizeMismatch { blob: blob.to_owned(), expected: desc.size(), actual: stored });
     }
     let mut verifier = VerifyingReader::new(reader, blob.to_owned(), &digest, Some(desc.size()));
     let verdict = verifier.verdict();
     let mut bytes = Vec::with_capacity(desc.size() as usize);
     if let Err(e) = verifier.read_to_end(&mut bytes) {
-        return Err(verdict
-            .failure(blob)
-            .unwrap_or_else(|| OciError::io("reading", source.describe(&location), e)));
+        return Err(verdict.failure(blob).unwrap_or_else(|| OciError::io("reading", source.describe(&location), e)));
     }
     Ok(bytes)
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(blob: &str, bytes: &[u8]) -> Result<T, OciError> {
-    serde_json::from_slice(bytes).map_err(|source| OciError::MalformedJson {
-        blob: blob.to_owned(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| OciError::MalformedJson { blob: blob.to_owned(), source })
 }
 
 // ---------------------------------------------------------------------------
@@ -822,31 +692,19 @@ struct Schema2Descriptor {
     digest: String,
 }
 
-fn open_docker(
-    reference: &ImageReference,
-    source: BlobSource,
-    name: Option<&str>,
-) -> Result<LocalImage, OciError> {
+fn open_docker(reference: &ImageReference, source: BlobSource, name: Option<&str>) -> Result<LocalImage, OciError> {
     let bytes = read_small(&source, "manifest.json")?.ok_or_else(|| OciError::NotAnImage {
         path: source.path().to_owned(),
         reason: "no `manifest.json`; not a docker save archive".into(),
     })?;
     let images: Vec<DockerArchiveImage> = parse_json("manifest.json", &bytes)?;
-    let all_tags: Vec<String> = images
-        .iter()
-        .flat_map(|i| i.repo_tags.iter().flatten().cloned())
-        .collect();
+    let all_tags: Vec<String> = images.iter().flat_map(|i| i.repo_tags.iter().flatten().cloned()).collect();
     let image = match name {
         Some(name) => {
             let wanted = normalize_docker_name(name);
             images
                 .iter()
-                .find(|i| {
-                    i.repo_tags
-                        .iter()
-                        .flatten()
-                        .any(|t| normalize_docker_name(t) == wanted)
-                })
+                .find(|i| i.repo_tags.iter().flatten().any(|t| normalize_docker_name(t) == wanted))
                 .ok_or_else(|| OciError::TagNotFound {
                     tag: name.to_owned(),
                     path: source.path().to_owned(),
@@ -861,29 +719,17 @@ fn open_docker(
                     reason: "it lists no images".into(),
                 })
             }
-            _ => {
-                return Err(OciError::AmbiguousImage {
-                    path: source.path().to_owned(),
-                    available: all_tags,
-                })
-            }
+            _ => return Err(OciError::AmbiguousImage { path: source.path().to_owned(), available: all_tags }),
         },
     };
 
     let config_blob = format!("config {}", image.config);
-    let config_bytes =
-        read_small(&source, &image.config)?.ok_or_else(|| OciError::BlobMissing {
-            blob: config_blob.clone(),
-            location: source.describe(&image.config),
-        })?;
+    let config_bytes = read_small(&source, &image.config)?
+        .ok_or_else(|| OciError::BlobMissing { blob: config_blob.clone(), location: source.describe(&image.config) })?;
     let config_digest = sha256_digest(&config_bytes);
     if let Some(named) = digest_in_member_name(&image.config) {
         if named != config_digest {
-            return Err(OciError::DigestMismatch {
-                blob: config_blob,
-                expected: named,
-                actual: config_digest,
-            });
+            return Err(OciError::DigestMismatch { blob: config_blob, expected: named, actual: config_digest });
         }
     }
     let config: ImageConfiguration = parse_json(&config_blob, &config_bytes)?;
@@ -896,13 +742,10 @@ fn open_docker(
         let name = format!("layer {} of {count} ({diff_id}, {location})", i + 1);
         let (mut reader, stored) = source
             .open(location)?
-            .ok_or_else(|| OciError::BlobMissing {
-                blob: name.clone(),
-                location: source.describe(location),
-            })?;
+            .ok_or_else(|| OciError::BlobMissing { blob: name.clone(), location: source.describe(location) })?;
         let mut head = [0u8; 4];
-        let n = read_up_to(&mut reader, &mut head)
-            .map_err(|e| OciError::io("reading", source.describe(location), e))?;
+        let n =
+            read_up_to(&mut reader, &mut head).map_err(|e| OciError::io("reading", source.describe(location), e))?;
         // skopeo describes a compressed layer by its uncompressed size too;
         // finding it takes one pass, but `docker save` never compresses.
         let size = match Compression::sniff(&head[..n]) {
@@ -910,20 +753,12 @@ fn open_docker(
             _ => {
                 let (reader, _) = source
                     .open(location)?
-                    .ok_or_else(|| OciError::BlobMissing {
-                        blob: name.clone(),
-                        location: source.describe(location),
-                    })?;
-                let mut decoded =
-                    decoder(reader, LayerEncoding::Sniff).map_err(|e| layer_err(&name, e))?;
+                    .ok_or_else(|| OciError::BlobMissing { blob: name.clone(), location: source.describe(location) })?;
+                let mut decoded = decoder(reader, LayerEncoding::Sniff).map_err(|e| layer_err(&name, e))?;
                 io::copy(&mut decoded, &mut io::sink()).map_err(|e| layer_err(&name, e))?
             }
         };
-        descriptors.push(Schema2Descriptor {
-            media_type: DOCKER_LAYER,
-            size,
-            digest: diff_id.to_string(),
-        });
+        descriptors.push(Schema2Descriptor { media_type: DOCKER_LAYER, size, digest: diff_id.to_string() });
         layers.push(LayerPlan {
             name,
             location: location.clone(),
@@ -938,18 +773,11 @@ fn open_docker(
     let synthesized = Schema2Manifest {
         schema_version: 2,
         media_type: DOCKER_MANIFEST,
-        config: Schema2Descriptor {
-            media_type: DOCKER_CONFIG,
-            size: config_bytes.len() as u64,
-            digest: config_digest,
-        },
+        config: Schema2Descriptor { media_type: DOCKER_CONFIG, size: config_bytes.len() as u64, digest: config_digest },
         layers: descriptors,
     };
-    let manifest_bytes =
-        serde_json::to_vec(&synthesized).map_err(|source| OciError::MalformedJson {
-            blob: "synthesised manifest".into(),
-            source,
-        })?;
+    let manifest_bytes = serde_json::to_vec(&synthesized)
+        .map_err(|source| OciError::MalformedJson { blob: "synthesised manifest".into(), source })?;
     let manifest: ImageManifest = parse_json("synthesised manifest", &manifest_bytes)?;
     Ok(LocalImage {
         reference: reference.clone(),
@@ -964,21 +792,13 @@ fn open_docker(
 }
 
 fn layer_err(name: &str, source: io::Error) -> OciError {
-    OciError::Layer {
-        layer: name.to_owned(),
-        context: "decompressing".into(),
-        source,
-    }
+    OciError::Layer { layer: name.to_owned(), context: "decompressing".into(), source }
 }
 
 /// `docker save` names the config `<hex>.json` (or, since Docker 25,
 /// `blobs/sha256/<hex>`): the name promises a digest, which we hold it to.
 fn digest_in_member_name(member: &str) -> Option<String> {
-    let is_hex = |s: &str| {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let is_hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let file = member.rsplit('/').next()?;
     let hex = file.strip_suffix(".json").unwrap_or(file);
     let in_blobs = member.trim_start_matches("./").starts_with("blobs/sha256/");
@@ -992,14 +812,8 @@ mod tests {
     #[test]
     fn finds_digest_promised_by_docker_config_name() {
         let hex = "3c42c91f7209803fddd79c02bec69bbd3ab5392131e961267957d93e9337e7de";
-        assert_eq!(
-            digest_in_member_name(&format!("{hex}.json")),
-            Some(format!("sha256:{hex}"))
-        );
-        assert_eq!(
-            digest_in_member_name(&format!("blobs/sha256/{hex}")),
-            Some(format!("sha256:{hex}"))
-        );
+        assert_eq!(digest_in_member_name(&format!("{hex}.json")), Some(format!("sha256:{hex}")));
+        assert_eq!(digest_in_member_name(&format!("blobs/sha256/{hex}")), Some(format!("sha256:{hex}")));
         assert_eq!(digest_in_member_name("config.json"), None);
         assert_eq!(digest_in_member_name(hex), None);
     }

@@ -33,8 +33,7 @@ impl LayoutWriter {
         fs::create_dir_all(&blobs).map_err(|e| OciError::io("creating directory", &blobs, e))?;
         let layout_file = root.join("oci-layout");
         if !layout_file.exists() {
-            fs::write(&layout_file, OCI_LAYOUT_CONTENT)
-                .map_err(|e| OciError::io("writing", &layout_file, e))?;
+            fs::write(&layout_file, OCI_LAYOUT_CONTENT).map_err(|e| OciError::io("writing", &layout_file, e))?;
         }
         let index_path = root.join("index.json");
         let index = match fs::File::open(&index_path) {
@@ -50,18 +49,13 @@ impl LayoutWriter {
                         limit: MAX_JSON_SIZE,
                     });
                 }
-                serde_json::from_slice(&bytes).map_err(|source| OciError::MalformedJson {
-                    blob: "index.json".into(),
-                    source,
-                })?
+                serde_json::from_slice(&bytes)
+                    .map_err(|source| OciError::MalformedJson { blob: "index.json".into(), source })?
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => empty_index()?,
             Err(e) => return Err(OciError::io("opening", &index_path, e)),
         };
-        let writer = LayoutWriter {
-            root: root.to_owned(),
-            index,
-        };
+        let writer = LayoutWriter { root: root.to_owned(), index };
         writer.write_index()?;
         Ok(writer)
     }
@@ -77,14 +71,9 @@ impl LayoutWriter {
     }
 
     /// Stores everything `reader` yields as a blob, streaming.
-    pub fn write_blob_from(
-        &self,
-        media_type: &str,
-        mut reader: impl Read,
-    ) -> Result<Descriptor, OciError> {
+    pub fn write_blob_from(&self, media_type: &str, mut reader: impl Read) -> Result<Descriptor, OciError> {
         let mut w = self.blob_writer()?;
-        io::copy(&mut reader, &mut w.file)
-            .map_err(|e| OciError::io("writing blob in", &self.root, e))?;
+        io::copy(&mut reader, &mut w.file).map_err(|e| OciError::io("writing blob in", &self.root, e))?;
         w.commit(media_type)
     }
 
@@ -94,21 +83,13 @@ impl LayoutWriter {
             .prefix(".tmp-blob-")
             .tempfile_in(&dir)
             .map_err(|e| OciError::io("creating a temporary file in", &dir, e))?;
-        Ok(BlobWriter {
-            dir,
-            file: HashingWriter::new(tmp),
-        })
+        Ok(BlobWriter { dir, file: HashingWriter::new(tmp) })
     }
 
     /// Writes `config` (an OCI image config document) and a manifest naming
     /// it and `layers`, and tags the manifest `tag`. Returns the manifest's
     /// descriptor.
-    pub fn add_image(
-        &mut self,
-        config: &[u8],
-        layers: Vec<Descriptor>,
-        tag: &str,
-    ) -> Result<Descriptor, OciError> {
+    pub fn add_image(&mut self, config: &[u8], layers: Vec<Descriptor>, tag: &str) -> Result<Descriptor, OciError> {
         let config = self.write_blob(OCI_CONFIG, config)?;
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
@@ -117,10 +98,8 @@ impl LayoutWriter {
             .layers(layers)
             .build()
             .map_err(|e| invalid("manifest", e.to_string()))?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| OciError::MalformedJson {
-            blob: "manifest".into(),
-            source,
-        })?;
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|source| OciError::MalformedJson { blob: "manifest".into(), source })?;
         let desc = self.write_blob(OCI_MANIFEST, &bytes)?;
         self.tag(desc.clone(), tag)?;
         Ok(desc)
@@ -154,20 +133,16 @@ impl LayoutWriter {
     }
 
     fn write_index(&self) -> Result<(), OciError> {
-        let bytes = serde_json::to_vec(&self.index).map_err(|source| OciError::MalformedJson {
-            blob: "index.json".into(),
-            source,
-        })?;
+        let bytes = serde_json::to_vec(&self.index)
+            .map_err(|source| OciError::MalformedJson { blob: "index.json".into(), source })?;
         let path = self.root.join("index.json");
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-index-")
             .tempfile_in(&self.root)
             .map_err(|e| OciError::io("creating a temporary file in", &self.root, e))?;
-        tmp.write_all(&bytes)
-            .map_err(|e| OciError::io("writing", &path, e))?;
+        tmp.write_all(&bytes).map_err(|e| OciError::io("writing", &path, e))?;
         set_readable(tmp.as_file()).map_err(|e| OciError::io("writing", &path, e))?;
-        tmp.persist(&path)
-            .map_err(|e| OciError::io("writing", &path, e.error))?;
+        tmp.persist(&path).map_err(|e| OciError::io("writing", &path, e.error))?;
         Ok(())
     }
 }
@@ -182,16 +157,13 @@ impl BlobWriter {
     /// Moves the blob to its content address.
     pub(crate) fn commit(self, media_type: &str) -> Result<Descriptor, OciError> {
         let (mut tmp, digest, size) = self.file.finish();
-        tmp.flush()
-            .map_err(|e| OciError::io("writing blob in", &self.dir, e))?;
+        tmp.flush().map_err(|e| OciError::io("writing blob in", &self.dir, e))?;
         set_readable(tmp.as_file()).map_err(|e| OciError::io("writing blob in", &self.dir, e))?;
         let hex = digest.trim_start_matches("sha256:");
         let path = self.dir.join(hex);
-        tmp.persist(&path)
-            .map_err(|e| OciError::io("writing", &path, e.error))?;
-        let digest: oci_spec::image::Digest = digest
-            .parse()
-            .map_err(|e: oci_spec::OciSpecError| invalid("blob", e.to_string()))?;
+        tmp.persist(&path).map_err(|e| OciError::io("writing", &path, e.error))?;
+        let digest: oci_spec::image::Digest =
+            digest.parse().map_err(|e: oci_spec::OciSpecError| invalid("blob", e.to_string()))?;
         Ok(Descriptor::new(MediaType::from(media_type), size, digest))
     }
 }
@@ -212,8 +184,5 @@ fn empty_index() -> Result<ImageIndex, OciError> {
 }
 
 fn invalid(blob: &str, reason: String) -> OciError {
-    OciError::InvalidDocument {
-        blob: blob.to_owned(),
-        reason,
-    }
+    OciError::InvalidDocument { blob: blob.to_owned(), reason }
 }

@@ -53,10 +53,8 @@ impl ImageReference {
     /// parsed without touching the filesystem. A bare path is inspected to
     /// find out what it is, which reads the directory or the archive headers.
     pub fn parse(reference: &str, base: &Path) -> Result<ImageReference, OciError> {
-        let invalid = |reason: &str| OciError::InvalidReference {
-            reference: reference.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid =
+            |reason: &str| OciError::InvalidReference { reference: reference.to_owned(), reason: reason.to_owned() };
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -133,9 +131,7 @@ impl ImageReference {
     /// The tag (OCI) or `NAME:TAG` (docker archive) selecting the image, if any.
     pub fn tag(&self) -> Option<&str> {
         match self {
-            ImageReference::OciLayout { tag, .. } | ImageReference::OciArchive { tag, .. } => {
-                tag.as_deref()
-            }
+            ImageReference::OciLayout { tag, .. } | ImageReference::OciArchive { tag, .. } => tag.as_deref(),
             ImageReference::DockerArchive { name, .. } => name.as_deref(),
         }
     }
@@ -178,7 +174,8 @@ pub(crate) fn archive_kind_of(source: &BlobSource) -> Result<ArchiveKind, OciErr
     } else {
         Err(OciError::NotAnImage {
             path: source.path().to_owned(),
-            reason: "the archive has neither `oci-layout` + `index.json` (OCI) nor `manifest.json` (docker save)".into(),
+            reason: "the archive has neither `oci-layout` + `index.json` (OCI) nor `manifest.json` (docker save)"
+                .into(),
         })
     }
 }
@@ -214,14 +211,8 @@ pub(crate) fn normalize_docker_name(name: &str) -> String {
     };
     let repo = match repo.split_once('/') {
         None => format!("docker.io/library/{repo}"),
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            let domain = if first == "index.docker.io" {
-                "docker.io"
-            } else {
-                first
-            };
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            let domain = if first == "index.docker.io" { "docker.io" } else { first };
             if domain == "docker.io" && !rest.contains('/') {
                 format!("docker.io/library/{rest}")
             } else {
@@ -242,44 +233,24 @@ mod tests {
         let base = Path::new("/base");
         assert_eq!(
             ImageReference::parse("oci:img:v1", base).unwrap(),
-            ImageReference::OciLayout {
-                path: "/base/img".into(),
-                tag: Some("v1".into())
-            }
+            ImageReference::OciLayout { path: "/base/img".into(), tag: Some("v1".into()) }
         );
         assert_eq!(
             ImageReference::parse("oci-archive:/x/a.tar", base).unwrap(),
-            ImageReference::OciArchive {
-                path: "/x/a.tar".into(),
-                tag: None
-            }
+            ImageReference::OciArchive { path: "/x/a.tar".into(), tag: None }
         );
         assert_eq!(
             ImageReference::parse("docker-archive:a.tar:localhost:5000/foo:v2", base).unwrap(),
-            ImageReference::DockerArchive {
-                path: "/base/a.tar".into(),
-                name: Some("localhost:5000/foo:v2".into())
-            }
+            ImageReference::DockerArchive { path: "/base/a.tar".into(), name: Some("localhost:5000/foo:v2".into()) }
         );
-        assert_eq!(
-            ImageReference::parse("oci:img:v1", base)
-                .unwrap()
-                .to_string(),
-            "oci:/base/img:v1"
-        );
+        assert_eq!(ImageReference::parse("oci:img:v1", base).unwrap().to_string(), "oci:/base/img:v1");
     }
 
     #[test]
     fn rejects_empty_paths_and_tags() {
         let base = Path::new("/base");
         for bad in ["oci:", "oci::tag", "oci:x:", "docker-archive:", ""] {
-            assert!(
-                matches!(
-                    ImageReference::parse(bad, base),
-                    Err(OciError::InvalidReference { .. })
-                ),
-                "{bad:?}"
-            );
+            assert!(matches!(ImageReference::parse(bad, base), Err(OciError::InvalidReference { .. })), "{bad:?}");
         }
     }
 
@@ -290,20 +261,11 @@ mod tests {
         std::fs::write(dir.path().join("lay/oci-layout"), "{}").unwrap();
         assert_eq!(
             ImageReference::parse("lay:t1", dir.path()).unwrap(),
-            ImageReference::OciLayout {
-                path: dir.path().join("lay"),
-                tag: Some("t1".into())
-            }
+            ImageReference::OciLayout { path: dir.path().join("lay"), tag: Some("t1".into()) }
         );
         std::fs::create_dir(dir.path().join("plain")).unwrap();
-        assert!(matches!(
-            ImageReference::parse("plain", dir.path()),
-            Err(OciError::NotAnImage { .. })
-        ));
-        assert!(matches!(
-            ImageReference::parse("nothing:here", dir.path()),
-            Err(OciError::NotAnImage { .. })
-        ));
+        assert!(matches!(ImageReference::parse("plain", dir.path()), Err(OciError::NotAnImage { .. })));
+        assert!(matches!(ImageReference::parse("nothing:here", dir.path()), Err(OciError::NotAnImage { .. })));
     }
 
     #[test]
@@ -312,10 +274,7 @@ mod tests {
         assert_eq!(n("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(n("foo/bar:v1"), "docker.io/foo/bar:v1");
         assert_eq!(n("docker.io/foo/bar:v1"), "docker.io/foo/bar:v1");
-        assert_eq!(
-            n("index.docker.io/busybox"),
-            "docker.io/library/busybox:latest"
-        );
+        assert_eq!(n("index.docker.io/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(n("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(n("quay.io/a/b:c"), "quay.io/a/b:c");
     }

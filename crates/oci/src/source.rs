@@ -45,9 +45,7 @@ impl BlobSource {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(OciError::io("opening", path, e)),
                 };
-                let meta = file
-                    .metadata()
-                    .map_err(|e| OciError::io("inspecting", &path, e))?;
+                let meta = file.metadata().map_err(|e| OciError::io("inspecting", &path, e))?;
                 if !meta.is_file() {
                     return Ok(None);
                 }
@@ -102,12 +100,9 @@ impl TarIndex {
         let mut magic = [0u8; 6];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| OciError::io("reading", path, e))?;
         if is_compressed(&magic[..n]) {
-            return Err(OciError::CompressedArchive {
-                path: path.to_owned(),
-            });
+            return Err(OciError::CompressedArchive { path: path.to_owned() });
         }
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| OciError::io("reading", path, e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| OciError::io("reading", path, e))?;
 
         let not_tar = |e: io::Error| OciError::NotAnImage {
             path: path.to_owned(),
@@ -132,10 +127,7 @@ impl TarIndex {
             };
             let kind = entry.header().entry_type();
             let member = if kind.is_file() || kind.is_contiguous() {
-                Member::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                }
+                Member::File { offset: entry.raw_file_position(), size: entry.size() }
             } else if kind.is_symlink() || kind.is_hard_link() {
                 let Some(target) = entry.link_name_bytes() else {
                     continue;
@@ -162,10 +154,7 @@ impl TarIndex {
             };
             members.insert(name, member);
         }
-        Ok(TarIndex {
-            path: path.to_owned(),
-            members,
-        })
+        Ok(TarIndex { path: path.to_owned(), members })
     }
 
     fn lookup(&self, rel: &str) -> Option<(u64, u64)> {
@@ -183,10 +172,8 @@ impl TarIndex {
         let Some((offset, size)) = self.lookup(rel) else {
             return Ok(None);
         };
-        let mut file =
-            File::open(&self.path).map_err(|e| OciError::io("opening", &self.path, e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| OciError::io("reading", &self.path, e))?;
+        let mut file = File::open(&self.path).map_err(|e| OciError::io("opening", &self.path, e))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| OciError::io("reading", &self.path, e))?;
         Ok(Some((Box::new(file.take(size)), size)))
     }
 }
@@ -239,10 +226,7 @@ mod tests {
 
     #[test]
     fn normalizes_member_names() {
-        assert_eq!(
-            normalize("./blobs//sha256/x").as_deref(),
-            Some("blobs/sha256/x")
-        );
+        assert_eq!(normalize("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
         assert_eq!(normalize("/a/b/../c").as_deref(), Some("a/c"));
         assert_eq!(normalize("../etc"), None);
         assert_eq!(normalize("./"), None);

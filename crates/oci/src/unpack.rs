@@ -82,11 +82,7 @@ struct LayerState<'a> {
 
 impl Unpacker {
     pub(crate) fn new(root: &Path) -> Self {
-        Unpacker {
-            root: root.to_owned(),
-            is_root: nix::unistd::geteuid().is_root(),
-            dirs: HashMap::new(),
-        }
+        Unpacker { root: root.to_owned(), is_root: nix::unistd::geteuid().is_root(), dirs: HashMap::new() }
     }
 
     /// Applies the entries of `reader` (an uncompressed tar) up to its
@@ -99,13 +95,8 @@ impl Unpacker {
         archive.set_preserve_ownerships(self.is_root);
         archive.set_unpack_xattrs(false);
         archive.set_overwrite(true);
-        let mut state = LayerState {
-            name: layer,
-            written: HashSet::new(),
-        };
-        let entries = archive
-            .entries()
-            .map_err(|e| layer_error(layer, "reading the layer", e))?;
+        let mut state = LayerState { name: layer, written: HashSet::new() };
+        let entries = archive.entries().map_err(|e| layer_error(layer, "reading the layer", e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| layer_error(layer, "reading the layer", e))?;
             self.apply_entry(&mut entry, &mut state)?;
@@ -123,16 +114,11 @@ impl Unpacker {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
         ) {
             return Ok(());
         }
-        let path = entry
-            .path()
-            .map_err(|e| layer_error(layer, &format!("entry {raw_path:?}"), e))?;
+        let path = entry.path().map_err(|e| layer_error(layer, &format!("entry {raw_path:?}"), e))?;
         let mut comps = relative_components(&path).map_err(|reason| OciError::UnsafePath {
             layer: layer.to_owned(),
             path: raw_path.clone(),
@@ -164,9 +150,7 @@ impl Unpacker {
             return Ok(());
         }
 
-        let dir = self
-            .resolve_dir(&comps, true, state, &raw_path)?
-            .unwrap_or_default();
+        let dir = self.resolve_dir(&comps, true, state, &raw_path)?.unwrap_or_default();
         let rel = dir.join(&name);
         let abs = self.root.join(&rel);
         let ctx = |what: &str| format!("{what} {raw_path:?}");
@@ -180,12 +164,10 @@ impl Unpacker {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
                         self.remove(&rel)?;
-                        fs::create_dir(&abs)
-                            .map_err(|e| layer_error(layer, &ctx("creating directory"), e))?;
+                        fs::create_dir(&abs).map_err(|e| layer_error(layer, &ctx("creating directory"), e))?;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        fs::create_dir(&abs)
-                            .map_err(|e| layer_error(layer, &ctx("creating directory"), e))?;
+                        fs::create_dir(&abs).map_err(|e| layer_error(layer, &ctx("creating directory"), e))?;
                     }
                     Err(e) => return Err(layer_error(layer, &ctx("inspecting"), e)),
                 }
@@ -200,9 +182,7 @@ impl Unpacker {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.remove(&rel)?;
-                let unpacked = entry
-                    .unpack(&abs)
-                    .map_err(|e| layer_error(layer, &ctx("writing"), e))?;
+                let unpacked = entry.unpack(&abs).map_err(|e| layer_error(layer, &ctx("writing"), e))?;
                 if let (tar::Unpacked::File(file), Some(t)) = (unpacked, mtime_of(header)) {
                     filetime::set_file_handle_times(&file, Some(t), Some(t))
                         .map_err(|e| layer_error(layer, &ctx("setting mtime of"), e))?;
@@ -211,9 +191,7 @@ impl Unpacker {
             }
             EntryType::Symlink => {
                 self.remove(&rel)?;
-                entry
-                    .unpack(&abs)
-                    .map_err(|e| layer_error(layer, &ctx("creating symlink"), e))?;
+                entry.unpack(&abs).map_err(|e| layer_error(layer, &ctx("creating symlink"), e))?;
                 if let Some(t) = mtime_of(header) {
                     filetime::set_symlink_file_times(&abs, t, t)
                         .map_err(|e| layer_error(layer, &ctx("setting mtime of"), e))?;
@@ -292,15 +270,10 @@ impl Unpacker {
                 Ok(m) if m.file_type().is_symlink() => {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
-                        return Err(unsafe_path(
-                            layer,
-                            raw_path,
-                            "too many levels of symbolic links",
-                        ));
+                        return Err(unsafe_path(layer, raw_path, "too many levels of symbolic links"));
                     }
-                    let target = fs::read_link(&abs).map_err(|e| {
-                        layer_error(layer, &format!("reading link {}", rel.display()), e)
-                    })?;
+                    let target = fs::read_link(&abs)
+                        .map_err(|e| layer_error(layer, &format!("reading link {}", rel.display()), e))?;
                     if target.is_absolute() {
                         resolved.clear();
                     }
@@ -317,20 +290,13 @@ impl Unpacker {
                 }
                 Ok(_) => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    fs::create_dir(&abs).map_err(|e| {
-                        layer_error(layer, &format!("creating directory {}", rel.display()), e)
-                    })?;
+                    fs::create_dir(&abs)
+                        .map_err(|e| layer_error(layer, &format!("creating directory {}", rel.display()), e))?;
                     state.written.insert(rel);
                     resolved.push(c);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => {
-                    return Err(layer_error(
-                        layer,
-                        &format!("inspecting {}", rel.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(layer_error(layer, &format!("inspecting {}", rel.display()), e)),
             }
         }
         Ok(Some(resolved.into_iter().collect()))
@@ -343,22 +309,11 @@ impl Unpacker {
         raw_path: &str,
     ) -> Result<PathBuf, OciError> {
         let layer = state.name;
-        let mut comps = relative_components(target).map_err(|reason| {
-            unsafe_path(layer, raw_path, &format!("hard link target: {reason}"))
-        })?;
-        let name = comps
-            .pop()
-            .ok_or_else(|| unsafe_path(layer, raw_path, "hard link to the root directory"))?;
-        let missing = || {
-            unsafe_path(
-                layer,
-                raw_path,
-                &format!("hard link target {} does not exist", target.display()),
-            )
-        };
-        let dir = self
-            .resolve_dir(&comps, false, state, raw_path)?
-            .ok_or_else(missing)?;
+        let mut comps = relative_components(target)
+            .map_err(|reason| unsafe_path(layer, raw_path, &format!("hard link target: {reason}")))?;
+        let name = comps.pop().ok_or_else(|| unsafe_path(layer, raw_path, "hard link to the root directory"))?;
+        let missing = || unsafe_path(layer, raw_path, &format!("hard link target {} does not exist", target.display()));
+        let dir = self.resolve_dir(&comps, false, state, raw_path)?.ok_or_else(missing)?;
         let rel = dir.join(name);
         match fs::symlink_metadata(self.root.join(&rel)) {
             Ok(m) if m.is_dir() => Err(unsafe_path(layer, raw_path, "hard link to a directory")),
@@ -373,13 +328,7 @@ impl Unpacker {
         let meta = match fs::symlink_metadata(self.root.join(rel)) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(layer_error(
-                    state.name,
-                    &format!("inspecting {}", rel.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(layer_error(state.name, &format!("inspecting {}", rel.display()), e)),
         };
         if !state.written.contains(rel) {
             self.remove(rel)?;
@@ -392,11 +341,10 @@ impl Unpacker {
     /// Opaque whiteout: removes everything below `dir` not written by this layer.
     fn clear_lower(&mut self, dir: &Path, state: &LayerState<'_>) -> Result<(), OciError> {
         let abs = self.root.join(dir);
-        let children = fs::read_dir(&abs)
-            .map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
+        let children =
+            fs::read_dir(&abs).map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
         for child in children {
-            let child = child
-                .map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
+            let child = child.map_err(|e| layer_error(state.name, &format!("listing {}", dir.display()), e))?;
             self.whiteout(&dir.join(child.file_name()), state)?;
         }
         Ok(())
@@ -514,10 +462,7 @@ fn mtime_of(header: &tar::Header) -> Option<FileTime> {
 }
 
 fn owner(header: &tar::Header) -> (u32, u32) {
-    (
-        clamp_id(header.uid().unwrap_or(0)),
-        clamp_id(header.gid().unwrap_or(0)),
-    )
+    (clamp_id(header.uid().unwrap_or(0)), clamp_id(header.gid().unwrap_or(0)))
 }
 
 /// Ids that do not fit a `uid_t` map to the overflow id, as the kernel does.
@@ -526,19 +471,11 @@ fn clamp_id(id: u64) -> u32 {
 }
 
 fn layer_error(layer: &str, context: &str, source: io::Error) -> OciError {
-    OciError::Layer {
-        layer: layer.to_owned(),
-        context: context.to_owned(),
-        source,
-    }
+    OciError::Layer { layer: layer.to_owned(), context: context.to_owned(), source }
 }
 
 fn unsafe_path(layer: &str, path: &str, reason: &str) -> OciError {
-    OciError::UnsafePath {
-        layer: layer.to_owned(),
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    }
+    OciError::UnsafePath { layer: layer.to_owned(), path: path.to_owned(), reason: reason.to_owned() }
 }
 
 /// Whether `dir` exists and has no entries.

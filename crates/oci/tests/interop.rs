@@ -11,9 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{have_tool, layer_tar, run, snapshot, write_image, E};
-use sealpod_oci::{
-    binary_rootfs_files, BuiltImage, Compression, ImageBuilder, ImageReference, LocalImage,
-};
+use sealpod_oci::{binary_rootfs_files, BuiltImage, Compression, ImageBuilder, ImageReference, LocalImage};
 
 /// Our image: a small tree plus `/bin/true` and its libraries.
 fn build_ours(dir: &Path) -> BuiltImage {
@@ -34,9 +32,7 @@ fn build_ours(dir: &Path) -> BuiltImage {
 
 fn unpack_snapshot(reference: &ImageReference, dest: &Path) -> BTreeMap<String, String> {
     let image = LocalImage::open(reference).unwrap_or_else(|e| panic!("opening {reference}: {e}"));
-    image
-        .unpack(dest)
-        .unwrap_or_else(|e| panic!("unpacking {reference}: {e}"));
+    image.unpack(dest).unwrap_or_else(|e| panic!("unpacking {reference}: {e}"));
     snapshot(dest, true)
 }
 
@@ -48,32 +44,21 @@ fn skopeo_inspect_reads_our_layout() {
     let dir = tempfile::tempdir().unwrap();
     let built = build_ours(dir.path());
     let layout = dir.path().join("ours");
-    let out = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:v1", layout.display())));
+    let out = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:v1", layout.display())));
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["Digest"], built.manifest_digest.as_str());
-    assert_eq!(
-        json["Layers"],
-        serde_json::json!([built.layer.digest().to_string()])
-    );
+    assert_eq!(json["Layers"], serde_json::json!([built.layer.digest().to_string()]));
     assert_eq!(json["Env"], serde_json::json!(["MODE=interop"]));
 
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw"])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .output()
-        .unwrap();
+    let raw =
+        Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:v1", layout.display())).output().unwrap();
     let image = LocalImage::open(&built.reference).unwrap();
     assert_eq!(raw.stdout, image.manifest_bytes());
 }
 
 #[test]
 fn skopeo_copies_of_our_layout_unpack_to_the_same_tree() {
-    if !have_tool(
-        "skopeo",
-        "skopeo_copies_of_our_layout_unpack_to_the_same_tree",
-    ) {
+    if !have_tool("skopeo", "skopeo_copies_of_our_layout_unpack_to_the_same_tree") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -83,14 +68,9 @@ fn skopeo_copies_of_our_layout_unpack_to_the_same_tree() {
 
     // Plain copy, then a copy recompressed with zstd.
     let theirs = dir.path().join("theirs");
-    run(Command::new("skopeo")
-        .args(["copy", "-q", &source])
-        .arg(format!("oci:{}:copied", theirs.display())));
+    run(Command::new("skopeo").args(["copy", "-q", &source]).arg(format!("oci:{}:copied", theirs.display())));
     let reference = ImageReference::parse("oci:theirs:copied", dir.path()).unwrap();
-    assert_eq!(
-        unpack_snapshot(&reference, &dir.path().join("rootfs-theirs")),
-        ours
-    );
+    assert_eq!(unpack_snapshot(&reference, &dir.path().join("rootfs-theirs")), ours);
 
     let zst = dir.path().join("zst");
     run(Command::new("skopeo")
@@ -98,22 +78,13 @@ fn skopeo_copies_of_our_layout_unpack_to_the_same_tree() {
         .arg(format!("oci:{}:z", zst.display())));
     let reference = ImageReference::parse("zst:z", dir.path()).unwrap();
     let image = LocalImage::open(&reference).unwrap();
-    assert_eq!(
-        image.layers()[0].media_type().to_string(),
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-    );
-    assert_eq!(
-        unpack_snapshot(&reference, &dir.path().join("rootfs-zst")),
-        ours
-    );
+    assert_eq!(image.layers()[0].media_type().to_string(), "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(unpack_snapshot(&reference, &dir.path().join("rootfs-zst")), ours);
 }
 
 #[test]
 fn skopeo_archives_open_with_the_same_digest_and_tree() {
-    if !have_tool(
-        "skopeo",
-        "skopeo_archives_open_with_the_same_digest_and_tree",
-    ) {
+    if !have_tool("skopeo", "skopeo_archives_open_with_the_same_digest_and_tree") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -139,50 +110,24 @@ fn skopeo_archives_open_with_the_same_digest_and_tree() {
     .enumerate()
     {
         let reference = ImageReference::parse(text, dir.path()).unwrap();
-        assert!(
-            matches!(reference, ImageReference::DockerArchive { .. }),
-            "{text}"
-        );
+        assert!(matches!(reference, ImageReference::DockerArchive { .. }), "{text}");
         let image = LocalImage::open(&reference).unwrap();
-        assert_eq!(
-            image.manifest_digest(),
-            skopeo_digest(&docker_ref),
-            "{text}"
-        );
+        assert_eq!(image.manifest_digest(), skopeo_digest(&docker_ref), "{text}");
         assert_eq!(image.config().env, ["MODE=interop"]);
-        assert_eq!(
-            unpack_snapshot(&reference, &dir.path().join(format!("rootfs-docker{n}"))),
-            ours
-        );
+        assert_eq!(unpack_snapshot(&reference, &dir.path().join(format!("rootfs-docker{n}"))), ours);
     }
     let missing = ImageReference::parse("docker-archive:docker.tar:other:v1", dir.path()).unwrap();
-    assert!(matches!(
-        LocalImage::open(&missing),
-        Err(sealpod_oci::OciError::TagNotFound { .. })
-    ));
+    assert!(matches!(LocalImage::open(&missing), Err(sealpod_oci::OciError::TagNotFound { .. })));
 
     let archive = dir.path().join("oci.tar");
     let archive_ref = format!("oci-archive:{}:v1", archive.display());
     run(Command::new("skopeo").args(["copy", "-q", &source, &archive_ref]));
-    for (n, text) in [archive_ref.as_str(), "oci.tar:v1", "oci.tar"]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, text) in [archive_ref.as_str(), "oci.tar:v1", "oci.tar"].into_iter().enumerate() {
         let reference = ImageReference::parse(text, dir.path()).unwrap();
-        assert!(
-            matches!(reference, ImageReference::OciArchive { .. }),
-            "{text}"
-        );
+        assert!(matches!(reference, ImageReference::OciArchive { .. }), "{text}");
         let image = LocalImage::open(&reference).unwrap();
-        assert_eq!(
-            image.manifest_digest(),
-            skopeo_digest(&archive_ref),
-            "{text}"
-        );
-        assert_eq!(
-            unpack_snapshot(&reference, &dir.path().join(format!("rootfs-oci{n}"))),
-            ours
-        );
+        assert_eq!(image.manifest_digest(), skopeo_digest(&archive_ref), "{text}");
+        assert_eq!(unpack_snapshot(&reference, &dir.path().join(format!("rootfs-oci{n}"))), ours);
     }
 }
 
@@ -210,19 +155,8 @@ fn layered_fixture(layout: &Path) -> ImageReference {
         E::Dir("tmp", 0o1777),
         E::Symlink("etc/abs", "/etc/b"),
     ]);
-    let l3 = layer_tar(&[
-        E::File("etc/b", b"b2", 0o640),
-        E::File("bin/.wh.tool2", b"", 0o644),
-    ]);
-    write_image(
-        layout,
-        "layers",
-        &[
-            (l1, Compression::Gzip),
-            (l2, Compression::Gzip),
-            (l3, Compression::None),
-        ],
-    )
+    let l3 = layer_tar(&[E::File("etc/b", b"b2", 0o640), E::File("bin/.wh.tool2", b"", 0o644)]);
+    write_image(layout, "layers", &[(l1, Compression::Gzip), (l2, Compression::Gzip), (l3, Compression::None)])
 }
 
 #[test]
@@ -238,27 +172,16 @@ fn umoci_unpack_gives_the_same_tree_as_ours() {
     let built = build_ours(dir.path());
     let layered = layered_fixture(&dir.path().join("layered"));
     for (n, (reference, image_arg)) in [
-        (
-            built.reference.clone(),
-            format!("{}:v1", dir.path().join("ours").display()),
-        ),
-        (
-            layered,
-            format!("{}:layers", dir.path().join("layered").display()),
-        ),
+        (built.reference.clone(), format!("{}:v1", dir.path().join("ours").display())),
+        (layered, format!("{}:layers", dir.path().join("layered").display())),
     ]
     .into_iter()
     .enumerate()
     {
         let ours = unpack_snapshot(&reference, &dir.path().join(format!("rootfs{n}")));
         let bundle = dir.path().join(format!("bundle{n}"));
-        run(Command::new("umoci")
-            .args(["unpack", "--image", &image_arg])
-            .arg(&bundle));
+        run(Command::new("umoci").args(["unpack", "--image", &image_arg]).arg(&bundle));
         let theirs = snapshot(&bundle.join("rootfs"), true);
-        assert_eq!(
-            ours, theirs,
-            "our unpack differs from umoci's for {image_arg}"
-        );
+        assert_eq!(ours, theirs, "our unpack differs from umoci's for {image_arg}");
     }
 }

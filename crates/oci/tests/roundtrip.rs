@@ -34,24 +34,11 @@ fn demo_builder(src: &Path) -> ImageBuilder {
 fn binary_rootfs_files_lists_the_loader_and_libc() {
     let files = binary_rootfs_files(Path::new("/bin/true")).unwrap();
     assert_eq!(files[0].1, PathBuf::from("/bin/true"));
-    let in_image: Vec<_> = files
-        .iter()
-        .map(|(_, at)| at.display().to_string())
-        .collect();
-    assert!(
-        in_image.iter().any(|p| p.contains("libc.so")),
-        "{in_image:?}"
-    );
-    assert!(
-        in_image.iter().any(|p| p.contains("ld-linux")),
-        "{in_image:?}"
-    );
+    let in_image: Vec<_> = files.iter().map(|(_, at)| at.display().to_string()).collect();
+    assert!(in_image.iter().any(|p| p.contains("libc.so")), "{in_image:?}");
+    assert!(in_image.iter().any(|p| p.contains("ld-linux")), "{in_image:?}");
     for (host, _) in &files {
-        assert!(
-            fs::symlink_metadata(host).unwrap().is_file(),
-            "{} must be resolved",
-            host.display()
-        );
+        assert!(fs::symlink_metadata(host).unwrap().is_file(), "{} must be resolved", host.display());
     }
 }
 
@@ -76,38 +63,18 @@ fn built_image_round_trips_and_runs_under_chroot() {
 
     let rootfs = dir.path().join("rootfs");
     image.unpack(&rootfs).unwrap();
-    assert_eq!(
-        fs::read(rootfs.join("etc/app/hello.txt")).unwrap(),
-        b"hello from the image\n"
-    );
-    assert_eq!(
-        fs::read_link(rootfs.join("etc/greeting")).unwrap(),
-        Path::new("app/hello.txt")
-    );
-    assert_eq!(
-        fs::metadata(rootfs.join("etc/app/suid")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(fs::read(rootfs.join("etc/app/hello.txt")).unwrap(), b"hello from the image\n");
+    assert_eq!(fs::read_link(rootfs.join("etc/greeting")).unwrap(), Path::new("app/hello.txt"));
+    assert_eq!(fs::metadata(rootfs.join("etc/app/suid")).unwrap().mode() & 0o7777, 0o4755);
     assert!(rootfs.join("bin/true").is_file());
 
     if !common::is_root() {
-        eprintln!(
-            "SKIPPED the chroot part of built_image_round_trips_and_runs_under_chroot: not root"
-        );
+        eprintln!("SKIPPED the chroot part of built_image_round_trips_and_runs_under_chroot: not root");
         return;
     }
-    let status = Command::new("chroot")
-        .arg(&rootfs)
-        .arg("/bin/true")
-        .status()
-        .unwrap();
+    let status = Command::new("chroot").arg(&rootfs).arg("/bin/true").status().unwrap();
     assert!(status.success(), "/bin/true failed in the unpacked image");
-    let out =
-        common::run(
-            Command::new("chroot")
-                .arg(&rootfs)
-                .args(["/bin/echo", "hello", "chroot"]),
-        );
+    let out = common::run(Command::new("chroot").arg(&rootfs).args(["/bin/echo", "hello", "chroot"]));
     assert_eq!(out, "hello chroot\n");
 }
 
@@ -115,12 +82,8 @@ fn built_image_round_trips_and_runs_under_chroot() {
 fn building_twice_gives_the_same_digest() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let a = demo_builder(&src)
-        .write_layout(&dir.path().join("a"), "t")
-        .unwrap();
-    let b = demo_builder(&dir.path().join("src2"))
-        .write_layout(&dir.path().join("b"), "t")
-        .unwrap();
+    let a = demo_builder(&src).write_layout(&dir.path().join("a"), "t").unwrap();
+    let b = demo_builder(&dir.path().join("src2")).write_layout(&dir.path().join("b"), "t").unwrap();
     assert_eq!(a.manifest_digest, b.manifest_digest);
     assert_eq!(a.layer.digest(), b.layer.digest());
 }
@@ -136,14 +99,8 @@ fn uncompressed_layers_and_several_tags_in_one_layout() {
         .compression(Compression::None)
         .write_layout(&layout, "one")
         .unwrap();
-    let two = ImageBuilder::new()
-        .file(dir.path().join("two"), "/data/n")
-        .write_layout(&layout, "two")
-        .unwrap();
-    assert_eq!(
-        one.layer.media_type().to_string(),
-        "application/vnd.oci.image.layer.v1.tar"
-    );
+    let two = ImageBuilder::new().file(dir.path().join("two"), "/data/n").write_layout(&layout, "two").unwrap();
+    assert_eq!(one.layer.media_type().to_string(), "application/vnd.oci.image.layer.v1.tar");
     for (tag, built, content) in [("one", &one, b"1"), ("two", &two, b"2")] {
         let reference = ImageReference::parse(&format!("oci:layout:{tag}"), dir.path()).unwrap();
         let image = LocalImage::open(&reference).unwrap();
@@ -153,11 +110,7 @@ fn uncompressed_layers_and_several_tags_in_one_layout() {
         assert_eq!(fs::read(rootfs.join("data/n")).unwrap(), content);
     }
     // Re-tagging replaces the old entry instead of adding a second one.
-    ImageBuilder::new()
-        .file(dir.path().join("two"), "/x")
-        .write_layout(&layout, "one")
-        .unwrap();
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    ImageBuilder::new().file(dir.path().join("two"), "/x").write_layout(&layout, "one").unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
 }

@@ -11,10 +11,7 @@ use sealpod_oci::{apply_layer, Compression, LocalImage, OciError};
 
 /// Builds an image of `layers` (gzip) and unpacks it into `dir/rootfs`.
 fn unpack_layers(dir: &Path, layers: &[Vec<u8>]) -> Result<std::path::PathBuf, OciError> {
-    let layers: Vec<_> = layers
-        .iter()
-        .map(|l| (l.clone(), Compression::Gzip))
-        .collect();
+    let layers: Vec<_> = layers.iter().map(|l| (l.clone(), Compression::Gzip)).collect();
     let reference = write_image(&dir.join("layout"), "t", &layers);
     let image = LocalImage::open(&reference)?;
     let rootfs = dir.join("rootfs");
@@ -32,16 +29,10 @@ fn whiteout_removes_file_from_lower_layer() {
         E::Dir("gone", 0o755),
         E::File("gone/deep", b"x", 0o644),
     ]);
-    let upper = layer_tar(&[
-        E::File("etc/.wh.a", b"", 0o644),
-        E::File(".wh.gone", b"", 0o644),
-    ]);
+    let upper = layer_tar(&[E::File("etc/.wh.a", b"", 0o644), E::File(".wh.gone", b"", 0o644)]);
     let root = unpack_layers(dir.path(), &[lower, upper]).unwrap();
     assert!(!root.join("etc/a").exists());
-    assert!(
-        !root.join("etc/.wh.a").exists(),
-        "whiteout markers are not written"
-    );
+    assert!(!root.join("etc/.wh.a").exists(), "whiteout markers are not written");
     assert_eq!(fs::read(root.join("etc/b")).unwrap(), b"b");
     assert!(!root.join("gone").exists());
 }
@@ -90,11 +81,7 @@ fn symlink_to_host_etc_is_kept_but_never_followed_when_writing() {
     let upper = layer_tar(&[E::File("link/passwd", b"pwned\n", 0o644)]);
     let root = unpack_layers(dir.path(), &[lower, upper]).unwrap();
 
-    assert_eq!(
-        fs::read("/etc/passwd").unwrap(),
-        passwd_before,
-        "host file untouched"
-    );
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd_before, "host file untouched");
     assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("/etc"));
     // Resolved as inside a chroot: /etc of the image.
     assert_eq!(fs::read(root.join("etc/passwd")).unwrap(), b"pwned\n");
@@ -106,10 +93,7 @@ fn relative_symlink_cannot_climb_out_of_the_root() {
     let outside = dir.path().join("outside");
     fs::create_dir(&outside).unwrap();
     // rootfs is dir/rootfs, so ../outside would be a real directory.
-    let layer = layer_tar(&[
-        E::Symlink("up", "../../../../outside"),
-        E::File("up/escaped", b"x", 0o644),
-    ]);
+    let layer = layer_tar(&[E::Symlink("up", "../../../../outside"), E::File("up/escaped", b"x", 0o644)]);
     let root = unpack_layers(dir.path(), &[layer]).unwrap();
     assert!(!outside.join("escaped").exists());
     assert!(root.join("outside/escaped").is_file());
@@ -135,10 +119,7 @@ fn whiteout_through_symlink_does_not_delete_host_files() {
     fs::create_dir(&host_dir).unwrap();
     fs::write(host_dir.join("victim"), b"x").unwrap();
     let lower = layer_tar(&[E::Symlink("link", host_dir.to_str().unwrap())]);
-    let upper = layer_tar(&[
-        E::File("link/.wh.victim", b"", 0o644),
-        E::File("link/.wh..wh..opq", b"", 0o644),
-    ]);
+    let upper = layer_tar(&[E::File("link/.wh.victim", b"", 0o644), E::File("link/.wh..wh..opq", b"", 0o644)]);
     unpack_layers(dir.path(), &[lower, upper]).unwrap();
     assert!(host_dir.join("victim").exists());
 }
@@ -253,21 +234,14 @@ fn fifos_are_created_and_devices_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let layer = layer_tar(&[E::Fifo("run/pipe"), E::CharDevice("dev/null")]);
     let root = unpack_layers(dir.path(), &[layer]).unwrap();
-    assert!(fs::symlink_metadata(root.join("run/pipe"))
-        .unwrap()
-        .file_type()
-        .is_fifo());
+    assert!(fs::symlink_metadata(root.join("run/pipe")).unwrap().file_type().is_fifo());
     assert!(!root.join("dev/null").exists());
 }
 
 #[test]
 fn later_layer_replaces_directory_with_file_and_back() {
     let dir = tempfile::tempdir().unwrap();
-    let l1 = layer_tar(&[
-        E::Dir("x", 0o755),
-        E::File("x/inner", b"i", 0o644),
-        E::File("y", b"y", 0o644),
-    ]);
+    let l1 = layer_tar(&[E::Dir("x", 0o755), E::File("x/inner", b"i", 0o644), E::File("y", b"y", 0o644)]);
     let l2 = layer_tar(&[E::File("x", b"now a file", 0o644), E::Dir("y", 0o750)]);
     let root = unpack_layers(dir.path(), &[l1, l2]).unwrap();
     assert_eq!(fs::read(root.join("x")).unwrap(), b"now a file");
@@ -286,11 +260,7 @@ fn digest_mismatch_is_detected_while_streaming() {
         let blob = blob_path(&layout, image.layers()[0].digest().as_ref());
         let mut bytes = fs::read(&blob).unwrap();
         // Flip a byte inside the file data (same size, still a valid tar).
-        let i = if compression == Compression::None {
-            600
-        } else {
-            bytes.len() / 2
-        };
+        let i = if compression == Compression::None { 600 } else { bytes.len() / 2 };
         bytes[i] ^= 0x01;
         fs::write(&blob, &bytes).unwrap();
 
@@ -313,23 +283,10 @@ fn truncated_gzip_is_an_error_not_a_panic() {
     let truncated = &gz[..gz.len() / 2];
     // The descriptor matches the truncated bytes: only the decoder can tell.
     let mut w = sealpod_oci::LayoutWriter::create(&layout).unwrap();
-    let desc = w
-        .write_blob(Compression::Gzip.oci_media_type(), truncated)
-        .unwrap();
-    w.add_image(
-        &common::config_json(&[sealpod_oci::sha256_digest(&tar)]),
-        vec![desc],
-        "t",
-    )
-    .unwrap();
-    let reference = sealpod_oci::ImageReference::OciLayout {
-        path: layout,
-        tag: None,
-    };
-    let err = LocalImage::open(&reference)
-        .unwrap()
-        .unpack(&dir.path().join("rootfs"))
-        .unwrap_err();
+    let desc = w.write_blob(Compression::Gzip.oci_media_type(), truncated).unwrap();
+    w.add_image(&common::config_json(&[sealpod_oci::sha256_digest(&tar)]), vec![desc], "t").unwrap();
+    let reference = sealpod_oci::ImageReference::OciLayout { path: layout, tag: None };
+    let err = LocalImage::open(&reference).unwrap().unpack(&dir.path().join("rootfs")).unwrap_err();
     assert!(matches!(err, OciError::Layer { .. }), "{err}");
 }
 
@@ -337,14 +294,8 @@ fn truncated_gzip_is_an_error_not_a_panic() {
 fn truncated_blob_file_is_a_size_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let reference = write_image(
-        &layout,
-        "t",
-        &[(layer_tar(&[E::File("f", b"abc", 0o644)]), Compression::Gzip)],
-    );
-    let digest = LocalImage::open(&reference).unwrap().layers()[0]
-        .digest()
-        .to_string();
+    let reference = write_image(&layout, "t", &[(layer_tar(&[E::File("f", b"abc", 0o644)]), Compression::Gzip)]);
+    let digest = LocalImage::open(&reference).unwrap().layers()[0].digest().to_string();
     let blob = blob_path(&layout, &digest);
     let bytes = fs::read(&blob).unwrap();
     fs::write(&blob, &bytes[..bytes.len() - 5]).unwrap();
@@ -358,20 +309,11 @@ fn uncompressed_digest_must_match_config_diff_id() {
     let layout = dir.path().join("layout");
     let tar = layer_tar(&[E::File("f", b"abc", 0o644)]);
     let mut w = sealpod_oci::LayoutWriter::create(&layout).unwrap();
-    let desc = w
-        .write_blob(Compression::Gzip.oci_media_type(), &common::gzip(&tar))
-        .unwrap();
+    let desc = w.write_blob(Compression::Gzip.oci_media_type(), &common::gzip(&tar)).unwrap();
     let wrong = sealpod_oci::sha256_digest(b"something else");
-    w.add_image(&common::config_json(&[wrong]), vec![desc], "t")
-        .unwrap();
-    let reference = sealpod_oci::ImageReference::OciLayout {
-        path: layout,
-        tag: None,
-    };
-    let err = LocalImage::open(&reference)
-        .unwrap()
-        .unpack(&dir.path().join("rootfs"))
-        .unwrap_err();
+    w.add_image(&common::config_json(&[wrong]), vec![desc], "t").unwrap();
+    let reference = sealpod_oci::ImageReference::OciLayout { path: layout, tag: None };
+    let err = LocalImage::open(&reference).unwrap().unpack(&dir.path().join("rootfs")).unwrap_err();
     match err {
         OciError::DigestMismatch { blob, .. } => assert!(blob.contains("diff_id"), "{blob}"),
         other => panic!("expected a diff_id mismatch, got {other}"),
@@ -395,29 +337,19 @@ fn zstd_layers_unpack() {
 #[test]
 fn unpack_refuses_a_non_empty_destination() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = write_image(
-        &dir.path().join("layout"),
-        "t",
-        &[(layer_tar(&[E::File("f", b"", 0o644)]), Compression::Gzip)],
-    );
+    let reference =
+        write_image(&dir.path().join("layout"), "t", &[(layer_tar(&[E::File("f", b"", 0o644)]), Compression::Gzip)]);
     let dest = dir.path().join("rootfs");
     fs::create_dir(&dest).unwrap();
     fs::write(dest.join("already"), b"").unwrap();
-    let err = LocalImage::open(&reference)
-        .unwrap()
-        .unpack(&dest)
-        .unwrap_err();
+    let err = LocalImage::open(&reference).unwrap().unpack(&dest).unwrap_err();
     assert!(matches!(err, OciError::DestinationNotEmpty { .. }), "{err}");
 }
 
 #[test]
 fn arbitrary_bytes_as_layer_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let valid = layer_tar(&[
-        E::File("a/b", b"x", 0o644),
-        E::Symlink("l", "/a"),
-        E::Hardlink("h", "a/b"),
-    ]);
+    let valid = layer_tar(&[E::File("a/b", b"x", 0o644), E::Symlink("l", "/a"), E::Hardlink("h", "a/b")]);
     let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), vec![0; 1024], vec![0xff; 700], valid.clone()];
     // Corrupt every header field in turn.
     for i in (0..512).step_by(7) {

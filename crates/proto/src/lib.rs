@@ -53,25 +53,14 @@ pub mod limits {
 impl Error {
     /// An error with a code and a message, about no particular field.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error {
-            code: code as i32,
-            message: message.into(),
-            field: String::new(),
-        }
+        Error { code: code as i32, message: message.into(), field: String::new() }
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let code = ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Unspecified);
-        write!(
-            f,
-            "{}: {}",
-            code.as_str_name()
-                .trim_start_matches("ERROR_CODE_")
-                .to_lowercase(),
-            self.message
-        )?;
+        write!(f, "{}: {}", code.as_str_name().trim_start_matches("ERROR_CODE_").to_lowercase(), self.message)?;
         if !self.field.is_empty() {
             write!(f, " (field {})", self.field)?;
         }

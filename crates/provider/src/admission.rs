@@ -5,9 +5,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 
 use sealpod_proto::{image::Source, volume, Error, ErrorCode, Pod, Protocol};
-use sealpod_runtime::{
-    ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec,
-};
+use sealpod_runtime::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
 
 use crate::images::{ImageStore, UnpackedImage};
 
@@ -20,31 +18,16 @@ pub struct Admitted {
 }
 
 fn invalid(field: String, message: impl Into<String>) -> Error {
-    Error {
-        code: ErrorCode::InvalidRequest as i32,
-        message: message.into(),
-        field,
-    }
+    Error { code: ErrorCode::InvalidRequest as i32, message: message.into(), field }
 }
 
 /// Checks a wire pod and prepares everything it needs.
-pub fn admit(
-    pod_id: &str,
-    pod: &Pod,
-    images: &ImageStore,
-    expose_ip: IpAddr,
-) -> Result<Admitted, Error> {
+pub fn admit(pod_id: &str, pod: &Pod, images: &ImageStore, expose_ip: IpAddr) -> Result<Admitted, Error> {
     if pod.containers.is_empty() {
-        return Err(invalid(
-            "pod.containers".into(),
-            "a pod needs at least one container",
-        ));
+        return Err(invalid("pod.containers".into(), "a pod needs at least one container"));
     }
     if pod.containers.len() > 16 {
-        return Err(invalid(
-            "pod.containers".into(),
-            "at most 16 containers per pod",
-        ));
+        return Err(invalid("pod.containers".into(), "at most 16 containers per pod"));
     }
     let mut names = std::collections::HashSet::new();
     let mut volumes = Vec::new();
@@ -52,35 +35,17 @@ pub fn admit(
         let field = format!("pod.volumes[{i}]");
         check_name(&v.name, &field)?;
         let kind = match &v.kind {
-            Some(volume::Kind::EmptyDir(e)) if e.memory => VolumeKind::Memory {
-                size_bytes: e.size_limit_bytes,
-            },
-            Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => {
-                VolumeKind::EmptyDir
-            }
+            Some(volume::Kind::EmptyDir(e)) if e.memory => VolumeKind::Memory { size_bytes: e.size_limit_bytes },
+            Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => VolumeKind::EmptyDir,
             Some(volume::Kind::Secret(_)) => {
-                return Err(invalid(
-                    field,
-                    "secret volumes are not supported by this provider yet",
-                ))
+                return Err(invalid(field, "secret volumes are not supported by this provider yet"))
             }
-            None => {
-                return Err(invalid(
-                    field,
-                    "volume has no kind (emptyDir, persistent or secret)",
-                ))
-            }
+            None => return Err(invalid(field, "volume has no kind (emptyDir, persistent or secret)")),
         };
         if volumes.iter().any(|x: &VolumeSpec| x.name == v.name) {
-            return Err(invalid(
-                field,
-                format!("duplicate volume name {:?}", v.name),
-            ));
+            return Err(invalid(field, format!("duplicate volume name {:?}", v.name)));
         }
-        volumes.push(VolumeSpec {
-            name: v.name.clone(),
-            kind,
-        });
+        volumes.push(VolumeSpec { name: v.name.clone(), kind });
     }
 
     let mut containers = Vec::new();
@@ -91,10 +56,7 @@ pub fn admit(
         let field = format!("pod.containers[{i}]");
         check_name(&c.name, &format!("{field}.name"))?;
         if !names.insert(c.name.clone()) {
-            return Err(invalid(
-                format!("{field}.name"),
-                format!("duplicate container name {:?}", c.name),
-            ));
+            return Err(invalid(format!("{field}.name"), format!("duplicate container name {:?}", c.name)));
         }
         let image = match c.image.as_ref().and_then(|i| i.source.as_ref()) {
             Some(Source::Reference(r)) => images.prepare(r).map_err(|e| Error {
@@ -116,17 +78,10 @@ pub fn admit(
         let (uid, gid) = resolve_user(&image).map_err(|m| invalid(format!("{field}.image"), m))?;
         let mut env: Vec<String> = image.config.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(
-                0,
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            );
+            env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
         }
         for (j, e) in c.env.iter().enumerate() {
-            if e.name.is_empty()
-                || e.name.contains('=')
-                || e.name.contains('\0')
-                || e.value.contains('\0')
-            {
+            if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') || e.value.contains('\0') {
                 return Err(invalid(
                     format!("{field}.env[{j}]"),
                     format!("invalid environment variable name {:?}", e.name),
@@ -138,39 +93,21 @@ pub fn admit(
         let cwd = if !c.working_dir.is_empty() {
             c.working_dir.clone()
         } else {
-            image
-                .config
-                .working_dir
-                .clone()
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| "/".into())
+            image.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
         };
         if !cwd.starts_with('/') {
-            return Err(invalid(
-                format!("{field}.working_dir"),
-                "the working directory must be an absolute path",
-            ));
+            return Err(invalid(format!("{field}.working_dir"), "the working directory must be an absolute path"));
         }
         let mut mounts = Vec::new();
         for (j, m) in c.volume_mounts.iter().enumerate() {
             let mfield = format!("{field}.volume_mounts[{j}]");
             if !volumes.iter().any(|v| v.name == m.name) {
-                return Err(invalid(
-                    mfield,
-                    format!("no volume named {:?} in the pod", m.name),
-                ));
+                return Err(invalid(mfield, format!("no volume named {:?} in the pod", m.name)));
             }
             if !m.mount_path.starts_with('/') || m.mount_path.split('/').any(|s| s == "..") {
-                return Err(invalid(
-                    mfield,
-                    "mount path must be absolute and free of '..'",
-                ));
+                return Err(invalid(mfield, "mount path must be absolute and free of '..'"));
             }
-            mounts.push(MountSpec {
-                volume: m.name.clone(),
-                path: m.mount_path.clone(),
-                read_only: m.read_only,
-            });
+            mounts.push(MountSpec { volume: m.name.clone(), path: m.mount_path.clone(), read_only: m.read_only });
         }
         let r = c.resources.clone().unwrap_or_default();
         if r.gpus > 0 {
@@ -183,26 +120,13 @@ pub fn admit(
         for (j, p) in c.ports.iter().enumerate() {
             let pfield = format!("{field}.ports[{j}]");
             if p.protocol == Protocol::Udp as i32 {
-                return Err(invalid(
-                    pfield,
-                    "UDP ports are not supported by this provider yet",
-                ));
+                return Err(invalid(pfield, "UDP ports are not supported by this provider yet"));
             }
-            let target = u16::try_from(p.target_port)
-                .ok()
-                .filter(|t| *t > 0)
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{pfield}.target_port"),
-                        format!("{} is not a valid port", p.target_port),
-                    )
-                })?;
-            let port = u16::try_from(p.port).map_err(|_| {
-                invalid(
-                    format!("{pfield}.port"),
-                    format!("{} is not a valid port", p.port),
-                )
+            let target = u16::try_from(p.target_port).ok().filter(|t| *t > 0).ok_or_else(|| {
+                invalid(format!("{pfield}.target_port"), format!("{} is not a valid port", p.target_port))
             })?;
+            let port = u16::try_from(p.port)
+                .map_err(|_| invalid(format!("{pfield}.port"), format!("{} is not a valid port", p.port)))?;
             if !target_ports.insert(target) {
                 return Err(Error {
                     code: ErrorCode::Conflict as i32,
@@ -210,20 +134,13 @@ pub fn admit(
                     field: pfield,
                 });
             }
-            let listener =
-                TcpListener::bind(SocketAddr::new(expose_ip, port)).map_err(|e| Error {
-                    code: ErrorCode::Conflict as i32,
-                    message: format!("cannot expose port {port} on the provider: {e}"),
-                    field: format!("{pfield}.port"),
-                })?;
-            let host = listener
-                .local_addr()
-                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-            forwards.push(PortForward {
-                host,
-                target_port: target,
-                container: c.name.clone(),
-            });
+            let listener = TcpListener::bind(SocketAddr::new(expose_ip, port)).map_err(|e| Error {
+                code: ErrorCode::Conflict as i32,
+                message: format!("cannot expose port {port} on the provider: {e}"),
+                field: format!("{pfield}.port"),
+            })?;
+            let host = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            forwards.push(PortForward { host, target_port: target, container: c.name.clone() });
             listeners.push(listener);
         }
         containers.push(ContainerSpec {
@@ -235,11 +152,7 @@ pub fn admit(
             cwd,
             uid,
             gid,
-            limits: Limits {
-                cpu_millicores: r.cpu_millicores,
-                memory_bytes: r.memory_bytes,
-                pids: r.pids,
-            },
+            limits: Limits { cpu_millicores: r.cpu_millicores, memory_bytes: r.memory_bytes, pids: r.pids },
             mounts,
         });
     }
@@ -249,13 +162,7 @@ pub fn admit(
         _ => RestartPolicy::OnFailure,
     };
     Ok(Admitted {
-        spec: PodSpec {
-            pod_id: pod_id.to_owned(),
-            containers,
-            restart,
-            volumes,
-            ports: forwards,
-        },
+        spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards },
         listeners,
     })
 }
@@ -263,9 +170,7 @@ pub fn admit(
 fn check_name(name: &str, field: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -280,15 +185,8 @@ fn check_name(name: &str, field: &str) -> Result<(), Error> {
 
 /// The argv, with Kubernetes' rules: `command` replaces the image's entrypoint
 /// (and then the image's cmd is dropped), `args` replaces the image's cmd.
-fn process_args(
-    c: &sealpod_proto::Container,
-    image: &UnpackedImage,
-) -> Result<Vec<String>, String> {
-    let mut argv = if c.command.is_empty() {
-        image.config.entrypoint.clone()
-    } else {
-        c.command.clone()
-    };
+fn process_args(c: &sealpod_proto::Container, image: &UnpackedImage) -> Result<Vec<String>, String> {
+    let mut argv = if c.command.is_empty() { image.config.entrypoint.clone() } else { c.command.clone() };
     if !c.args.is_empty() {
         argv.extend(c.args.iter().cloned());
     } else if c.command.is_empty() {
@@ -312,28 +210,11 @@ fn resolve_user(image: &UnpackedImage) -> Result<(u32, u32), String> {
         None => (user.clone(), None),
     };
     let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(uid) => (
-            uid,
-            lookup(
-                &image.rootfs.join("etc/passwd"),
-                |f| f.get(2) == Some(&u.as_str()),
-                3,
-            )
-            .unwrap_or(uid),
-        ),
+        Ok(uid) => (uid, lookup(&image.rootfs.join("etc/passwd"), |f| f.get(2) == Some(&u.as_str()), 3).unwrap_or(uid)),
         Err(_) => {
-            let uid = lookup(
-                &image.rootfs.join("etc/passwd"),
-                |f| f.first() == Some(&u.as_str()),
-                2,
-            )
-            .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
-            let gid = lookup(
-                &image.rootfs.join("etc/passwd"),
-                |f| f.first() == Some(&u.as_str()),
-                3,
-            )
-            .unwrap_or(0);
+            let uid = lookup(&image.rootfs.join("etc/passwd"), |f| f.first() == Some(&u.as_str()), 2)
+                .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
+            let gid = lookup(&image.rootfs.join("etc/passwd"), |f| f.first() == Some(&u.as_str()), 3).unwrap_or(0);
             (uid, gid)
         }
     };
@@ -341,12 +222,8 @@ fn resolve_user(image: &UnpackedImage) -> Result<(u32, u32), String> {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup(
-                &image.rootfs.join("etc/group"),
-                |f| f.first() == Some(&g.as_str()),
-                2,
-            )
-            .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+            Err(_) => lookup(&image.rootfs.join("etc/group"), |f| f.first() == Some(&g.as_str()), 2)
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
         },
     };
     Ok((uid, gid))
@@ -361,8 +238,5 @@ fn lookup(path: &Path, pred: impl Fn(&[&str]) -> bool, want: usize) -> Option<u3
         return None;
     }
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| pred(f))
-        .and_then(|f| f.get(want)?.parse().ok())
+    text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| pred(f)).and_then(|f| f.get(want)?.parse().ok())
 }

@@ -56,15 +56,8 @@ impl ImageStore {
     /// A store under `dir`, resolving local references inside `allowed_roots`.
     pub fn new(dir: &Path, allowed_roots: Vec<PathBuf>) -> std::io::Result<ImageStore> {
         std::fs::create_dir_all(dir)?;
-        let allowed_roots = allowed_roots
-            .iter()
-            .map(|r| r.canonicalize())
-            .collect::<Result<_, _>>()?;
-        Ok(ImageStore {
-            dir: dir.to_owned(),
-            allowed_roots,
-            unpacking: Mutex::new(()),
-        })
+        let allowed_roots = allowed_roots.iter().map(|r| r.canonicalize()).collect::<Result<_, _>>()?;
+        Ok(ImageStore { dir: dir.to_owned(), allowed_roots, unpacking: Mutex::new(()) })
     }
 
     /// Resolves a local reference, verifies the image and unpacks it if it is
@@ -73,18 +66,12 @@ impl ImageStore {
         if self.allowed_roots.is_empty() {
             return Err(ImageError::NoRoots);
         }
-        let oci = |source| ImageError::Oci {
-            reference: reference.to_owned(),
-            source,
-        };
+        let oci = |source| ImageError::Oci { reference: reference.to_owned(), source };
         let parsed = ImageReference::parse(reference, Path::new("/")).map_err(oci)?;
-        let path = parsed.path().canonicalize().map_err(|e| {
-            oci(OciError::Io {
-                action: "resolving",
-                path: parsed.path().to_owned(),
-                source: e,
-            })
-        })?;
+        let path = parsed
+            .path()
+            .canonicalize()
+            .map_err(|e| oci(OciError::Io { action: "resolving", path: parsed.path().to_owned(), source: e }))?;
         if !self.allowed_roots.iter().any(|root| path.starts_with(root)) {
             return Err(ImageError::NotAllowed(reference.to_owned()));
         }
@@ -102,10 +89,6 @@ impl ImageStore {
             std::fs::rename(tmp.join("rootfs"), &rootfs)?;
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        Ok(UnpackedImage {
-            digest,
-            rootfs,
-            config: image.config().clone(),
-        })
+        Ok(UnpackedImage { digest, rootfs, config: image.config().clone() })
     }
 }

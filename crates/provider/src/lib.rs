@@ -21,10 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sealpod_net::{InboundRequest, Multiaddr, Node, NodeConfig, PeerId};
 use sealpod_proto::{
-    pod_control_request::Op, pod_control_response::Result as ControlResult, AttestResponse,
-    CapacityRequest, CapacityResponse, ContainerStatus, Error, ErrorCode, ExposedAddress, LogChunk,
-    PodControlRequest, PodControlResponse, PodList, PodPhase, PodStatus, ProvisionPodRequest,
-    ProvisionPodResponse, Resources,
+    pod_control_request::Op, pod_control_response::Result as ControlResult, AttestResponse, CapacityRequest,
+    CapacityResponse, ContainerStatus, Error, ErrorCode, ExposedAddress, LogChunk, PodControlRequest,
+    PodControlResponse, PodList, PodPhase, PodStatus, ProvisionPodRequest, ProvisionPodResponse, Resources,
 };
 use sealpod_runtime::{PodState, RunState, Runtime};
 
@@ -66,26 +65,17 @@ pub struct Capacity {
 impl Capacity {
     /// What this machine has.
     pub fn of_host() -> Capacity {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u64)
-            .unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
         let memory = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
                 m.lines()
                     .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| {
-                        l.split_whitespace()
-                            .nth(1)
-                            .and_then(|k| k.parse::<u64>().ok())
-                    })
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
             })
             .map(|kib| kib * 1024)
             .unwrap_or(0);
-        Capacity {
-            cpu_millicores: cpus * 1000,
-            memory_bytes: memory,
-        }
+        Capacity { cpu_millicores: cpus * 1000, memory_bytes: memory }
     }
 }
 
@@ -115,13 +105,7 @@ impl Provider {
         let runtime = Runtime::new(&config.state_dir, &config.shim_exe)?;
         let store = PodStore::open(&config.state_dir.join("provider.redb"))?;
         let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?;
-        let provider = Provider {
-            config,
-            runtime,
-            store,
-            images,
-            admitting: Mutex::new(()),
-        };
+        let provider = Provider { config, runtime, store, images, admitting: Mutex::new(()) };
         provider.reattach()?;
         Ok(provider)
     }
@@ -167,12 +151,7 @@ impl Provider {
         let (node, mut inbound) = Node::start(node_config).await?;
         let ready = Ready {
             peer_id: node.peer_id().to_string(),
-            addresses: node
-                .listen_addrs()
-                .await
-                .iter()
-                .map(|a| format!("{a}/p2p/{}", node.peer_id()))
-                .collect(),
+            addresses: node.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{}", node.peer_id())).collect(),
         };
         for a in &ready.addresses {
             tracing::info!("listening on {a}");
@@ -182,8 +161,7 @@ impl Provider {
             std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
             std::fs::rename(&tmp, path)?;
         }
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 request = inbound.recv() => match request {
@@ -204,64 +182,33 @@ impl Provider {
 
     fn handle(&self, request: InboundRequest) {
         match request {
-            InboundRequest::Attest {
-                peer, responder, ..
-            } => {
+            InboundRequest::Attest { peer, responder, .. } => {
                 tracing::debug!(%peer, "attest request");
                 responder.respond(AttestResponse {
-                    error: Some(Error::new(
-                        ErrorCode::Unavailable,
-                        "this provider has no TEE attestor configured",
-                    )),
+                    error: Some(Error::new(ErrorCode::Unavailable, "this provider has no TEE attestor configured")),
                     evidence: None,
                 });
             }
-            InboundRequest::Capacity {
-                request, responder, ..
-            } => responder.respond(self.capacity(&request)),
-            InboundRequest::Provision {
-                peer,
-                request,
-                responder,
-            } => {
+            InboundRequest::Capacity { request, responder, .. } => responder.respond(self.capacity(&request)),
+            InboundRequest::Provision { peer, request, responder } => {
                 let response = match self.provision(peer, request) {
-                    Ok(status) => ProvisionPodResponse {
-                        error: None,
-                        status: Some(status),
-                    },
+                    Ok(status) => ProvisionPodResponse { error: None, status: Some(status) },
                     Err(error) => {
                         tracing::info!(%peer, %error, "refused provisioning");
-                        ProvisionPodResponse {
-                            error: Some(error),
-                            status: None,
-                        }
+                        ProvisionPodResponse { error: Some(error), status: None }
                     }
                 };
                 responder.respond(response);
             }
-            InboundRequest::Control {
-                peer,
-                request,
-                responder,
-            } => {
-                let result = self
-                    .control(peer, request)
-                    .unwrap_or_else(ControlResult::Error);
-                responder.respond(PodControlResponse {
-                    result: Some(result),
-                });
+            InboundRequest::Control { peer, request, responder } => {
+                let result = self.control(peer, request).unwrap_or_else(ControlResult::Error);
+                responder.respond(PodControlResponse { result: Some(result) });
             }
         }
     }
 
     fn reserved(&self) -> (u64, u64) {
-        self.store
-            .all()
-            .unwrap_or_default()
-            .iter()
-            .fold((0, 0), |(c, m), r| {
-                (c + r.cpu_millicores, m + r.memory_bytes)
-            })
+        self.store.all().unwrap_or_default().iter().fold((0, 0), |(c, m), r| (c + r.cpu_millicores, m + r.memory_bytes))
     }
 
     fn free(&self) -> Resources {
@@ -280,12 +227,7 @@ impl Provider {
             && want.memory_bytes <= free.memory_bytes
             && want.gpus == 0
             && request.external_ips == 0;
-        CapacityResponse {
-            error: None,
-            available,
-            free: Some(free),
-            offer: None,
-        }
+        CapacityResponse { error: None, available, free: Some(free), offer: None }
     }
 
     fn provision(&self, peer: PeerId, request: ProvisionPodRequest) -> Result<PodStatus, Error> {
@@ -305,12 +247,7 @@ impl Provider {
             .containers
             .iter()
             .filter_map(|c| c.resources.as_ref())
-            .fold((0u64, 0u64), |(c, m), r| {
-                (
-                    c.saturating_add(r.cpu_millicores),
-                    m.saturating_add(r.memory_bytes),
-                )
-            });
+            .fold((0u64, 0u64), |(c, m), r| (c.saturating_add(r.cpu_millicores), m.saturating_add(r.memory_bytes)));
         let pod_id = new_pod_id();
         let _guard = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
         let free = self.free();
@@ -333,11 +270,7 @@ impl Provider {
                 .spec
                 .ports
                 .iter()
-                .map(|p| Exposed {
-                    host: p.host,
-                    container: p.container.clone(),
-                    container_port: p.target_port,
-                })
+                .map(|p| Exposed { host: p.host, container: p.container.clone(), container_port: p.target_port })
                 .collect(),
             cpu_millicores: cpu,
             memory_bytes: memory,
@@ -354,10 +287,7 @@ impl Provider {
                 tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
                 let _ = self.runtime.delete(&pod_id);
                 let _ = self.store.remove(&pod_id);
-                Err(Error::new(
-                    ErrorCode::Internal,
-                    format!("starting the pod failed: {e}"),
-                ))
+                Err(Error::new(ErrorCode::Internal, format!("starting the pod failed: {e}")))
             }
         }
     }
@@ -370,13 +300,12 @@ impl Provider {
                 tracing::warn!(%peer, pod = %pod_id, "refused control of a pod the peer does not own");
                 Err(Error::new(
                     ErrorCode::PermissionDenied,
-                    format!("pod {pod_id} belongs to another publisher; only the peer that deployed a pod may control it"),
+                    format!(
+                        "pod {pod_id} belongs to another publisher; only the peer that deployed a pod may control it"
+                    ),
                 ))
             }
-            None => Err(Error::new(
-                ErrorCode::NotFound,
-                format!("no pod {pod_id} on this provider"),
-            )),
+            None => Err(Error::new(ErrorCode::NotFound, format!("no pod {pod_id} on this provider"))),
         }
     }
 
@@ -403,11 +332,7 @@ impl Provider {
                 let record = self.owned(&peer, &l.pod_id)?;
                 let state = self.runtime.state(&record.pod_id).map_err(internal)?;
                 let container = if l.container.is_empty() {
-                    state
-                        .containers
-                        .first()
-                        .map(|c| c.name.clone())
-                        .unwrap_or_default()
+                    state.containers.first().map(|c| c.name.clone()).unwrap_or_default()
                 } else {
                     l.container.clone()
                 };
@@ -419,10 +344,7 @@ impl Provider {
                     });
                 };
                 let max = l.max_bytes.clamp(1, sealpod_proto::limits::LOG_CHUNK) as usize;
-                let slice = self
-                    .runtime
-                    .read_log(&record.pod_id, &container, l.offset, max)
-                    .map_err(internal)?;
+                let slice = self.runtime.read_log(&record.pod_id, &container, l.offset, max).map_err(internal)?;
                 let done = cs.state == RunState::Exited || !self.runtime.is_running(&record.pod_id);
                 let finished = done && slice.data.len() < max;
                 Ok(ControlResult::Logs(LogChunk {
@@ -444,10 +366,7 @@ impl Provider {
                 s.addresses.clear();
                 Ok(ControlResult::Deleted(s))
             }
-            None => Err(Error::new(
-                ErrorCode::InvalidRequest,
-                "empty control request",
-            )),
+            None => Err(Error::new(ErrorCode::InvalidRequest, "empty control request")),
         }
     }
 }
@@ -457,10 +376,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn new_pod_id() -> String {

@@ -66,10 +66,7 @@ impl PodStore {
     pub fn put(&self, record: &PodRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(err)?;
         let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(PODS)
-            .map_err(err)?
-            .insert(record.pod_id.as_str(), bytes.as_slice())
-            .map_err(err)?;
+        tx.open_table(PODS).map_err(err)?.insert(record.pod_id.as_str(), bytes.as_slice()).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -86,10 +83,7 @@ impl PodStore {
     /// Removes a record.
     pub fn remove(&self, pod_id: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(PODS)
-            .map_err(err)?
-            .remove(pod_id)
-            .map_err(err)?;
+        tx.open_table(PODS).map_err(err)?.remove(pod_id).map_err(err)?;
         tx.commit().map_err(err)
     }
 

@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use sealpod_net::{Multiaddr, Node, NodeConfig, NodeError, PeerId};
 use sealpod_proto::{
-    pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest,
-    DeleteRequest, LogChunk, LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest,
-    Resources, StatusRequest,
+    pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest, DeleteRequest, LogChunk,
+    LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest, Resources, StatusRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,9 +39,7 @@ pub enum PublisherError {
     #[error("no pod {0} in this publisher's records; `sealpod pods` lists them")]
     UnknownPod(String),
     /// Discovery found nobody suitable.
-    #[error(
-        "no provider found{0}; pass --provider MULTIADDR, --bootstrap, or run on a LAN with one"
-    )]
+    #[error("no provider found{0}; pass --provider MULTIADDR, --bootstrap, or run on a LAN with one")]
     NoProvider(String),
     /// Local state could not be read or written.
     #[error("publisher state {path}: {reason}")]
@@ -87,26 +84,14 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts a client node with the identity kept in `home`.
-    pub async fn open(
-        home: &Path,
-        bootstrap: Vec<Multiaddr>,
-        mdns: bool,
-    ) -> Result<Publisher, PublisherError> {
-        let key =
-            sealpod_net::load_or_create_keypair(&home.join("publisher.key")).map_err(|e| {
-                PublisherError::State {
-                    path: home.join("publisher.key"),
-                    reason: e.to_string(),
-                }
-            })?;
+    pub async fn open(home: &Path, bootstrap: Vec<Multiaddr>, mdns: bool) -> Result<Publisher, PublisherError> {
+        let key = sealpod_net::load_or_create_keypair(&home.join("publisher.key"))
+            .map_err(|e| PublisherError::State { path: home.join("publisher.key"), reason: e.to_string() })?;
         let mut config = NodeConfig::client(key);
         config.bootstrap = bootstrap;
         config.mdns = mdns;
         let (node, _) = Node::start(config).await?;
-        Ok(Publisher {
-            home: home.to_owned(),
-            node,
-        })
+        Ok(Publisher { home: home.to_owned(), node })
     }
 
     /// This publisher's peer id: the owner of the pods it deploys.
@@ -115,12 +100,7 @@ impl Publisher {
     }
 
     /// Deploys `pod` and records where it runs.
-    pub async fn deploy(
-        &self,
-        pod: Pod,
-        name: &str,
-        target: Target,
-    ) -> Result<(PodRef, PodStatus), PublisherError> {
+    pub async fn deploy(&self, pod: Pod, name: &str, target: Target) -> Result<(PodRef, PodStatus), PublisherError> {
         let (peer, addrs) = match target {
             Target::Address(addr) => {
                 let (_, Some(_)) = sealpod_net::split_peer_id(&addr) else {
@@ -128,14 +108,15 @@ impl Publisher {
                 };
                 (self.node.dial(&addr).await?, vec![addr.to_string()])
             }
-            Target::Discover => (self.discover(&pod).await?, Vec::new()),
+            Target::Discover => {
+                let peer = self.discover(&pod).await?;
+                // Remember how it was reached, so later commands need no discovery.
+                let addrs = self.node.peer_addr(peer).await.map(|a| format!("{a}/p2p/{peer}")).into_iter().collect();
+                (peer, addrs)
+            }
         };
-        let request = ProvisionPodRequest {
-            pod: Some(pod),
-            payment: None,
-            payload_manifest: None,
-            name: name.to_owned(),
-        };
+        let request =
+            ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest: None, name: name.to_owned() };
         let response = self.node.provision(peer, request).await?;
         if let Some(error) = response.error {
             return Err(PublisherError::Remote { peer, error });
@@ -155,16 +136,12 @@ impl Publisher {
 
     /// Finds a provider with room for `pod`.
     async fn discover(&self, pod: &Pod) -> Result<PeerId, PublisherError> {
-        let want = pod
-            .containers
-            .iter()
-            .filter_map(|c| c.resources.as_ref())
-            .fold(Resources::default(), |mut a, r| {
-                a.cpu_millicores += r.cpu_millicores;
-                a.memory_bytes += r.memory_bytes;
-                a.gpus += r.gpus;
-                a
-            });
+        let want = pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |mut a, r| {
+            a.cpu_millicores += r.cpu_millicores;
+            a.memory_bytes += r.memory_bytes;
+            a.gpus += r.gpus;
+            a
+        });
         let mut candidates = Vec::new();
         for _ in 0..10 {
             candidates = self.node.find_providers().await.unwrap_or_default();
@@ -174,10 +151,7 @@ impl Publisher {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         for peer in candidates {
-            let request = CapacityRequest {
-                resources: Some(want.clone()),
-                ..Default::default()
-            };
+            let request = CapacityRequest { resources: Some(want.clone()), ..Default::default() };
             match self.node.capacity(peer, request).await {
                 Ok(r) if r.available => return Ok(peer),
                 Ok(_) => tracing::info!(%peer, "provider lacks capacity"),
@@ -190,9 +164,7 @@ impl Publisher {
     /// Where `pod_id` runs, dialing its provider.
     async fn reach(&self, pod_id: &str) -> Result<PeerId, PublisherError> {
         let records = self.records()?;
-        let r = records
-            .get(pod_id)
-            .ok_or_else(|| PublisherError::UnknownPod(pod_id.to_owned()))?;
+        let r = records.get(pod_id).ok_or_else(|| PublisherError::UnknownPod(pod_id.to_owned()))?;
         let peer: PeerId = r.provider.parse().map_err(|_| PublisherError::State {
             path: self.home.join("pods.json"),
             reason: format!("bad provider id for {pod_id}"),
@@ -215,10 +187,7 @@ impl Publisher {
 
     async fn control(&self, pod_id: &str, op: Op) -> Result<ControlResult, PublisherError> {
         let peer = self.reach(pod_id).await?;
-        let response = self
-            .node
-            .control(peer, PodControlRequest { op: Some(op) })
-            .await?;
+        let response = self.node.control(peer, PodControlRequest { op: Some(op) }).await?;
         match response.result {
             Some(ControlResult::Error(error)) => Err(PublisherError::Remote { peer, error }),
             Some(result) => Ok(result),
@@ -228,27 +197,14 @@ impl Publisher {
 
     /// The pod's status.
     pub async fn status(&self, pod_id: &str) -> Result<PodStatus, PublisherError> {
-        match self
-            .control(
-                pod_id,
-                Op::Status(StatusRequest {
-                    pod_id: pod_id.to_owned(),
-                }),
-            )
-            .await?
-        {
+        match self.control(pod_id, Op::Status(StatusRequest { pod_id: pod_id.to_owned() })).await? {
             ControlResult::Status(s) => Ok(s),
             _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
         }
     }
 
     /// A chunk of a container's log from `offset`.
-    pub async fn logs(
-        &self,
-        pod_id: &str,
-        container: &str,
-        offset: u64,
-    ) -> Result<LogChunk, PublisherError> {
+    pub async fn logs(&self, pod_id: &str, container: &str, offset: u64) -> Result<LogChunk, PublisherError> {
         let request = LogsRequest {
             pod_id: pod_id.to_owned(),
             container: container.to_owned(),
@@ -263,20 +219,11 @@ impl Publisher {
 
     /// Deletes the pod and forgets it.
     pub async fn delete(&self, pod_id: &str) -> Result<PodStatus, PublisherError> {
-        let result = self
-            .control(
-                pod_id,
-                Op::Delete(DeleteRequest {
-                    pod_id: pod_id.to_owned(),
-                }),
-            )
-            .await;
+        let result = self.control(pod_id, Op::Delete(DeleteRequest { pod_id: pod_id.to_owned() })).await;
         let forget = match &result {
             Ok(_) => true,
             // The provider no longer knows it: nothing left to delete.
-            Err(PublisherError::Remote { error, .. }) => {
-                error.code == sealpod_proto::ErrorCode::NotFound as i32
-            }
+            Err(PublisherError::Remote { error, .. }) => error.code == sealpod_proto::ErrorCode::NotFound as i32,
             Err(_) => false,
         };
         if forget {
@@ -297,16 +244,9 @@ impl Publisher {
 
     /// Asks the provider of a recorded pod for it, as another identity would:
     /// sends a control request for `pod_id` to the provider at `addr`.
-    pub async fn control_at(
-        &self,
-        addr: &Multiaddr,
-        op: Op,
-    ) -> Result<ControlResult, PublisherError> {
+    pub async fn control_at(&self, addr: &Multiaddr, op: Op) -> Result<ControlResult, PublisherError> {
         let peer = self.node.dial(addr).await?;
-        let response = self
-            .node
-            .control(peer, PodControlRequest { op: Some(op) })
-            .await?;
+        let response = self.node.control(peer, PodControlRequest { op: Some(op) }).await?;
         match response.result {
             Some(ControlResult::Error(error)) => Err(PublisherError::Remote { peer, error }),
             Some(result) => Ok(result),
@@ -317,31 +257,20 @@ impl Publisher {
     fn records(&self) -> Result<BTreeMap<String, PodRef>, PublisherError> {
         let path = self.home.join("pods.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PublisherError::State {
-                path,
-                reason: e.to_string(),
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| PublisherError::State { path, reason: e.to_string() })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(PublisherError::State {
-                path,
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(PublisherError::State { path, reason: e.to_string() }),
         }
     }
 
     fn save_records(&self, records: &BTreeMap<String, PodRef>) -> Result<(), PublisherError> {
         let path = self.home.join("pods.json");
-        let state = |e: std::io::Error| PublisherError::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let state = |e: std::io::Error| PublisherError::State { path: path.clone(), reason: e.to_string() };
         std::fs::create_dir_all(&self.home).map_err(state)?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(records).expect("records serialize"),
-        )
-        .map_err(state)?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(records).expect("records serialize")).map_err(state)?;
         std::fs::rename(&tmp, &path).map_err(state)
     }
 }

@@ -25,9 +25,7 @@ pub mod spec;
 pub mod status;
 
 pub use pod::Runtime;
-pub use spec::{
-    ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec,
-};
+pub use spec::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
 pub use status::{ContainerState, Phase, PodState, RunState};
 
 /// What went wrong in the runtime.

@@ -16,18 +16,11 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_ROTATE_BYTES: u64 = 8 << 20;
 
 fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join(format!("{name}.log")),
-        dir.join(format!("{name}.log.1")),
-        dir.join(format!("{name}.log.base")),
-    )
+    (dir.join(format!("{name}.log")), dir.join(format!("{name}.log.1")), dir.join(format!("{name}.log.base")))
 }
 
 fn read_base(path: &Path) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Appends a container's output, rotating by size.
@@ -47,19 +40,9 @@ impl LogWriter {
     pub fn open(dir: &Path, name: &str, rotate_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let (current, _, base) = paths(dir, name);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&current)?;
+        let file = OpenOptions::new().create(true).append(true).open(&current)?;
         let len = file.metadata()?.len();
-        Ok(LogWriter {
-            dir: dir.to_owned(),
-            name: name.to_owned(),
-            file,
-            len,
-            base: read_base(&base),
-            rotate_bytes,
-        })
+        Ok(LogWriter { dir: dir.to_owned(), name: name.to_owned(), file, len, base: read_base(&base), rotate_bytes })
     }
 
     /// Appends bytes, rotating first if they would overflow the current file.
@@ -84,10 +67,7 @@ impl LogWriter {
         let tmp = base.with_extension("tmp");
         fs::write(&tmp, self.base.to_string())?;
         fs::rename(&tmp, &base)?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&current)?;
+        self.file = OpenOptions::new().create(true).append(true).open(&current)?;
         self.len = 0;
         Ok(())
     }
@@ -126,16 +106,10 @@ pub fn read_log(dir: &Path, name: &str, offset: u64, max: usize) -> io::Result<L
         }
         if read_base(&base_path) == base {
             let next_offset = start + data.len() as u64;
-            return Ok(LogSlice {
-                offset: start,
-                data,
-                next_offset,
-            });
+            return Ok(LogSlice { offset: start, data, next_offset });
         }
     }
-    Err(io::Error::other(
-        "log rotated repeatedly while reading; try again",
-    ))
+    Err(io::Error::other("log rotated repeatedly while reading; try again"))
 }
 
 fn read_range(path: &Path, from: u64, max: usize, out: &mut Vec<u8>) -> io::Result<()> {
@@ -174,18 +148,9 @@ mod tests {
     #[test]
     fn writer_continues_where_a_previous_shim_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        LogWriter::open(dir.path(), "a", 100)
-            .unwrap()
-            .append(b"hello ")
-            .unwrap();
-        LogWriter::open(dir.path(), "a", 100)
-            .unwrap()
-            .append(b"world")
-            .unwrap();
-        assert_eq!(
-            read_log(dir.path(), "a", 0, 100).unwrap().data,
-            b"hello world"
-        );
+        LogWriter::open(dir.path(), "a", 100).unwrap().append(b"hello ").unwrap();
+        LogWriter::open(dir.path(), "a", 100).unwrap().append(b"world").unwrap();
+        assert_eq!(read_log(dir.path(), "a", 0, 100).unwrap().data, b"hello world");
     }
 
     #[test]

@@ -44,22 +44,18 @@ impl NetNs {
         let ns = self.file.try_clone()?;
         let (tx, rx) = mpsc::channel::<(u16, mpsc::SyncSender<io::Result<TcpStream>>)>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("netns-connector".into())
-            .spawn(move || {
-                if let Err(e) = setns(ns.as_fd(), CloneFlags::CLONE_NEWNET) {
-                    let _ = ready_tx.send(Err(io::Error::from(e)));
-                    return;
-                }
-                let _ = ready_tx.send(Ok(()));
-                while let Ok((port, reply)) = rx.recv() {
-                    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                    let _ = reply.send(TcpStream::connect_timeout(&addr, Duration::from_secs(5)));
-                }
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("netns connector died"))??;
+        std::thread::Builder::new().name("netns-connector".into()).spawn(move || {
+            if let Err(e) = setns(ns.as_fd(), CloneFlags::CLONE_NEWNET) {
+                let _ = ready_tx.send(Err(io::Error::from(e)));
+                return;
+            }
+            let _ = ready_tx.send(Ok(()));
+            while let Ok((port, reply)) = rx.recv() {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                let _ = reply.send(TcpStream::connect_timeout(&addr, Duration::from_secs(5)));
+            }
+        })?;
+        ready_rx.recv().map_err(|_| io::Error::other("netns connector died"))??;
         Ok(Connector { tx })
     }
 }
@@ -75,11 +71,8 @@ impl Connector {
     /// context.
     pub fn connect(&self, port: u16) -> io::Result<TcpStream> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .send((port, tx))
-            .map_err(|_| io::Error::other("netns connector stopped"))?;
-        rx.recv()
-            .map_err(|_| io::Error::other("netns connector stopped"))?
+        self.tx.send((port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
+        rx.recv().map_err(|_| io::Error::other("netns connector stopped"))?
     }
 }
 

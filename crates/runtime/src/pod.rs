@@ -25,10 +25,7 @@ impl Runtime {
     pub fn new(state_dir: &Path, shim_exe: &Path) -> Result<Runtime, RuntimeError> {
         let pods_dir = state_dir.join("pods");
         std::fs::create_dir_all(&pods_dir)?;
-        Ok(Runtime {
-            pods_dir,
-            shim_exe: shim_exe.to_owned(),
-        })
+        Ok(Runtime { pods_dir, shim_exe: shim_exe.to_owned() })
     }
 
     /// The directory of pod `pod_id`.
@@ -39,16 +36,8 @@ impl Runtime {
     /// Starts a shim for `spec`, handing it `listeners` (one per entry of
     /// `spec.ports`), and waits until every container was started once, or
     /// something failed. Returns the pod's state at that point.
-    pub fn create(
-        &self,
-        spec: &PodSpec,
-        listeners: Vec<std::net::TcpListener>,
-    ) -> Result<PodState, RuntimeError> {
-        assert_eq!(
-            listeners.len(),
-            spec.ports.len(),
-            "one listener per port forward"
-        );
+    pub fn create(&self, spec: &PodSpec, listeners: Vec<std::net::TcpListener>) -> Result<PodState, RuntimeError> {
+        assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
         let dir = self.pod_dir(&spec.pod_id);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
@@ -66,12 +55,7 @@ impl Runtime {
             .collect::<Result<_, _>>()?;
         let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
         let mut cmd = Command::new(&self.shim_exe);
-        cmd.arg("shim")
-            .arg("--pod-dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.arg("shim").arg("--pod-dir").arg(&dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         // SAFETY: only async-signal-safe calls (setsid, dup2) run between fork
         // and exec.
         unsafe {
@@ -106,10 +90,7 @@ impl Runtime {
             }
             if !pid_running(shim_pid) {
                 let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
-                return Err(RuntimeError::Setup(format!(
-                    "the pod's shim exited: {}",
-                    log.trim()
-                )));
+                return Err(RuntimeError::Setup(format!("the pod's shim exited: {}", log.trim())));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -123,9 +104,7 @@ impl Runtime {
             std::io::ErrorKind::NotFound => RuntimeError::NotFound(pod_id.to_owned()),
             _ => RuntimeError::Io(e),
         })?;
-        if !matches!(state.phase, Phase::Deleted)
-            && !process_alive(state.shim_pid, state.shim_start_time)
-        {
+        if !matches!(state.phase, Phase::Deleted) && !process_alive(state.shim_pid, state.shim_start_time) {
             state.phase = Phase::Failed;
             state.message = "the pod's shim is gone; delete the pod to clean up".into();
         }
@@ -134,24 +113,12 @@ impl Runtime {
 
     /// Whether the pod's shim is running.
     pub fn is_running(&self, pod_id: &str) -> bool {
-        PodState::load(&self.pod_dir(pod_id))
-            .is_ok_and(|s| process_alive(s.shim_pid, s.shim_start_time))
+        PodState::load(&self.pod_dir(pod_id)).is_ok_and(|s| process_alive(s.shim_pid, s.shim_start_time))
     }
 
     /// Reads a slice of a container's log.
-    pub fn read_log(
-        &self,
-        pod_id: &str,
-        container: &str,
-        offset: u64,
-        max: usize,
-    ) -> Result<LogSlice, RuntimeError> {
-        Ok(read_log(
-            &self.pod_dir(pod_id).join("logs"),
-            container,
-            offset,
-            max,
-        )?)
+    pub fn read_log(&self, pod_id: &str, container: &str, offset: u64, max: usize) -> Result<LogSlice, RuntimeError> {
+        Ok(read_log(&self.pod_dir(pod_id).join("logs"), container, offset, max)?)
     }
 
     /// Stops and removes the pod: asks its shim to tear down (or does it here if
@@ -166,9 +133,7 @@ impl Runtime {
                 let pid = nix::unistd::Pid::from_raw(state.shim_pid as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 let deadline = Instant::now() + Duration::from_secs(20);
-                while process_alive(state.shim_pid, state.shim_start_time)
-                    && Instant::now() < deadline
-                {
+                while process_alive(state.shim_pid, state.shim_start_time) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if process_alive(state.shim_pid, state.shim_start_time) {
@@ -185,9 +150,7 @@ impl Runtime {
         }
         let left = mounts_under(&dir);
         if !left.is_empty() {
-            return Err(RuntimeError::Teardown(format!(
-                "mounts still present: {left:?}"
-            )));
+            return Err(RuntimeError::Teardown(format!("mounts still present: {left:?}")));
         }
         std::fs::remove_dir_all(&dir)?;
         Ok(())
@@ -196,12 +159,7 @@ impl Runtime {
     /// Ids of the pods present on disk.
     pub fn pod_ids(&self) -> Vec<String> {
         std::fs::read_dir(&self.pods_dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
             .unwrap_or_default()
     }
 }
@@ -210,10 +168,7 @@ impl Runtime {
 fn state_settled(state: &PodState) -> bool {
     match state.phase {
         Phase::Starting => false,
-        Phase::Running => state
-            .containers
-            .iter()
-            .all(|c| c.state != RunState::Created),
+        Phase::Running => state.containers.iter().all(|c| c.state != RunState::Created),
         _ => true,
     }
 }

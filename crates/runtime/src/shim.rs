@@ -87,17 +87,11 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     for c in &spec.containers {
         let paths = ContainerPaths::new(pod_dir, &c.name);
         let config = oci_config(&spec, c, pod_dir, &netns.path());
-        fs::write(
-            paths.bundle.join("config.json"),
-            serde_json::to_vec_pretty(&config)?,
-        )?;
+        fs::write(paths.bundle.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     }
     let connector = netns.connector()?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(supervise(pod_dir, exe, &spec, state, listeners, connector));
     drop(netns);
     result
@@ -106,23 +100,13 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
 /// Creates the network namespace, volumes and container root filesystems.
 fn prepare(pod_dir: &Path, spec: &PodSpec) -> Result<NetNs, RuntimeError> {
     let netns = NetNs::create()?;
-    fs::write(
-        pod_dir.join("hosts"),
-        format!(
-            "127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n",
-            spec.pod_id
-        ),
-    )?;
+    fs::write(pod_dir.join("hosts"), format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n", spec.pod_id))?;
     fs::write(pod_dir.join("hostname"), format!("{}\n", spec.pod_id))?;
     for v in &spec.volumes {
         let path = volume_path(pod_dir, &v.name);
         fs::create_dir_all(&path)?;
         if let VolumeKind::Memory { size_bytes } = v.kind {
-            let opts = if size_bytes > 0 {
-                format!("size={size_bytes},mode=0777")
-            } else {
-                "mode=0777".into()
-            };
+            let opts = if size_bytes > 0 { format!("size={size_bytes},mode=0777") } else { "mode=0777".into() };
             mount("tmpfs", &path, "tmpfs", &opts)?;
         }
     }
@@ -146,14 +130,8 @@ fn prepare(pod_dir: &Path, spec: &PodSpec) -> Result<NetNs, RuntimeError> {
 
 fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> Result<(), RuntimeError> {
     use nix::mount::MsFlags;
-    nix::mount::mount(
-        Some(source),
-        target,
-        Some(fstype),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(data),
-    )
-    .map_err(|e| RuntimeError::Setup(format!("mount {fstype} on {}: {e}", target.display())))
+    nix::mount::mount(Some(source), target, Some(fstype), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data))
+        .map_err(|e| RuntimeError::Setup(format!("mount {fstype} on {}: {e}", target.display())))
 }
 
 /// Whether something is mounted exactly at `path`.
@@ -166,11 +144,7 @@ pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(path))
-        .collect()
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mountinfo).filter(|p| p.starts_with(path)).collect()
 }
 
 fn unescape_mountinfo(s: &str) -> PathBuf {
@@ -179,10 +153,7 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -228,27 +199,24 @@ async fn supervise(
 
     let mut log_pipes = Vec::new();
     for c in &spec.containers {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let mut writer = LogWriter::open(&pod_dir.join("logs"), &c.name, DEFAULT_ROTATE_BYTES)?;
-        std::thread::Builder::new()
-            .name(format!("log-{}", c.name))
-            .spawn(move || {
-                let mut file = fs::File::from(read);
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match std::io::Read::read(&mut file, &mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if let Err(e) = writer.append(&buf[..n]) {
-                                eprintln!("log write failed: {e}");
-                            }
+        std::thread::Builder::new().name(format!("log-{}", c.name)).spawn(move || {
+            let mut file = fs::File::from(read);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut file, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if let Err(e) = writer.append(&buf[..n]) {
+                            eprintln!("log write failed: {e}");
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return,
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
                 }
-            })?;
+            }
+        })?;
         log_pipes.push(write);
     }
 
@@ -256,12 +224,7 @@ async fn supervise(
     for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        tokio::spawn(forward_port(
-            listener,
-            forward.target_port,
-            connector.clone(),
-            connections.clone(),
-        ));
+        tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), connections.clone()));
     }
 
     let mut sup = Supervisor {
@@ -302,11 +265,7 @@ async fn supervise(
             break;
         }
     }
-    sup.state.phase = if result.is_ok() {
-        Phase::Deleted
-    } else {
-        Phase::Failed
-    };
+    sup.state.phase = if result.is_ok() { Phase::Deleted } else { Phase::Failed };
     if let Err(e) = &result {
         sup.state.message = format!("teardown incomplete: {e}");
     }
@@ -394,12 +353,7 @@ impl Supervisor<'_> {
             };
             if let Some(i) = self.helpers.remove(&pid) {
                 self.helper_done(i, code);
-            } else if let Some(i) = self
-                .state
-                .containers
-                .iter()
-                .position(|c| c.pid == Some(pid))
-            {
+            } else if let Some(i) = self.state.containers.iter().position(|c| c.pid == Some(pid)) {
                 self.exited(i, code);
             } else {
                 self.unclaimed.insert(pid, code);
@@ -410,12 +364,8 @@ impl Supervisor<'_> {
 
     fn helper_done(&mut self, i: usize, code: i32) {
         let name = self.spec.containers[i].name.clone();
-        let pid_file = ContainerPaths::new(self.pod_dir, &name)
-            .bundle
-            .join("init.pid");
-        let pid = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
+        let pid_file = ContainerPaths::new(self.pod_dir, &name).bundle.join("init.pid");
+        let pid = fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
         match (code, pid) {
             (0, Some(pid)) => {
                 let c = &mut self.state.containers[i];
@@ -427,9 +377,8 @@ impl Supervisor<'_> {
                 }
             }
             _ => {
-                self.state.containers[i].message = format!(
-                    "container failed to start (start-container exited with {code}); see its logs"
-                );
+                self.state.containers[i].message =
+                    format!("container failed to start (start-container exited with {code}); see its logs");
                 self.exited(i, 127);
             }
         }
@@ -448,8 +397,8 @@ impl Supervisor<'_> {
         if restart {
             c.state = RunState::Restarting;
             // Exponential back-off: 0.5 s, 1 s, 2 s … capped at 30 s.
-            let delay = Duration::from_millis(500u64.saturating_mul(1 << c.restarts.min(6)))
-                .min(Duration::from_secs(30));
+            let delay =
+                Duration::from_millis(500u64.saturating_mul(1 << c.restarts.min(6))).min(Duration::from_secs(30));
             let events = self.events.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -478,8 +427,7 @@ async fn forward_port(
         let connector = connector.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outbound =
-                tokio::task::spawn_blocking(move || connector.connect(target_port)).await;
+            let outbound = tokio::task::spawn_blocking(move || connector.connect(target_port)).await;
             let Ok(Ok(outbound)) = outbound else { return };
             if outbound.set_nonblocking(true).is_err() {
                 return;
@@ -510,10 +458,7 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
         }
         match Container::load(dir) {
             Ok(mut container) => {
-                let _ = container.kill(
-                    Signal::try_from("SIGTERM").expect("SIGTERM is a signal"),
-                    true,
-                );
+                let _ = container.kill(Signal::try_from("SIGTERM").expect("SIGTERM is a signal"), true);
                 loaded.push(container);
             }
             Err(e) => problems.push(format!("{}: {e}", c.name)),
@@ -522,9 +467,7 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
     // Give processes a moment to exit on SIGTERM before SIGKILL.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < deadline
-        && loaded
-            .iter_mut()
-            .any(|c| c.refresh_status().is_ok() && c.pid().is_some_and(|p| pid_alive(p.as_raw())))
+        && loaded.iter_mut().any(|c| c.refresh_status().is_ok() && c.pid().is_some_and(|p| pid_alive(p.as_raw())))
     {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -549,10 +492,7 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
 fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rfind(')')
-                    .is_some_and(|i| s[i + 1..].trim_start().starts_with('Z'))
-            })
+            .map(|s| s.rfind(')').is_some_and(|i| s[i + 1..].trim_start().starts_with('Z')))
             .unwrap_or(true)
 }
 
@@ -600,12 +540,7 @@ fn remove_pod_cgroups(pod_id: &str, problems: &mut Vec<String>) {
 /// The `start-container` helper: creates and starts one container with
 /// libcontainer, then exits, leaving the container's init process to the shim.
 /// Runs in a fresh single-threaded process.
-pub fn start_container(
-    root: &Path,
-    id: &str,
-    bundle: &Path,
-    pid_file: &Path,
-) -> Result<(), RuntimeError> {
+pub fn start_container(root: &Path, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), RuntimeError> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::container::Container;
     use libcontainer::syscall::syscall::SyscallType;
@@ -626,8 +561,6 @@ pub fn start_container(
         .with_detach(true)
         .build()
         .map_err(|e| RuntimeError::Container(format!("create: {e}")))?;
-    container
-        .start()
-        .map_err(|e| RuntimeError::Container(format!("start: {e}")))?;
+    container.start().map_err(|e| RuntimeError::Container(format!("start: {e}")))?;
     Ok(())
 }

@@ -134,12 +134,7 @@ impl ContainerPaths {
     /// Paths of container `name` in pod directory `pod_dir`.
     pub fn new(pod_dir: &Path, name: &str) -> Self {
         let base = pod_dir.join("containers").join(name);
-        ContainerPaths {
-            rootfs: base.join("rootfs"),
-            upper: base.join("upper"),
-            work: base.join("work"),
-            bundle: base,
-        }
+        ContainerPaths { rootfs: base.join("rootfs"), upper: base.join("upper"), work: base.join("work"), bundle: base }
     }
 }
 
@@ -209,13 +204,11 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
         "pids": {"limit": if c.limits.pids == 0 { DEFAULT_PIDS } else { c.limits.pids }},
     });
     if c.limits.memory_bytes > 0 {
-        resources["memory"] =
-            json!({"limit": c.limits.memory_bytes, "swap": c.limits.memory_bytes});
+        resources["memory"] = json!({"limit": c.limits.memory_bytes, "swap": c.limits.memory_bytes});
     }
     if c.limits.cpu_millicores > 0 {
         let period: u64 = 100_000;
-        resources["cpu"] =
-            json!({"quota": c.limits.cpu_millicores * period / 1000, "period": period});
+        resources["cpu"] = json!({"quota": c.limits.cpu_millicores * period / 1000, "period": period});
     }
     json!({
         "ociVersion": "1.0.2",
@@ -258,9 +251,8 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
 /// The open-file limit containers get: 65536, or the provider's own hard limit
 /// if lower (raising it would need privileges the sandbox may not grant).
 fn nofile() -> u64 {
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(_, h)| h)
-        .unwrap_or(1024);
+    let hard =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(1024);
     hard.min(65536)
 }
 
@@ -285,22 +277,11 @@ mod tests {
                 cwd: "/".into(),
                 uid: 0,
                 gid: 0,
-                limits: Limits {
-                    cpu_millicores: 500,
-                    memory_bytes: 64 << 20,
-                    pids: 0,
-                },
-                mounts: vec![MountSpec {
-                    volume: "data".into(),
-                    path: "/data".into(),
-                    read_only: true,
-                }],
+                limits: Limits { cpu_millicores: 500, memory_bytes: 64 << 20, pids: 0 },
+                mounts: vec![MountSpec { volume: "data".into(), path: "/data".into(), read_only: true }],
             }],
             restart: RestartPolicy::OnFailure,
-            volumes: vec![VolumeSpec {
-                name: "data".into(),
-                kind: VolumeKind::EmptyDir,
-            }],
+            volumes: vec![VolumeSpec { name: "data".into(), kind: VolumeKind::EmptyDir }],
             ports: vec![],
         }
     }
@@ -308,12 +289,7 @@ mod tests {
     #[test]
     fn config_turns_requested_resources_into_cgroup_limits() {
         let p = pod();
-        let cfg = oci_config(
-            &p,
-            &p.containers[0],
-            Path::new("/pods/p1"),
-            Path::new("/proc/1/fd/5"),
-        );
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
         assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64u64 << 20);
         assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], DEFAULT_PIDS);
@@ -323,12 +299,7 @@ mod tests {
     #[test]
     fn containers_share_the_pod_network_namespace_only() {
         let p = pod();
-        let cfg = oci_config(
-            &p,
-            &p.containers[0],
-            Path::new("/pods/p1"),
-            Path::new("/proc/1/fd/5"),
-        );
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
         let ns = cfg["linux"]["namespaces"].as_array().unwrap();
         let with_path: Vec<_> = ns.iter().filter(|n| n.get("path").is_some()).collect();
         assert_eq!(with_path.len(), 1);
@@ -340,12 +311,8 @@ mod tests {
     fn config_drops_host_reaching_capabilities() {
         let p = pod();
         let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
-        let caps = cfg["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap();
-        assert!(!caps
-            .iter()
-            .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN"));
+        let caps = cfg["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN"));
         assert_eq!(cfg["process"]["noNewPrivileges"], true);
     }
 
@@ -353,12 +320,7 @@ mod tests {
     fn volume_mounts_are_bind_mounts_from_the_pod_directory() {
         let p = pod();
         let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
-        let m = cfg["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/data")
-            .unwrap();
+        let m = cfg["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data").unwrap();
         assert_eq!(m["source"], "/pods/p1/volumes/data");
         assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
     }

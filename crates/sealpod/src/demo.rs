@@ -24,19 +24,11 @@ pub struct DemoArgs {
 pub fn image_from_binary(binary: &Path, out: &Path, tag: &str, cmd: Vec<String>) -> Result<String> {
     let files = sealpod_oci::binary_rootfs_files(binary)
         .with_context(|| format!("collecting {} and its libraries", binary.display()))?;
-    let name = binary
-        .file_name()
-        .context("binary has no file name")?
-        .to_string_lossy()
-        .into_owned();
+    let name = binary.file_name().context("binary has no file name")?.to_string_lossy().into_owned();
     let mut builder = sealpod_oci::ImageBuilder::new().compression(sealpod_oci::Compression::None);
     for (host, in_image) in files {
         // The binary itself goes to /app; its libraries keep their paths.
-        let at = if host == binary {
-            PathBuf::from("/app").join(&name)
-        } else {
-            in_image
-        };
+        let at = if host == binary { PathBuf::from("/app").join(&name) } else { in_image };
         builder = builder.file(host, at);
     }
     let mut entrypoint = vec![format!("/app/{name}")];
@@ -65,10 +57,7 @@ impl Drop for ProviderProcess {
 }
 
 fn nix_kill(pid: u32, sig: i32) -> std::io::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
     if status.success() {
         Ok(())
     } else {
@@ -106,14 +95,7 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let ready = dir.join("provider.ready");
     let log = std::fs::File::create(dir.join("provider.log"))?;
     let child = Command::new(&exe)
-        .args([
-            "provider",
-            "run",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--expose-ip",
-            "127.0.0.1",
-        ])
+        .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
         .arg("--state-dir")
         .arg(dir.join("provider"))
         .arg("--image-root")
@@ -129,19 +111,12 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let started = Instant::now();
     while !ready.exists() {
         if started.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "the provider did not start; see {}",
-                dir.join("provider.log").display()
-            );
+            bail!("the provider did not start; see {}", dir.join("provider.log").display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let info: sealpod_provider::Ready = serde_json::from_slice(&std::fs::read(&ready)?)?;
-    let addr = info
-        .addresses
-        .first()
-        .context("provider reported no address")?
-        .clone();
+    let addr = info.addresses.first().context("provider reported no address")?.clone();
     say(&format!("   provider {addr}"));
 
     say("3. deploying a two-container pod over /apocryph/provision-pod/0.0.1 …");
@@ -166,22 +141,15 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
         ),
     )?;
     let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
         let t0 = Instant::now();
-        let (pod_ref, status) = publisher
-            .deploy(pod, "demo", Target::Address(addr.parse()?))
-            .await?;
+        let (pod_ref, status) = publisher.deploy(pod, "demo", Target::Address(addr.parse()?)).await?;
         let deploy_time = t0.elapsed();
         if !json {
             print!("{}", crate::output::status_text(&status));
-            println!(
-                "   deployed in {:.0} ms",
-                deploy_time.as_secs_f64() * 1000.0
-            );
+            println!("   deployed in {:.0} ms", deploy_time.as_secs_f64() * 1000.0);
         }
         let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await;
         if checked.is_err() || !args.keep {
@@ -227,15 +195,10 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
 fn multiaddr_to_socket(addr: &str) -> Result<std::net::SocketAddr> {
     let parts: Vec<&str> = addr.split('/').collect();
     match parts.as_slice() {
-        ["", "ip4", ip, "tcp", port] | ["", "ip6", ip, "tcp", port] => Ok(format!(
-            "{}:{port}",
-            if addr.starts_with("/ip6") {
-                format!("[{ip}]")
-            } else {
-                ip.to_string()
-            }
-        )
-        .parse()?),
+        ["", "ip4", ip, "tcp", port] | ["", "ip6", ip, "tcp", port] => {
+            Ok(format!("{}:{port}", if addr.starts_with("/ip6") { format!("[{ip}]") } else { ip.to_string() })
+                .parse()?)
+        }
         _ => bail!("unexpected exposed address {addr}"),
     }
 }
@@ -251,10 +214,7 @@ async fn retry_get(url: &str) -> Result<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!(
-        "{url} did not answer: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )
+    bail!("{url} did not answer: {}", last.map(|e| e.to_string()).unwrap_or_default())
 }
 
 /// Fetches a page through the pod's exposed port and reads the client's log.
@@ -269,10 +229,7 @@ async fn check_pod(
             println!("{s}");
         }
     };
-    let exposed = status
-        .addresses
-        .first()
-        .context("the pod exposes no port")?;
+    let exposed = status.addresses.first().context("the pod exposes no port")?;
     let socket = multiaddr_to_socket(&exposed.multiaddr)?;
     say("4. fetching a page through the pod's exposed port …");
     let url = format!("http://{socket}/");

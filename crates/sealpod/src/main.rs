@@ -13,11 +13,7 @@ use sealpod_net::Multiaddr;
 use sealpod_publisher::{Publisher, Target};
 
 #[derive(Parser)]
-#[command(
-    name = "sealpod",
-    version,
-    about = "Deploy pods to providers you have never met, over libp2p"
-)]
+#[command(name = "sealpod", version, about = "Deploy pods to providers you have never met, over libp2p")]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -195,12 +191,7 @@ fn main() {
     let cli = Cli::parse();
     // Internal helpers run before any thread exists: creating a container forks.
     match &cli.command {
-        Command::StartContainer {
-            root,
-            id,
-            bundle,
-            pid_file,
-        } => {
+        Command::StartContainer { root, id, bundle, pid_file } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(0, false);
             }
@@ -213,10 +204,7 @@ fn main() {
         Command::Sample { args } => std::process::exit(sample::main(args)),
         _ => {}
     }
-    init_tracing(
-        cli.verbose,
-        matches!(cli.command, Command::Provider { .. } | Command::Shim { .. }),
-    );
+    init_tracing(cli.verbose, matches!(cli.command, Command::Provider { .. } | Command::Shim { .. }));
     let json = cli.json;
     if let Err(e) = run(cli) {
         if json {
@@ -234,13 +222,9 @@ fn init_tracing(verbose: u8, daemon: bool) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},libp2p=warn,libcontainer=warn"))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},libp2p=warn,libcontainer=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn home(cli_home: &Option<PathBuf>) -> PathBuf {
@@ -255,19 +239,11 @@ fn home(cli_home: &Option<PathBuf>) -> PathBuf {
 }
 
 fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("{a:?} is not a multiaddr"))
-        })
-        .collect()
+    addrs.iter().map(|a| a.parse().with_context(|| format!("{a:?} is not a multiaddr"))).collect()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -275,17 +251,13 @@ fn run(cli: Cli) -> Result<()> {
     let home = home(&cli.home);
     match cli.command {
         Command::Demo(args) => demo::run(args, json),
-        Command::Provider {
-            command: ProviderCommand::Run(args),
-        } => run_provider(args),
+        Command::Provider { command: ProviderCommand::Run(args) } => run_provider(args),
         Command::Shim { pod_dir } => {
             let exe = std::env::current_exe()?;
             sealpod_runtime::shim::run_shim(&pod_dir, &exe)?;
             Ok(())
         }
-        Command::Manifest {
-            command: ManifestCommand::Check { file },
-        } => {
+        Command::Manifest { command: ManifestCommand::Check { file } } => {
             let pod = sealpod_manifest::load_pod_manifest(&file)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&pod)?);
@@ -295,111 +267,54 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Image {
-            command: ImageCommand::FromBinary { binary, out, tag },
-        } => {
+        Command::Image { command: ImageCommand::FromBinary { binary, out, tag } } => {
             let digest = demo::image_from_binary(&binary, &out, &tag, vec![])?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"layout": out, "tag": tag, "digest": digest})
-                );
+                println!("{}", serde_json::json!({"layout": out, "tag": tag, "digest": digest}));
             } else {
                 println!("{}:{tag} {digest}", out.display());
             }
             Ok(())
         }
-        Command::Deploy {
-            manifest,
-            name,
-            discovery,
-        } => runtime()?.block_on(async {
+        Command::Deploy { manifest, name, discovery } => runtime()?.block_on(async {
             let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
             let name = name.unwrap_or_else(|| {
-                manifest
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "pod".into())
+                manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
             });
             let publisher = open_publisher(&home, &discovery).await?;
             let target = match &discovery.provider {
-                Some(p) => Target::Address(
-                    p.parse()
-                        .with_context(|| format!("--provider {p:?} is not a multiaddr"))?,
-                ),
+                Some(p) => Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?),
                 None => Target::Discover,
             };
             let (pod_ref, status) = publisher.deploy(pod, &name, target).await?;
             output::print_deployed(&pod_ref, &status, json)
         }),
         Command::Pods { status } => runtime()?.block_on(async {
-            let publisher = open_publisher(
-                &home,
-                &Discovery {
-                    provider: None,
-                    bootstrap: vec![],
-                    mdns: false,
-                },
-            )
-            .await?;
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
             let pods = publisher.pods()?;
             let mut rows = Vec::new();
             for p in pods {
-                let live = if status {
-                    Some(publisher.status(&p.pod_id).await.map_err(|e| e.to_string()))
-                } else {
-                    None
-                };
+                let live =
+                    if status { Some(publisher.status(&p.pod_id).await.map_err(|e| e.to_string())) } else { None };
                 rows.push((p, live));
             }
             output::print_pods(&rows, json)
         }),
         Command::Status { pod } => runtime()?.block_on(async {
-            let publisher = open_publisher(
-                &home,
-                &Discovery {
-                    provider: None,
-                    bootstrap: vec![],
-                    mdns: false,
-                },
-            )
-            .await?;
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
             let status = publisher.status(&pod).await?;
             output::print_status(&status, json)
         }),
-        Command::Logs {
-            pod,
-            container,
-            follow,
-        } => runtime()?.block_on(async {
-            let publisher = open_publisher(
-                &home,
-                &Discovery {
-                    provider: None,
-                    bootstrap: vec![],
-                    mdns: false,
-                },
-            )
-            .await?;
-            follow_logs(
-                &publisher,
-                &pod,
-                container.as_deref().unwrap_or(""),
-                follow,
-                json,
-            )
-            .await
+        Command::Logs { pod, container, follow } => runtime()?.block_on(async {
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
+            follow_logs(&publisher, &pod, container.as_deref().unwrap_or(""), follow, json).await
         }),
         Command::Delete { pod } => runtime()?.block_on(async {
-            let publisher = open_publisher(
-                &home,
-                &Discovery {
-                    provider: None,
-                    bootstrap: vec![],
-                    mdns: false,
-                },
-            )
-            .await?;
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
             let status = publisher.delete(&pod).await?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
@@ -418,13 +333,7 @@ async fn open_publisher(home: &Path, d: &Discovery) -> Result<Publisher> {
     Ok(Publisher::open(home, parse_addrs(&d.bootstrap)?, d.mdns).await?)
 }
 
-async fn follow_logs(
-    publisher: &Publisher,
-    pod: &str,
-    container: &str,
-    follow: bool,
-    json: bool,
-) -> Result<()> {
+async fn follow_logs(publisher: &Publisher, pod: &str, container: &str, follow: bool, json: bool) -> Result<()> {
     use std::io::Write;
     let mut offset = 0;
     let mut out = std::io::stdout().lock();
@@ -446,9 +355,7 @@ async fn follow_logs(
         }
         out.flush()?;
         offset = chunk.next_offset;
-        if chunk.finished
-            || (!follow && (chunk.data.len() as u32) < sealpod_proto::limits::LOG_CHUNK)
-        {
+        if chunk.finished || (!follow && (chunk.data.len() as u32) < sealpod_proto::limits::LOG_CHUNK) {
             return Ok(());
         }
         if chunk.data.is_empty() {
@@ -468,9 +375,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
             None => host.cpu_millicores,
         },
         memory_bytes: match &args.memory {
-            Some(m) => {
-                sealpod_manifest::parse_bytes(m).with_context(|| format!("--memory {m:?}"))?
-            }
+            Some(m) => sealpod_manifest::parse_bytes(m).with_context(|| format!("--memory {m:?}"))?,
             None => host.memory_bytes,
         },
     };
@@ -494,10 +399,6 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }

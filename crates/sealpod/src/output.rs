@@ -6,21 +6,13 @@ use sealpod_publisher::PodRef;
 
 fn phase(s: &PodStatus) -> String {
     PodPhase::try_from(s.phase)
-        .map(|p| {
-            p.as_str_name()
-                .trim_start_matches("POD_PHASE_")
-                .to_lowercase()
-        })
+        .map(|p| p.as_str_name().trim_start_matches("POD_PHASE_").to_lowercase())
         .unwrap_or_else(|_| "unknown".into())
 }
 
 fn container_state(code: i32) -> String {
     ContainerState::try_from(code)
-        .map(|p| {
-            p.as_str_name()
-                .trim_start_matches("CONTAINER_STATE_")
-                .to_lowercase()
-        })
+        .map(|p| p.as_str_name().trim_start_matches("CONTAINER_STATE_").to_lowercase())
         .unwrap_or_else(|_| "unknown".into())
 }
 
@@ -41,10 +33,7 @@ pub fn status_text(s: &PodStatus) -> String {
         out += "\n";
     }
     for a in &s.addresses {
-        out += &format!(
-            "  port {}:{} exposed at {}\n",
-            a.container_name, a.container_port, a.multiaddr
-        );
+        out += &format!("  port {}:{} exposed at {}\n", a.container_name, a.container_port, a.multiaddr);
     }
     out
 }
@@ -116,10 +105,7 @@ pub fn pod_summary(pod: &Pod) -> String {
             out += &format!("    port {} -> {}\n", p.port, p.target_port);
         }
         if let Some(r) = &c.resources {
-            out += &format!(
-                "    cpu {}m, memory {} bytes\n",
-                r.cpu_millicores, r.memory_bytes
-            );
+            out += &format!("    cpu {}m, memory {} bytes\n", r.cpu_millicores, r.memory_bytes);
         }
     }
     for v in &pod.volumes {

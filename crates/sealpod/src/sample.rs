@@ -12,28 +12,17 @@ use std::time::Duration;
 
 /// Runs the sample workload with `args` (without the program name).
 pub fn main(args: &[String]) -> i32 {
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     match args.first().map(String::as_str) {
         Some("serve") => {
-            let port = flag("--port")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(8080u16);
+            let port = flag("--port").and_then(|p| p.parse().ok()).unwrap_or(8080u16);
             let text = flag("--text").unwrap_or_else(|| "hello from sealpod".into());
             serve(port, &text)
         }
         Some("fetch") => {
             let url = flag("--url").unwrap_or_else(|| "http://127.0.0.1:8080/".into());
-            let interval = flag("--interval-ms")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(1000u64);
-            let count = flag("--count")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(u64::MAX);
+            let interval = flag("--interval-ms").and_then(|p| p.parse().ok()).unwrap_or(1000u64);
+            let count = flag("--count").and_then(|p| p.parse().ok()).unwrap_or(u64::MAX);
             for _ in 0..count {
                 match get(&url) {
                     Ok(body) => println!("fetched: {}", body.trim_end()),
@@ -98,29 +87,16 @@ fn serve(port: u16, text: &str) -> i32 {
 
 /// Fetches `http://host:port/path` and returns the body.
 pub fn get(url: &str) -> std::io::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map(|(a, p)| (a, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
+    let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed response"))?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("malformed response"))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!(
-            "unexpected status: {}",
-            head.lines().next().unwrap_or("")
-        )));
+        return Err(std::io::Error::other(format!("unexpected status: {}", head.lines().next().unwrap_or(""))));
     }
     Ok(body.to_owned())
 }

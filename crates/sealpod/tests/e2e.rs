@@ -14,20 +14,12 @@ const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 
 fn sealpod(home: &Path, args: &[&str]) -> Output {
-    Command::new(SEALPOD)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run sealpod")
+    Command::new(SEALPOD).arg("--home").arg(home).args(args).output().expect("run sealpod")
 }
 
 fn ok_json(out: Output) -> Value {
@@ -51,11 +43,7 @@ impl Provider {
     fn start(dir: &Path, port: u16) -> Provider {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("provider.log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("provider.log")).unwrap();
         let child = Command::new(SEALPOD)
             .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen"])
             .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
@@ -73,31 +61,15 @@ impl Provider {
             .unwrap();
         let t = Instant::now();
         while !ready.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "provider did not start: {}",
-                provider_log(dir)
-            );
+            assert!(t.elapsed() < Duration::from_secs(30), "provider did not start: {}", provider_log(dir));
             std::thread::sleep(Duration::from_millis(20));
         }
         let info: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
-        let addrs: Vec<String> = info["addresses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect();
+        let addrs: Vec<String> =
+            info["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
         let addr = addrs.iter().find(|a| a.contains("/tcp/")).unwrap().clone();
-        let quic_addr = addrs
-            .iter()
-            .find(|a| a.contains("/quic-v1/"))
-            .unwrap()
-            .clone();
-        Provider {
-            child,
-            addr,
-            quic_addr,
-        }
+        let quic_addr = addrs.iter().find(|a| a.contains("/quic-v1/")).unwrap().clone();
+        Provider { child, addr, quic_addr }
     }
 
     fn kill_hard(mut self) {
@@ -108,9 +80,7 @@ impl Provider {
 
 impl Drop for Provider {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -120,24 +90,17 @@ fn provider_log(dir: &Path) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn http_get(addr: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut r = String::new();
     s.read_to_string(&mut r).map_err(|e| e.to_string())?;
-    r.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .ok_or_else(|| format!("bad response {r:?}"))
+    r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).ok_or_else(|| format!("bad response {r:?}"))
 }
 
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
@@ -162,11 +125,7 @@ fn build_sample_image(dir: &Path) {
         .arg(dir.join("images/sample"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn write_pod(dir: &Path, name: &str, host_port: u16, extra: &str) -> PathBuf {
@@ -204,34 +163,20 @@ fn assert_nothing_left(dir: &Path, pod_id: &str, shim_pid: u64) {
     // Gone, or a zombie waiting for init to reap it (the provider that started
     // it was killed in this test).
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rfind(')')
-        .map(|i| stat[i + 1..].trim_start().chars().next())
-        .flatten();
-    assert!(
-        matches!(state, None | Some('Z')),
-        "shim {shim_pid} still running: {stat}"
-    );
+    let state = stat.rfind(')').map(|i| stat[i + 1..].trim_start().chars().next()).flatten();
+    assert!(matches!(state, None | Some('Z')), "shim {shim_pid} still running: {stat}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(pod_id), "mounts left: {mounts}");
     for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let cg = controller.path().join("sealpod").join(pod_id);
         assert!(!cg.exists(), "cgroup left: {}", cg.display());
     }
-    assert!(
-        !dir.join("provider/pods").join(pod_id).exists(),
-        "pod directory left"
-    );
+    assert!(!dir.join("provider/pods").join(pod_id).exists(), "pod directory left");
     // No process of the pod (they would run /app/sealpod-sample in the pod's cgroup).
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cg) = std::fs::read_to_string(p.path().join("cgroup")) {
-            let zombie =
-                std::fs::read_to_string(p.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
-            assert!(
-                zombie || !cg.contains(pod_id),
-                "process {:?} still in the pod's cgroup",
-                p.file_name()
-            );
+            let zombie = std::fs::read_to_string(p.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+            assert!(zombie || !cg.contains(pod_id), "process {:?} still in the pod's cgroup", p.file_name());
         }
     }
 }
@@ -251,26 +196,11 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
 
     // Deploy over /apocryph/provision-pod/0.0.1.
     let manifest = write_pod(dir, "web", 0, "");
-    let deployed = ok_json(sealpod(
-        &alice,
-        &[
-            "--json",
-            "deploy",
-            manifest.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    ));
+    let deployed =
+        ok_json(sealpod(&alice, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
-    assert_eq!(
-        deployed["status"]["phase"], "POD_PHASE_RUNNING",
-        "{deployed}"
-    );
-    let exposed = socket_of(
-        deployed["status"]["addresses"][0]["multiaddr"]
-            .as_str()
-            .unwrap(),
-    );
+    assert_eq!(deployed["status"]["phase"], "POD_PHASE_RUNNING", "{deployed}");
+    let exposed = socket_of(deployed["status"]["addresses"][0]["multiaddr"].as_str().unwrap());
 
     // The page comes through the exposed port; the client container reaches
     // the server over the pod's shared localhost.
@@ -291,11 +221,7 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
     let bob = dir.join("bob");
     std::fs::create_dir_all(&bob).unwrap();
     std::fs::copy(alice.join("pods.json"), bob.join("pods.json")).unwrap();
-    for args in [
-        vec!["status", pod_id.as_str()],
-        vec!["delete", pod_id.as_str()],
-        vec!["logs", pod_id.as_str()],
-    ] {
+    for args in [vec!["status", pod_id.as_str()], vec!["delete", pod_id.as_str()], vec!["logs", pod_id.as_str()]] {
         let out = sealpod(&bob, &args);
         assert!(!out.status.success(), "bob could {args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -305,10 +231,9 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
     // Kill the provider hard: the pod keeps serving.
     let shim_pid = ok_json(sealpod(&alice, &["--json", "status", &pod_id]));
     assert_eq!(shim_pid["phase"], "POD_PHASE_RUNNING");
-    let status_file: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("provider/pods").join(&pod_id).join("status.json")).unwrap(),
-    )
-    .unwrap();
+    let status_file: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("provider/pods").join(&pod_id).join("status.json")).unwrap())
+            .unwrap();
     let shim_pid = status_file["shim_pid"].as_u64().unwrap();
     provider.kill_hard();
     assert!(http_get(&exposed).unwrap().starts_with("web says hi"));
@@ -324,16 +249,9 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
     assert_eq!(listed[0]["pod"]["pod_id"], pod_id.as_str());
 
     let out = sealpod(&alice, &["delete", &pod_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_nothing_left(dir, &pod_id, shim_pid);
-    assert!(
-        http_get(&exposed).is_err(),
-        "the exposed port still answers after delete"
-    );
+    assert!(http_get(&exposed).is_err(), "the exposed port still answers after delete");
     let out = sealpod(&alice, &["status", &pod_id]);
     assert!(!out.status.success());
     drop(provider);
@@ -353,87 +271,31 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
 
     // A missing image.
     let missing = dir.join("missing.yaml");
-    std::fs::write(
-        &missing,
-        "containers:\n  - name: a\n    image: oci:/nonexistent/layout:v1\n",
-    )
-    .unwrap();
-    let out = sealpod(
-        &home,
-        &[
-            "deploy",
-            missing.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    );
+    std::fs::write(&missing, "containers:\n  - name: a\n    image: oci:/nonexistent/layout:v1\n").unwrap();
+    let out = sealpod(&home, &["deploy", missing.to_str().unwrap(), "--provider", &provider.addr]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("containers[0].image"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("containers[0].image"), "{err}");
 
     // An image outside the provider's image roots.
     let outside = dir.join("outside.yaml");
-    std::fs::write(
-        &outside,
-        "containers:\n  - name: a\n    image: oci:/etc:v1\n",
-    )
-    .unwrap();
-    let out = sealpod(
-        &home,
-        &[
-            "deploy",
-            outside.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    );
+    std::fs::write(&outside, "containers:\n  - name: a\n    image: oci:/etc:v1\n").unwrap();
+    let out = sealpod(&home, &["deploy", outside.to_str().unwrap(), "--provider", &provider.addr]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("outside the provider's image directories"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("outside the provider's image directories"), "{err}");
 
     // A host port that is already taken.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = write_pod(dir, "busy", taken.local_addr().unwrap().port(), "");
-    let out = sealpod(
-        &home,
-        &[
-            "deploy",
-            busy.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    );
+    let out = sealpod(&home, &["deploy", busy.to_str().unwrap(), "--provider", &provider.addr]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("cannot expose port"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("cannot expose port"), "{err}");
 
     // Unknown manifest fields and bad quantities never leave the publisher.
     let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "containers:\n  - name: a\n    image: x\n    resources: {cpu: 12x}\n",
-    )
-    .unwrap();
-    let out = sealpod(
-        &home,
-        &[
-            "deploy",
-            bad.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    );
+    std::fs::write(&bad, "containers:\n  - name: a\n    image: x\n    resources: {cpu: 12x}\n").unwrap();
+    let out = sealpod(&home, &["deploy", bad.to_str().unwrap(), "--provider", &provider.addr]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("bad.yaml:4") && err.contains("resources.cpu"),
-        "{err}"
-    );
+    assert!(!out.status.success() && err.contains("bad.yaml:4") && err.contains("resources.cpu"), "{err}");
 
     // A pod id nobody has.
     let out = sealpod(&home, &["status", "p0000000000000000"]);
@@ -443,37 +305,19 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
     // behind by the refused ones.
     // (over QUIC this time)
     let good = write_pod(dir, "good", 0, "");
-    let deployed = ok_json(sealpod(
-        &home,
-        &[
-            "--json",
-            "deploy",
-            good.to_str().unwrap(),
-            "--provider",
-            &provider.quic_addr,
-        ],
-    ));
+    let deployed =
+        ok_json(sealpod(&home, &["--json", "deploy", good.to_str().unwrap(), "--provider", &provider.quic_addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
-    let pods: Vec<_> = std::fs::read_dir(dir.join("provider/pods"))
-        .unwrap()
-        .flatten()
-        .collect();
+    let pods: Vec<_> = std::fs::read_dir(dir.join("provider/pods")).unwrap().flatten().collect();
     assert_eq!(pods.len(), 1, "refused pods left directories behind");
     let out = sealpod(&home, &["delete", &pod_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn cgroup_file(pod_id: &str, container: &str, v1: &str, v2: &str) -> Option<String> {
     let v1_path = format!("/sys/fs/cgroup/memory/sealpod/{pod_id}/{container}/{v1}");
     let v2_path = format!("/sys/fs/cgroup/sealpod/{pod_id}/{container}/{v2}");
-    std::fs::read_to_string(v1_path)
-        .or_else(|_| std::fs::read_to_string(v2_path))
-        .ok()
-        .map(|s| s.trim().to_owned())
+    std::fs::read_to_string(v1_path).or_else(|_| std::fs::read_to_string(v2_path)).ok().map(|s| s.trim().to_owned())
 }
 
 #[test]
@@ -505,28 +349,15 @@ restartPolicy: OnFailure
         ),
     )
     .unwrap();
-    let deployed = ok_json(sealpod(
-        &home,
-        &[
-            "--json",
-            "deploy",
-            manifest.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    ));
+    // No --provider: the provider is found through the DHT, bootstrapping from it.
+    let deployed =
+        ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--bootstrap", &provider.addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
 
     // The crashing container is restarted with back-off and keeps its exit code.
     let status = eventually("restarts", || {
         let s = ok_json(sealpod(&home, &["--json", "status", &pod_id]));
-        let crashy = s["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "crashy")
-            .unwrap()
-            .clone();
+        let crashy = s["containers"].as_array().unwrap().iter().find(|c| c["name"] == "crashy").unwrap().clone();
         if crashy["restarts"].as_u64().unwrap_or(0) >= 2 {
             Ok(crashy)
         } else {
@@ -539,30 +370,19 @@ restartPolicy: OnFailure
     assert!(log.matches("exiting with 3").count() >= 2, "{log}");
 
     // Requested resources are cgroup limits of the running container.
-    let mem = cgroup_file(&pod_id, "steady", "memory.limit_in_bytes", "memory.max")
-        .expect("memory cgroup");
+    let mem = cgroup_file(&pod_id, "steady", "memory.limit_in_bytes", "memory.max").expect("memory cgroup");
     assert_eq!(mem, (48u64 << 20).to_string());
-    let cpu = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/cpu/sealpod/{pod_id}/steady/cpu.cfs_quota_us"
-    ))
-    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/cpu.max")))
-    .unwrap();
+    let cpu = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/sealpod/{pod_id}/steady/cpu.cfs_quota_us"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/cpu.max")))
+        .unwrap();
     assert!(cpu.trim().starts_with("25000"), "{cpu}");
-    let pids = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/pids/sealpod/{pod_id}/steady/pids.max"
-    ))
-    .or_else(|_| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/pids.max"))
-    })
-    .unwrap();
+    let pids = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/sealpod/{pod_id}/steady/pids.max"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/sealpod/{pod_id}/steady/pids.max")))
+        .unwrap();
     assert_eq!(pids.trim(), "64");
 
     let out = sealpod(&home, &["delete", &pod_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -586,24 +406,12 @@ fn logs_follow_streams_until_the_container_exits() {
         ),
     )
     .unwrap();
-    let deployed = ok_json(sealpod(
-        &home,
-        &[
-            "--json",
-            "deploy",
-            manifest.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-        ],
-    ));
+    let deployed =
+        ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
     // --follow returns by itself once the container has exited and all output was read.
     let out = sealpod(&home, &["logs", &pod_id, "--follow"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(log.matches("fetch failed").count(), 5, "{log}");
     let status = ok_json(sealpod(&home, &["--json", "status", &pod_id]));

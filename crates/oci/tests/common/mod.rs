@@ -145,23 +145,15 @@ pub fn write_image(layout: &Path, tag: &str, layers: &[(Vec<u8>, Compression)]) 
     let mut diff_ids = Vec::new();
     for (tar, c) in layers {
         diff_ids.push(sha256_digest(tar));
-        descs.push(
-            w.write_blob(c.oci_media_type(), &compress(tar, *c))
-                .unwrap(),
-        );
+        descs.push(w.write_blob(c.oci_media_type(), &compress(tar, *c)).unwrap());
     }
     w.add_image(&config_json(&diff_ids), descs, tag).unwrap();
-    ImageReference::OciLayout {
-        path: layout.to_owned(),
-        tag: Some(tag.to_owned()),
-    }
+    ImageReference::OciLayout { path: layout.to_owned(), tag: Some(tag.to_owned()) }
 }
 
 /// The file of a blob in a layout.
 pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
 }
 
 /// Everything about a tree that an unpacker is responsible for:
@@ -173,10 +165,7 @@ pub fn snapshot(root: &Path, with_mtimes: bool) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, with_mtimes: bool, out: &mut BTreeMap<String, String>) {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     for path in entries {
         let m = fs::symlink_metadata(&path).unwrap();
@@ -191,20 +180,9 @@ fn walk(root: &Path, dir: &Path, with_mtimes: bool, out: &mut BTreeMap<String, S
         } else {
             "special".to_owned()
         };
-        let mode = if ft.is_symlink() {
-            0
-        } else {
-            m.mode() & 0o7777
-        };
-        let mtime = if with_mtimes && !ft.is_symlink() {
-            format!(" @{}", m.mtime())
-        } else {
-            String::new()
-        };
-        out.insert(
-            rel,
-            format!("{what} {mode:o} {}:{}{mtime}", m.uid(), m.gid()),
-        );
+        let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
+        let mtime = if with_mtimes && !ft.is_symlink() { format!(" @{}", m.mtime()) } else { String::new() };
+        out.insert(rel, format!("{what} {mode:o} {}:{}{mtime}", m.uid(), m.gid()));
         if ft.is_dir() {
             walk(root, &path, with_mtimes, out);
         }
@@ -213,11 +191,7 @@ fn walk(root: &Path, dir: &Path, with_mtimes: bool, out: &mut BTreeMap<String, S
 
 /// Whether `tool` can be run; prints why a test is skipped if not.
 pub fn have_tool(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("SKIPPED {test}: `{tool}` is not installed (apt-get install {tool})");
     }
@@ -229,16 +203,12 @@ pub fn is_root() -> bool {
 }
 
 fn nix_euid() -> u32 {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
