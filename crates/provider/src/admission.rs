@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 
 use sealpod_proto::{image::Source, volume, Error, ErrorCode, Pod, Protocol};
-use sealpod_runtime::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
+use sealpod_runtime::{
+    ContainerSpec, EgressPolicy, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec,
+};
 
 use crate::images::{ImageStore, UnpackedImage};
 
@@ -22,7 +24,15 @@ fn invalid(field: String, message: impl Into<String>) -> Error {
 }
 
 /// Checks a wire pod and prepares everything it needs.
-pub fn admit(pod_id: &str, pod: &Pod, images: &ImageStore, expose_ip: IpAddr) -> Result<Admitted, Error> {
+/// `egress` is the outbound access the pod's payload manifest was granted, if
+/// any: its containers then find the proxy in `HTTP_PROXY` and `HTTPS_PROXY`.
+pub fn admit(
+    pod_id: &str,
+    pod: &Pod,
+    images: &ImageStore,
+    expose_ip: IpAddr,
+    egress: Option<EgressPolicy>,
+) -> Result<Admitted, Error> {
     if pod.containers.is_empty() {
         return Err(invalid("pod.containers".into(), "a pod needs at least one container"));
     }
@@ -79,6 +89,12 @@ pub fn admit(pod_id: &str, pod: &Pod, images: &ImageStore, expose_ip: IpAddr) ->
         let mut env: Vec<String> = image.config.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if let Some(policy) = &egress {
+            let proxy = format!("http://127.0.0.1:{}", policy.proxy_port);
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                env.push(format!("{name}={proxy}"));
+            }
         }
         for (j, e) in c.env.iter().enumerate() {
             if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') || e.value.contains('\0') {
@@ -162,7 +178,7 @@ pub fn admit(pod_id: &str, pod: &Pod, images: &ImageStore, expose_ip: IpAddr) ->
         _ => RestartPolicy::OnFailure,
     };
     Ok(Admitted {
-        spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards },
+        spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards, egress },
         listeners,
     })
 }

@@ -260,7 +260,7 @@ impl Provider {
                 ),
             ));
         }
-        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip)?;
+        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, None)?;
         let record = PodRecord {
             pod_id: pod_id.clone(),
             name: request.name.chars().take(128).collect(),
@@ -290,6 +290,12 @@ impl Provider {
                 Err(Error::new(ErrorCode::Internal, format!("starting the pod failed: {e}")))
             }
         }
+    }
+
+    /// Whether the pod's rules let its owner run `argv`. A pod without a
+    /// payload manifest lets its owner run anything.
+    fn exec_allowed(&self, _record: &PodRecord, _argv: &[String]) -> Result<(), Error> {
+        Ok(())
     }
 
     /// The record of a pod the caller owns.
@@ -352,6 +358,48 @@ impl Provider {
                     offset: slice.offset,
                     next_offset: slice.next_offset,
                     finished,
+                }))
+            }
+            Some(Op::Exec(x)) => {
+                let record = self.owned(&peer, &x.pod_id)?;
+                let state = self.runtime.state(&record.pod_id).map_err(internal)?;
+                let container = if x.container.is_empty() {
+                    state.containers.first().map(|c| c.name.clone()).unwrap_or_default()
+                } else {
+                    x.container.clone()
+                };
+                if x.argv.is_empty() || x.argv.len() > 4096 || x.argv.iter().any(|a| a.contains('\0')) {
+                    return Err(Error {
+                        code: ErrorCode::InvalidRequest as i32,
+                        message: "the command must be 1 to 4096 arguments without NUL bytes".into(),
+                        field: "argv".into(),
+                    });
+                }
+                self.exec_allowed(&record, &x.argv)?;
+                let exec_id = self.runtime.exec(&record.pod_id, &container, x.argv).map_err(|e| Error {
+                    code: ErrorCode::InvalidRequest as i32,
+                    message: e.to_string(),
+                    field: "container".into(),
+                })?;
+                tracing::info!(pod = %record.pod_id, %exec_id, "exec started");
+                Ok(ControlResult::ExecStarted(sealpod_proto::ExecStarted { exec_id }))
+            }
+            Some(Op::ExecOutput(o)) => {
+                let record = self.owned(&peer, &o.pod_id)?;
+                let max = o.max_bytes.clamp(1, sealpod_proto::limits::LOG_CHUNK) as usize;
+                let (slice, exit) =
+                    self.runtime.exec_output(&record.pod_id, &o.exec_id, o.offset, max).map_err(|e| Error {
+                        code: ErrorCode::NotFound as i32,
+                        message: e.to_string(),
+                        field: "exec_id".into(),
+                    })?;
+                let finished = exit.is_some() && slice.data.len() < max;
+                Ok(ControlResult::ExecOutput(sealpod_proto::ExecOutput {
+                    data: slice.data,
+                    offset: slice.offset,
+                    next_offset: slice.next_offset,
+                    finished,
+                    exit_code: if finished { exit.unwrap_or(0) } else { 0 },
                 }))
             }
             Some(Op::Delete(d)) => {
@@ -426,6 +474,15 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
             .collect(),
         created_unix_seconds: record.created_unix_seconds,
         message: state.message.clone(),
+        denials: state
+            .denials
+            .iter()
+            .map(|d| sealpod_proto::Denial {
+                unix_seconds: d.unix_seconds,
+                kind: d.kind.clone(),
+                detail: d.detail.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use sealpod_net::{Multiaddr, Node, NodeConfig, NodeError, PeerId};
 use sealpod_proto::{
-    pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest, DeleteRequest, LogChunk,
-    LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest, Resources, StatusRequest,
+    pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest, DeleteRequest, ExecOutput,
+    ExecOutputRequest, ExecRequest, LogChunk, LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest,
+    Resources, StatusRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -213,6 +214,30 @@ impl Publisher {
         };
         match self.control(pod_id, Op::Logs(request)).await? {
             ControlResult::Logs(chunk) => Ok(chunk),
+            _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// Starts a command in a container of the pod; returns the exec id whose
+    /// output [`Publisher::exec_output`] reads.
+    pub async fn exec(&self, pod_id: &str, container: &str, argv: Vec<String>) -> Result<String, PublisherError> {
+        let request = ExecRequest { pod_id: pod_id.to_owned(), container: container.to_owned(), argv };
+        match self.control(pod_id, Op::Exec(request)).await? {
+            ControlResult::ExecStarted(s) => Ok(s.exec_id),
+            _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// A chunk of an exec's output from `offset`.
+    pub async fn exec_output(&self, pod_id: &str, exec_id: &str, offset: u64) -> Result<ExecOutput, PublisherError> {
+        let request = ExecOutputRequest {
+            pod_id: pod_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            offset,
+            max_bytes: sealpod_proto::limits::LOG_CHUNK,
+        };
+        match self.control(pod_id, Op::ExecOutput(request)).await? {
+            ControlResult::ExecOutput(o) => Ok(o),
             _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
         }
     }

@@ -17,6 +17,7 @@
 //! with a pod (the provider does). It follows the OCI runtime specification for
 //! the container configuration.
 
+pub mod egress;
 pub mod logs;
 pub mod netns;
 mod pod;
@@ -24,9 +25,10 @@ pub mod shim;
 pub mod spec;
 pub mod status;
 
+pub use egress::{AllowedUrl, EgressPolicy};
 pub use pod::Runtime;
 pub use spec::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
-pub use status::{ContainerState, Phase, PodState, RunState};
+pub use status::{ContainerState, DenialRecord, Phase, PodState, RunState};
 
 /// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]

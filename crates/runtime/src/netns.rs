@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ impl NetNs {
     /// loopback interface on request.
     pub fn connector(&self) -> io::Result<Connector> {
         let ns = self.file.try_clone()?;
-        let (tx, rx) = mpsc::channel::<(u16, mpsc::SyncSender<io::Result<TcpStream>>)>();
+        let (tx, rx) = mpsc::channel::<Op>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         std::thread::Builder::new().name("netns-connector".into()).spawn(move || {
             if let Err(e) = setns(ns.as_fd(), CloneFlags::CLONE_NEWNET) {
@@ -50,9 +50,16 @@ impl NetNs {
                 return;
             }
             let _ = ready_tx.send(Ok(()));
-            while let Ok((port, reply)) = rx.recv() {
-                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                let _ = reply.send(TcpStream::connect_timeout(&addr, Duration::from_secs(5)));
+            while let Ok(op) = rx.recv() {
+                match op {
+                    Op::Connect(port, reply) => {
+                        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                        let _ = reply.send(TcpStream::connect_timeout(&addr, Duration::from_secs(5)));
+                    }
+                    Op::Listen(port, reply) => {
+                        let _ = reply.send(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+                    }
+                }
             }
         })?;
         ready_rx.recv().map_err(|_| io::Error::other("netns connector died"))??;
@@ -60,10 +67,15 @@ impl NetNs {
     }
 }
 
-/// Opens TCP connections inside a pod's network namespace.
+enum Op {
+    Connect(u16, mpsc::SyncSender<io::Result<TcpStream>>),
+    Listen(u16, mpsc::SyncSender<io::Result<TcpListener>>),
+}
+
+/// Opens TCP connections and listeners inside a pod's network namespace.
 #[derive(Clone)]
 pub struct Connector {
-    tx: mpsc::Sender<(u16, mpsc::SyncSender<io::Result<TcpStream>>)>,
+    tx: mpsc::Sender<Op>,
 }
 
 impl Connector {
@@ -71,7 +83,15 @@ impl Connector {
     /// context.
     pub fn connect(&self, port: u16) -> io::Result<TcpStream> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send((port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
+        self.tx.send(Op::Connect(port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
+        rx.recv().map_err(|_| io::Error::other("netns connector stopped"))?
+    }
+
+    /// Listens on `127.0.0.1:port` inside the pod. The listener keeps
+    /// belonging to the pod's namespace whichever thread accepts on it.
+    pub fn listen(&self, port: u16) -> io::Result<TcpListener> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(Op::Listen(port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
         rx.recv().map_err(|_| io::Error::other("netns connector stopped"))?
     }
 }

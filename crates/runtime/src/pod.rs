@@ -156,6 +156,52 @@ impl Runtime {
         Ok(())
     }
 
+    /// Starts `argv` in a running container of the pod; its output is read
+    /// with [`Runtime::exec_output`] under the returned id.
+    pub fn exec(&self, pod_id: &str, container: &str, argv: Vec<String>) -> Result<String, RuntimeError> {
+        use std::io::{BufRead, Write};
+        let bytes: [u8; 8] = std::array::from_fn(|_| rand_byte());
+        let exec_id = format!("x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let request = crate::shim::ExecRequest { exec_id: exec_id.clone(), container: container.to_owned(), argv };
+        let sock = self.pod_dir(pod_id).join("control.sock");
+        let mut conn = std::os::unix::net::UnixStream::connect(&sock)
+            .map_err(|e| RuntimeError::Container(format!("the pod's shim does not answer: {e}")))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        conn.write_all(format!("{}\n", serde_json::to_string(&request)?).as_bytes())?;
+        let mut line = String::new();
+        std::io::BufReader::new(std::io::Read::take(conn, 64 * 1024)).read_line(&mut line)?;
+        let reply: serde_json::Value = serde_json::from_str(&line)?;
+        match reply.get("error").and_then(|e| e.as_str()) {
+            Some(e) => Err(RuntimeError::Container(e.to_owned())),
+            None => Ok(exec_id),
+        }
+    }
+
+    /// Output of an exec from `offset`, and its exit code once it has exited
+    /// and all its output was captured.
+    pub fn exec_output(
+        &self,
+        pod_id: &str,
+        exec_id: &str,
+        offset: u64,
+        max: usize,
+    ) -> Result<(LogSlice, Option<i32>), RuntimeError> {
+        if exec_id.is_empty() || !exec_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(RuntimeError::NotFound(exec_id.to_owned()));
+        }
+        let dir = self.pod_dir(pod_id).join("execs");
+        if !dir.join(format!("{exec_id}.log")).exists() {
+            return Err(RuntimeError::NotFound(exec_id.to_owned()));
+        }
+        // Read the exit status first: once it and the end of output are both
+        // there, nothing more will be written.
+        let exit =
+            std::fs::read_to_string(dir.join(format!("{exec_id}.exit"))).ok().and_then(|s| s.trim().parse().ok());
+        let done = exit.is_some() && dir.join(format!("{exec_id}.eof")).exists();
+        let slice = read_log(&dir, exec_id, offset, max)?;
+        Ok((slice, if done { exit } else { None }))
+    }
+
     /// Ids of the pods present on disk.
     pub fn pod_ids(&self) -> Vec<String> {
         std::fs::read_dir(&self.pods_dir)
@@ -171,6 +217,13 @@ fn state_settled(state: &PodState) -> bool {
         Phase::Running => state.containers.iter().all(|c| c.state != RunState::Created),
         _ => true,
     }
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish() as u8
 }
 
 fn pid_running(pid: u32) -> bool {

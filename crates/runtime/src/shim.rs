@@ -71,6 +71,7 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
         message: String::new(),
         shim_pid: std::process::id(),
         shim_start_time: process_start_time(std::process::id()).unwrap_or(0),
+        denials: Vec::new(),
     };
     state.save(pod_dir)?;
 
@@ -167,6 +168,79 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
 
 enum Event {
     Restart(usize),
+    Denied(&'static str, String),
+    Exec(ExecRequest, tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// A request on the shim's control socket: run a command in a container.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExecRequest {
+    /// Names the exec's output files.
+    pub exec_id: String,
+    /// The container to run in.
+    pub container: String,
+    /// The command.
+    pub argv: Vec<String>,
+}
+
+/// Most denials kept in the pod's status.
+const MAX_DENIALS: usize = 20;
+
+/// A pipe whose read end is copied into `dir/<name>.log` by a thread; when the
+/// last write end closes the thread writes `dir/<name>.eof`. `None` rotation
+/// means the default size.
+fn log_pipe(dir: &Path, name: &str, rotate: Option<u64>) -> Result<OwnedFd, RuntimeError> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let mut writer = LogWriter::open(dir, name, rotate.unwrap_or(DEFAULT_ROTATE_BYTES))?;
+    let eof = dir.join(format!("{name}.eof"));
+    std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
+        let mut file = fs::File::from(read);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = writer.append(&buf[..n]) {
+                        eprintln!("log write failed: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = fs::write(eof, b"");
+    })?;
+    Ok(write)
+}
+
+/// Accepts exec requests, one JSON line each, answered with one JSON line.
+async fn serve_control(listener: tokio::net::UnixListener, events: mpsc::UnboundedSender<Event>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    loop {
+        let Ok((conn, _)) = listener.accept().await else { continue };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = conn.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read.take(64 * 1024));
+            let reply = match reader.read_line(&mut line).await {
+                Ok(_) => match serde_json::from_str::<ExecRequest>(&line) {
+                    Ok(req) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let _ = events.send(Event::Exec(req, tx));
+                        rx.await.unwrap_or_else(|_| Err("shim is stopping".into()))
+                    }
+                    Err(e) => Err(format!("bad control request: {e}")),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let json = match reply {
+                Ok(()) => serde_json::json!({"ok": true}),
+                Err(e) => serde_json::json!({"error": e}),
+            };
+            let _ = write.write_all(format!("{json}\n").as_bytes()).await;
+        });
+    }
 }
 
 struct Supervisor<'a> {
@@ -176,8 +250,10 @@ struct Supervisor<'a> {
     state: PodState,
     /// Write ends of each container's log pipe, kept for restarts.
     log_pipes: Vec<OwnedFd>,
-    /// Helper pid -> container index.
-    helpers: HashMap<i32, usize>,
+    /// Helper pid -> what it starts.
+    helpers: HashMap<i32, Helper>,
+    /// Exec process pid -> exec id.
+    execs: HashMap<i32, String>,
     /// Exits of processes not yet claimed (an init that exits before its
     /// helper does).
     unclaimed: HashMap<i32, i32>,
@@ -199,26 +275,24 @@ async fn supervise(
 
     let mut log_pipes = Vec::new();
     for c in &spec.containers {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let mut writer = LogWriter::open(&pod_dir.join("logs"), &c.name, DEFAULT_ROTATE_BYTES)?;
-        std::thread::Builder::new().name(format!("log-{}", c.name)).spawn(move || {
-            let mut file = fs::File::from(read);
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match std::io::Read::read(&mut file, &mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if let Err(e) = writer.append(&buf[..n]) {
-                            eprintln!("log write failed: {e}");
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        })?;
-        log_pipes.push(write);
+        log_pipes.push(log_pipe(&pod_dir.join("logs"), &c.name, None)?);
     }
+
+    if let Some(policy) = &spec.egress {
+        let listener = connector.listen(policy.proxy_port)?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(crate::egress::serve(listener, Arc::new(policy.clone()), tx));
+        let events = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(reason) = rx.recv().await {
+                let _ = events.send(Event::Denied("egress", reason));
+            }
+        });
+    }
+    let control = tokio::net::UnixListener::bind(pod_dir.join("control.sock"))?;
+    tokio::spawn(serve_control(control, events_tx.clone()));
 
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS));
     for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
@@ -234,6 +308,7 @@ async fn supervise(
         state,
         log_pipes,
         helpers: HashMap::new(),
+        execs: HashMap::new(),
         unclaimed: HashMap::new(),
         events: events_tx,
     };
@@ -245,13 +320,25 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = sigchld.recv() => sup.reap(),
-            Some(Event::Restart(i)) = events.recv() => {
-                if sup.state.containers[i].state == RunState::Restarting {
-                    sup.state.containers[i].restarts += 1;
-                    sup.start(i);
+            Some(event) = events.recv() => match event {
+                Event::Denied(kind, detail) => {
+                    eprintln!("denied {kind}: {detail}");
+                    sup.state.denials.push(crate::status::DenialRecord { unix_seconds: now(), kind: kind.into(), detail });
+                    let excess = sup.state.denials.len().saturating_sub(MAX_DENIALS);
+                    sup.state.denials.drain(..excess);
                     sup.save();
                 }
-            }
+                Event::Exec(req, reply) => {
+                    let _ = reply.send(sup.exec(req));
+                }
+                Event::Restart(i) => {
+                    if sup.state.containers[i].state == RunState::Restarting {
+                        sup.state.containers[i].restarts += 1;
+                        sup.start(i);
+                        sup.save();
+                    }
+                }
+            },
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -330,7 +417,7 @@ impl Supervisor<'_> {
         let cs = &mut self.state.containers[i];
         match spawned {
             Ok(child) => {
-                self.helpers.insert(child.id() as i32, i);
+                self.helpers.insert(child.id() as i32, Helper::Start(i));
                 cs.state = RunState::Created;
                 // The child handle is dropped on purpose: this process reaps
                 // every child itself in `reap`.
@@ -351,8 +438,13 @@ impl Supervisor<'_> {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
-            if let Some(i) = self.helpers.remove(&pid) {
-                self.helper_done(i, code);
+            if let Some(helper) = self.helpers.remove(&pid) {
+                match helper {
+                    Helper::Start(i) => self.helper_done(i, code),
+                    Helper::Exec(id) => self.exec_helper_done(id, code),
+                }
+            } else if let Some(id) = self.execs.remove(&pid) {
+                write_exit(&self.pod_dir.join("execs"), &id, code);
             } else if let Some(i) = self.state.containers.iter().position(|c| c.pid == Some(pid)) {
                 self.exited(i, code);
             } else {
@@ -360,6 +452,60 @@ impl Supervisor<'_> {
             }
         }
         self.save();
+    }
+
+    /// Launches the helper that runs a command in a running container.
+    fn exec(&mut self, req: ExecRequest) -> Result<(), String> {
+        let ok_id = !req.exec_id.is_empty()
+            && req.exec_id.len() <= 64
+            && req.exec_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok_id {
+            return Err("invalid exec id".into());
+        }
+        let Some(i) = self.spec.containers.iter().position(|c| c.name == req.container) else {
+            return Err(format!("no container {:?}", req.container));
+        };
+        if self.state.containers[i].state != RunState::Running {
+            return Err(format!("container {} is not running", req.container));
+        }
+        if req.argv.is_empty() {
+            return Err("empty command".into());
+        }
+        let dir = self.pod_dir.join("execs");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = log_pipe(&dir, &req.exec_id, None).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(self.exe)
+            .arg("exec-container")
+            .arg("--root")
+            .arg(self.pod_dir.join("state"))
+            .arg("--id")
+            .arg(&req.container)
+            .arg("--pid-file")
+            .arg(dir.join(format!("{}.pid", req.exec_id)))
+            .arg("--")
+            .args(&req.argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| format!("cannot launch exec-container: {e}"))?;
+        self.helpers.insert(child.id() as i32, Helper::Exec(req.exec_id));
+        Ok(())
+    }
+
+    fn exec_helper_done(&mut self, id: String, code: i32) {
+        let dir = self.pod_dir.join("execs");
+        let pid = fs::read_to_string(dir.join(format!("{id}.pid"))).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        match (code, pid) {
+            (0, Some(pid)) => match self.unclaimed.remove(&pid) {
+                Some(code) => write_exit(&dir, &id, code),
+                None => {
+                    self.execs.insert(pid, id);
+                }
+            },
+            _ => write_exit(&dir, &id, if code == 0 { 127 } else { code }),
+        }
     }
 
     fn helper_done(&mut self, i: usize, code: i32) {
@@ -408,6 +554,25 @@ impl Supervisor<'_> {
             c.state = RunState::Exited;
         }
     }
+}
+
+/// What a helper process was launched for.
+enum Helper {
+    /// Starting container `i`.
+    Start(usize),
+    /// Running an exec with this id.
+    Exec(String),
+}
+
+fn write_exit(dir: &Path, id: &str, code: i32) {
+    let tmp = dir.join(format!("{id}.exit.tmp"));
+    if fs::write(&tmp, code.to_string()).is_ok() {
+        let _ = fs::rename(tmp, dir.join(format!("{id}.exit")));
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 async fn forward_port(
@@ -562,5 +727,36 @@ pub fn start_container(root: &Path, id: &str, bundle: &Path, pid_file: &Path) ->
         .build()
         .map_err(|e| RuntimeError::Container(format!("create: {e}")))?;
     container.start().map_err(|e| RuntimeError::Container(format!("start: {e}")))?;
+    Ok(())
+}
+
+/// The `exec-container` helper: runs `argv` in running container `id` with the
+/// container's environment and working directory, then exits, leaving the new
+/// process to the shim. Runs in a fresh single-threaded process.
+pub fn exec_container(root: &Path, id: &str, pid_file: &Path, argv: Vec<String>) -> Result<(), RuntimeError> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::container::Container;
+    use libcontainer::syscall::syscall::SyscallType;
+    let container = Container::load(root.join(id)).map_err(|e| RuntimeError::Container(e.to_string()))?;
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(container.bundle().join("config.json"))?)?;
+    let env: HashMap<String, String> = config["process"]["env"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|e| e.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect()
+        })
+        .unwrap_or_default();
+    let cwd = config["process"]["cwd"].as_str().map(PathBuf::from);
+    ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.with_pid_file(Some(pid_file)))
+        .map_err(|e| RuntimeError::Container(e.to_string()))?
+        .as_tenant()
+        .with_container_args(argv)
+        .with_env(env)
+        .with_cwd(cwd)
+        .with_no_new_privs(true)
+        .with_detach(true)
+        .build()
+        .map_err(|e| RuntimeError::Container(format!("exec: {e}")))?;
     Ok(())
 }

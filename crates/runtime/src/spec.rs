@@ -23,6 +23,9 @@ pub struct PodSpec {
     pub volumes: Vec<VolumeSpec>,
     /// Host listeners the shim forwards into the pod's network namespace.
     pub ports: Vec<PortForward>,
+    /// Outbound access through the egress proxy; `None`: no way out at all.
+    #[serde(default)]
+    pub egress: Option<crate::egress::EgressPolicy>,
 }
 
 /// One container of a pod.

@@ -21,6 +21,20 @@ pub struct PodState {
     /// The shim's start time in clock ticks since boot, so a recycled pid is
     /// never mistaken for the shim.
     pub shim_start_time: u64,
+    /// Recent refusals (egress), newest last.
+    #[serde(default)]
+    pub denials: Vec<DenialRecord>,
+}
+
+/// Something the pod tried and was refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DenialRecord {
+    /// When, in seconds since the Unix epoch.
+    pub unix_seconds: u64,
+    /// `egress` or `exec`.
+    pub kind: String,
+    /// What was refused and why.
+    pub detail: String,
 }
 
 /// Pod phases.

@@ -69,6 +69,18 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Run a command in a running container of a pod and print its output.
+    /// Exits with the command's exit code.
+    Exec {
+        /// The pod id.
+        pod: String,
+        /// The container (default: the pod's first).
+        #[arg(long, short)]
+        container: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Delete a pod: its containers, mounts, network and cgroups.
     Delete {
         /// The pod id.
@@ -101,6 +113,18 @@ enum Command {
         bundle: PathBuf,
         #[arg(long)]
         pid_file: PathBuf,
+    },
+    /// Internal: run a command in a running container.
+    #[command(hide = true)]
+    ExecContainer {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        pid_file: PathBuf,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
     },
     /// Internal: the sample workload of demo images.
     #[command(hide = true)]
@@ -198,6 +222,13 @@ fn main() {
             if let Err(e) = sealpod_runtime::shim::start_container(root, id, bundle, pid_file) {
                 eprintln!("sealpod: container {id}: {e}");
                 std::process::exit(1);
+            }
+            return;
+        }
+        Command::ExecContainer { root, id, pid_file, argv } => {
+            if let Err(e) = sealpod_runtime::shim::exec_container(root, id, pid_file, argv.clone()) {
+                eprintln!("sealpod: exec in {id}: {e}");
+                std::process::exit(127);
             }
             return;
         }
@@ -323,7 +354,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }),
-        Command::StartContainer { .. } | Command::Sample { .. } => {
+        Command::Exec { pod, container, command } => runtime()?.block_on(async {
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
+            let code = run_exec(&publisher, &pod, container.as_deref().unwrap_or(""), command, json).await?;
+            std::process::exit(code);
+        }),
+        Command::StartContainer { .. } | Command::ExecContainer { .. } | Command::Sample { .. } => {
             unreachable!("handled before start-up")
         }
     }
@@ -360,6 +397,35 @@ async fn follow_logs(publisher: &Publisher, pod: &str, container: &str, follow: 
         }
         if chunk.data.is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+async fn run_exec(publisher: &Publisher, pod: &str, container: &str, argv: Vec<String>, json: bool) -> Result<i32> {
+    use std::io::Write;
+    let exec_id = publisher.exec(pod, container, argv).await?;
+    let mut offset = 0;
+    let mut out = std::io::stdout().lock();
+    let mut collected = Vec::new();
+    loop {
+        let chunk = publisher.exec_output(pod, &exec_id, offset).await?;
+        if json {
+            collected.extend_from_slice(&chunk.data);
+        } else {
+            out.write_all(&chunk.data)?;
+            out.flush()?;
+        }
+        offset = chunk.next_offset;
+        if chunk.finished {
+            if json {
+                let v = serde_json::json!({"exec_id": exec_id, "exit_code": chunk.exit_code,
+                    "output": String::from_utf8_lossy(&collected)});
+                writeln!(out, "{v}")?;
+            }
+            return Ok(chunk.exit_code);
+        }
+        if chunk.data.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }

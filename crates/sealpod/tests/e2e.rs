@@ -419,3 +419,63 @@ fn logs_follow_streams_until_the_container_exits() {
     let out = sealpod(&home, &["delete", &pod_id]);
     assert!(out.status.success());
 }
+
+#[test]
+fn exec_runs_in_the_container_and_returns_its_exit_code() {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let provider = Provider::start(dir, free_port());
+    let home = dir.join("frank");
+    let manifest = write_pod(dir, "exec", 0, "");
+    let deployed =
+        ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+
+    // The command runs inside the container (its network: the pod's server
+    // answers on the pod's localhost) and its exit code comes back.
+    let out = sealpod(
+        &home,
+        &[
+            "exec",
+            &pod_id,
+            "--container",
+            "client",
+            "--",
+            "/app/sealpod-sample",
+            "fetch",
+            "--url",
+            "http://127.0.0.1:8080/",
+            "--count",
+            "1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("fetched: exec says hi"), "{stdout}");
+    let out = sealpod(&home, &["--json", "exec", &pod_id, "--", "/app/sealpod-sample", "exit", "--code", "5"]);
+    assert_eq!(out.status.code(), Some(5));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 5);
+    assert!(v["output"].as_str().unwrap().contains("exiting with 5"));
+
+    // A command that does not exist fails without harming the pod.
+    let out = sealpod(&home, &["exec", &pod_id, "--", "/no/such/binary"]);
+    assert!(!out.status.success());
+    let status = ok_json(sealpod(&home, &["--json", "status", &pod_id]));
+    assert_eq!(status["phase"], "POD_PHASE_RUNNING");
+
+    // Another identity cannot exec.
+    let eve = dir.join("eve");
+    std::fs::create_dir_all(&eve).unwrap();
+    std::fs::copy(home.join("pods.json"), eve.join("pods.json")).unwrap();
+    let out = sealpod(&eve, &["exec", &pod_id, "--", "/app/sealpod-sample", "exit", "--code", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another publisher"));
+
+    assert!(sealpod(&home, &["delete", &pod_id]).status.success());
+}

@@ -1,0 +1,272 @@
+//! The pod's only way out: an HTTP proxy that allows exactly the URLs the pod's
+//! payload manifest lists.
+//!
+//! The pod's network namespace has no route anywhere. When outbound access is
+//! granted, the shim listens on `127.0.0.1:<port>` *inside* that namespace and
+//! opens allowed connections from the host's namespace: HTTPS by `CONNECT
+//! host:port`, plain HTTP by the absolute URL of the request. Anything else —
+//! another host or port, a scheme not granted, a destination that is one of the
+//! provider's own sockets — is answered with 403 and reported as a denial.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Where a pod may connect to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct EgressPolicy {
+    /// Port of the proxy inside the pod.
+    pub proxy_port: u16,
+    /// Destinations allowed.
+    pub allow: Vec<AllowedUrl>,
+    /// Every destination allowed (`unrestricted.urls = true`), except `deny`.
+    pub unrestricted: bool,
+    /// Sockets never reachable, whatever the manifest says: the provider's own.
+    pub deny: Vec<SocketAddr>,
+}
+
+/// One allowed destination, from a manifest URL.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllowedUrl {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or IP literal, lowercase.
+    pub host: String,
+    /// Port, defaulted by scheme when the URL has none.
+    pub port: u16,
+}
+
+impl EgressPolicy {
+    /// Whether a connection to `scheme://host:port` is allowed by the URLs.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.unrestricted
+            || self.allow.iter().any(|a| a.scheme == scheme && a.host.eq_ignore_ascii_case(host) && a.port == port)
+    }
+}
+
+/// Longest request head the proxy reads before deciding.
+const MAX_HEAD: usize = 16 * 1024;
+/// Time a client has to send its request head, and a destination to accept.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the proxy on `listener` until the process ends. Denials are sent to
+/// `denials` as human-readable lines.
+pub async fn serve(listener: TcpListener, policy: Arc<EgressPolicy>, denials: mpsc::UnboundedSender<String>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(256));
+    loop {
+        let Ok((conn, _)) = listener.accept().await else { continue };
+        let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
+        let policy = policy.clone();
+        let denials = denials.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(Refusal { status, reason }) = handle(conn, &policy).await {
+                if status == 403 {
+                    let _ = denials.send(reason);
+                }
+            }
+        });
+    }
+}
+
+struct Refusal {
+    status: u16,
+    reason: String,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
+    Refusal { status, reason: reason.into() }
+}
+
+async fn handle(mut conn: TcpStream, policy: &EgressPolicy) -> Result<(), Refusal> {
+    let head = match tokio::time::timeout(TIMEOUT, read_head(&mut conn)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(r)) => return answer(&mut conn, r).await,
+        Err(_) => return answer(&mut conn, refuse(408, "request head timed out")).await,
+    };
+    let target = match parse_target(&head) {
+        Ok(t) => t,
+        Err(r) => return answer(&mut conn, r).await,
+    };
+    if !policy.allows(target.scheme, &target.host, target.port) {
+        let r = refuse(
+            403,
+            format!("{}://{}:{} is not allowed by the payload manifest", target.scheme, target.host, target.port),
+        );
+        return answer(&mut conn, r).await;
+    }
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+        Ok(a) => a.collect(),
+        Err(e) => return answer(&mut conn, refuse(502, format!("cannot resolve {}: {e}", target.host))).await,
+    };
+    let allowed: Vec<SocketAddr> =
+        addrs.into_iter().filter(|a| !a.ip().is_unspecified() && !policy.deny.contains(a)).collect();
+    if allowed.is_empty() {
+        let r = refuse(403, format!("{}:{} resolves only to the provider's own addresses", target.host, target.port));
+        return answer(&mut conn, r).await;
+    }
+    let mut upstream = match tokio::time::timeout(TIMEOUT, TcpStream::connect(&allowed[..])).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return answer(&mut conn, refuse(502, format!("cannot connect to {}: {e}", target.host))).await,
+        Err(_) => return answer(&mut conn, refuse(504, format!("connecting to {} timed out", target.host))).await,
+    };
+    if target.connect {
+        conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.map_err(|e| refuse(0, e.to_string()))?;
+        // Bytes the client sent after the head belong to the tunnel.
+        upstream.write_all(&head.rest).await.map_err(|e| refuse(0, e.to_string()))?;
+    } else {
+        upstream.write_all(&target.origin_form_head).await.map_err(|e| refuse(0, e.to_string()))?;
+        upstream.write_all(&head.rest).await.map_err(|e| refuse(0, e.to_string()))?;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+    Ok(())
+}
+
+async fn answer(conn: &mut TcpStream, r: Refusal) -> Result<(), Refusal> {
+    if r.status != 0 {
+        let reason = match r.status {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            408 => "Request Timeout",
+            502 => "Bad Gateway",
+            504 => "Gateway Timeout",
+            _ => "Error",
+        };
+        let body = format!("sealpod egress proxy: {}\n", r.reason);
+        let msg = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            r.status,
+            body.len()
+        );
+        let _ = conn.write_all(msg.as_bytes()).await;
+    }
+    Err(r)
+}
+
+struct Head {
+    head: Vec<u8>,
+    rest: Vec<u8>,
+}
+
+async fn read_head(conn: &mut TcpStream) -> Result<Head, Refusal> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = conn.read(&mut chunk).await.map_err(|e| refuse(0, e.to_string()))?;
+        if n == 0 {
+            return Err(refuse(0, "client closed before sending a request"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok(Head { head: buf, rest });
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(refuse(400, "request head too large"));
+        }
+    }
+}
+
+struct Target {
+    connect: bool,
+    scheme: &'static str,
+    host: String,
+    port: u16,
+    origin_form_head: Vec<u8>,
+}
+
+fn parse_target(head: &Head) -> Result<Target, Refusal> {
+    let text = std::str::from_utf8(&head.head).map_err(|_| refuse(400, "request head is not UTF-8"))?;
+    let (line, headers) = text.split_once("\r\n").unwrap_or((text, ""));
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse(400, "malformed request line"));
+    };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = split_host_port(target, 443)?;
+        return Ok(Target { connect: true, scheme: "https", host, port, origin_form_head: Vec::new() });
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or_else(|| refuse(400, "only CONNECT (for HTTPS) and absolute http:// URLs go through this proxy"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = split_host_port(authority, 80)?;
+    // Forward with the origin-form request line the destination expects.
+    let origin_form_head = format!("{method} {path} {version}\r\n{headers}").into_bytes();
+    Ok(Target { connect: false, scheme: "http", host, port, origin_form_head })
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), Refusal> {
+    if authority.contains('@') {
+        return Err(refuse(400, "credentials in the URL are not allowed"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, rest) = v6.split_once(']').ok_or_else(|| refuse(400, "malformed IPv6 authority"))?;
+        (h, rest.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| refuse(400, format!("invalid port in {authority:?}")))?,
+        None => default_port,
+    };
+    if host.is_empty() {
+        return Err(refuse(400, "empty host"));
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Head {
+        Head { head: s.as_bytes().to_vec(), rest: Vec::new() }
+    }
+
+    #[test]
+    fn connect_targets_https_with_default_port() {
+        let t = parse_target(&head("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org\r\n\r\n")).ok().unwrap();
+        assert!(t.connect);
+        assert_eq!((t.scheme, t.host.as_str(), t.port), ("https", "example.org", 443));
+    }
+
+    #[test]
+    fn absolute_http_url_is_rewritten_to_origin_form() {
+        let t =
+            parse_target(&head("GET http://Example.org:8080/a?b HTTP/1.1\r\nHost: example.org\r\n\r\n")).ok().unwrap();
+        assert_eq!((t.scheme, t.host.as_str(), t.port), ("http", "example.org", 8080));
+        assert!(String::from_utf8(t.origin_form_head).unwrap().starts_with("GET /a?b HTTP/1.1\r\nHost: example.org"));
+    }
+
+    #[test]
+    fn origin_form_and_credentials_are_refused() {
+        assert!(parse_target(&head("GET / HTTP/1.1\r\n\r\n")).is_err());
+        assert!(parse_target(&head("GET http://u:p@example.org/ HTTP/1.1\r\n\r\n")).is_err());
+        assert!(parse_target(&head("garbage\r\n\r\n")).is_err());
+    }
+
+    #[test]
+    fn policy_matches_scheme_host_and_port_exactly() {
+        let p = EgressPolicy {
+            allow: vec![AllowedUrl { scheme: "https".into(), host: "api.example.org".into(), port: 443 }],
+            ..Default::default()
+        };
+        assert!(p.allows("https", "API.example.org", 443));
+        assert!(!p.allows("http", "api.example.org", 443));
+        assert!(!p.allows("https", "api.example.org", 8443));
+        assert!(!p.allows("https", "example.org", 443));
+    }
+}
