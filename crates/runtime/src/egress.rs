@@ -144,6 +144,17 @@ async fn answer(conn: &mut TcpStream, r: Refusal) -> Result<(), Refusal> {
             body.len()
         );
         let _ = conn.write_all(msg.as_bytes()).await;
+        let _ = conn.shutdown().await;
+        // Read what the client is still sending for a moment, so that closing
+        // does not reset the connection before it has read the answer.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
     }
     Err(r)
 }
@@ -163,6 +174,9 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Refusal> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end + 4 > MAX_HEAD {
+                return Err(refuse(400, "request head too large"));
+            }
             let rest = buf.split_off(end + 4);
             return Ok(Head { head: buf, rest });
         }
@@ -256,6 +270,105 @@ mod tests {
         assert!(parse_target(&head("GET / HTTP/1.1\r\n\r\n")).is_err());
         assert!(parse_target(&head("GET http://u:p@example.org/ HTTP/1.1\r\n\r\n")).is_err());
         assert!(parse_target(&head("garbage\r\n\r\n")).is_err());
+    }
+
+    /// An HTTP server answering every request with `text`, on `ip`.
+    async fn upstream(ip: &str, text: &'static str) -> SocketAddr {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = c.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let line = req.lines().next().unwrap_or("").to_owned();
+                    let body = format!("{text} saw {line}");
+                    let _ = c
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn proxy(policy: EgressPolicy) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(l, Arc::new(policy), tx));
+        (addr, rx)
+    }
+
+    async fn roundtrip(proxy: SocketAddr, request: String) -> String {
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut out)).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn proxy_forwards_allowed_urls_and_refuses_the_rest() {
+        let allowed = upstream("127.0.0.2", "allowed").await;
+        let other = upstream("127.0.0.3", "other").await;
+        let provider_own = upstream("127.0.0.1", "provider").await;
+        let policy = EgressPolicy {
+            proxy_port: 0,
+            allow: vec![
+                AllowedUrl { scheme: "http".into(), host: "127.0.0.2".into(), port: allowed.port() },
+                AllowedUrl { scheme: "http".into(), host: "127.0.0.1".into(), port: provider_own.port() },
+            ],
+            unrestricted: false,
+            deny: vec![provider_own],
+        };
+        let (p, mut denials) = proxy(policy).await;
+
+        let ok = roundtrip(p, format!("GET http://127.0.0.2:{}/x HTTP/1.1\r\nHost: a\r\n\r\n", allowed.port())).await;
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("allowed saw GET /x HTTP/1.1"), "{ok}");
+
+        let no = roundtrip(p, format!("GET http://127.0.0.3:{}/ HTTP/1.1\r\n\r\n", other.port())).await;
+        assert!(no.starts_with("HTTP/1.1 403"), "{no}");
+        assert!(denials.recv().await.unwrap().contains("127.0.0.3"));
+
+        // Even listed in the manifest, the provider's own sockets stay closed.
+        let own = roundtrip(p, format!("GET http://127.0.0.1:{}/ HTTP/1.1\r\n\r\n", provider_own.port())).await;
+        assert!(own.starts_with("HTTP/1.1 403"), "{own}");
+        assert!(denials.recv().await.unwrap().contains("provider's own"));
+
+        // HTTPS goes by CONNECT, and only to allowed https URLs.
+        let tunnel = roundtrip(p, format!("CONNECT 127.0.0.2:{} HTTP/1.1\r\n\r\n", allowed.port())).await;
+        assert!(tunnel.starts_with("HTTP/1.1 403"), "http-only URL opened a tunnel: {tunnel}");
+    }
+
+    #[tokio::test]
+    async fn connect_tunnels_bytes_to_an_allowed_https_destination() {
+        let allowed = upstream("127.0.0.2", "tls-ish").await;
+        let policy = EgressPolicy {
+            allow: vec![AllowedUrl { scheme: "https".into(), host: "127.0.0.2".into(), port: allowed.port() }],
+            ..Default::default()
+        };
+        let (p, _denials) = proxy(policy).await;
+        let mut c = TcpStream::connect(p).await.unwrap();
+        c.write_all(format!("CONNECT 127.0.0.2:{} HTTP/1.1\r\n\r\n", allowed.port()).as_bytes()).await.unwrap();
+        let mut established = [0u8; 39];
+        c.read_exact(&mut established).await.unwrap();
+        assert!(established.starts_with(b"HTTP/1.1 200"));
+        c.write_all(b"PING / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.contains("tls-ish saw PING / HTTP/1.1"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn oversized_or_silent_clients_are_refused() {
+        let (p, _denials) = proxy(EgressPolicy { unrestricted: true, ..Default::default() }).await;
+        let big = roundtrip(p, format!("GET http://x/ HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD + 10))).await;
+        assert!(big.starts_with("HTTP/1.1 400"), "{big}");
     }
 
     #[test]

@@ -286,6 +286,7 @@ mod tests {
             restart: RestartPolicy::OnFailure,
             volumes: vec![VolumeSpec { name: "data".into(), kind: VolumeKind::EmptyDir }],
             ports: vec![],
+            egress: None,
         }
     }
 

@@ -23,15 +23,27 @@ pub fn main(args: &[String]) -> i32 {
             let url = flag("--url").unwrap_or_else(|| "http://127.0.0.1:8080/".into());
             let interval = flag("--interval-ms").and_then(|p| p.parse().ok()).unwrap_or(1000u64);
             let count = flag("--count").and_then(|p| p.parse().ok()).unwrap_or(u64::MAX);
-            for _ in 0..count {
-                match get(&url) {
-                    Ok(body) => println!("fetched: {}", body.trim_end()),
-                    Err(e) => println!("fetch failed: {e}"),
-                }
+            let direct = args.iter().any(|a| a == "--direct");
+            let mut code = 0;
+            for i in 0..count {
+                let result = if direct { get_via(&url, None) } else { get(&url) };
+                code = match result {
+                    Ok(body) => {
+                        println!("fetched: {}", body.trim_end());
+                        0
+                    }
+                    Err(e) => {
+                        println!("fetch failed: {e}");
+                        1
+                    }
+                };
                 let _ = std::io::stdout().flush();
-                std::thread::sleep(Duration::from_millis(interval));
+                if i + 1 < count {
+                    std::thread::sleep(Duration::from_millis(interval));
+                }
             }
-            0
+            // The exit code tells whether the last fetch worked.
+            code
         }
         Some("exit") => {
             let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -39,7 +51,7 @@ pub fn main(args: &[String]) -> i32 {
             code
         }
         _ => {
-            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] | exit --code N");
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N");
             2
         }
     }
@@ -85,18 +97,27 @@ fn serve(port: u16, text: &str) -> i32 {
     0
 }
 
-/// Fetches `http://host:port/path` and returns the body.
+/// Fetches `http://host:port/path` and returns the body, through the proxy in
+/// `HTTP_PROXY` when one is set (as pods with outbound access have).
 pub fn get(url: &str) -> std::io::Result<String> {
+    let proxy = std::env::var("HTTP_PROXY").or_else(|_| std::env::var("http_proxy")).ok();
+    get_via(url, proxy.as_deref().and_then(|p| p.strip_prefix("http://")).map(|p| p.trim_end_matches('/')))
+}
+
+/// Fetches `url` directly, or through the HTTP proxy at `proxy` (`host:port`).
+pub fn get_via(url: &str, proxy: Option<&str>) -> std::io::Result<String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
     let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut stream = TcpStream::connect(authority)?;
+    let mut stream = TcpStream::connect(proxy.unwrap_or(authority))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+    let target = if proxy.is_some() { url.to_owned() } else { path };
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("malformed response"))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("unexpected status: {}", head.lines().next().unwrap_or(""))));
+        let status = head.lines().next().unwrap_or("");
+        return Err(std::io::Error::other(format!("unexpected status: {status}: {}", body.trim_end())));
     }
     Ok(body.to_owned())
 }

@@ -398,7 +398,7 @@ fn logs_follow_streams_until_the_container_exits() {
     let home = dir.join("erin");
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     let manifest = dir.join("counter.yaml");
-    // The fetcher fails five times (nothing listens) and exits 0.
+    // The fetcher fails five times (nothing listens) and exits.
     std::fs::write(
         &manifest,
         format!(
@@ -415,7 +415,9 @@ fn logs_follow_streams_until_the_container_exits() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(log.matches("fetch failed").count(), 5, "{log}");
     let status = ok_json(sealpod(&home, &["--json", "status", &pod_id]));
-    assert_eq!(status["phase"], "POD_PHASE_SUCCEEDED", "{status}");
+    // Its last fetch failed, so it exited 1 and, never restarted, failed the pod.
+    assert_eq!(status["phase"], "POD_PHASE_FAILED", "{status}");
+    assert_eq!(status["containers"][0]["exitCode"], 1, "{status}");
     let out = sealpod(&home, &["delete", &pod_id]);
     assert!(out.status.success());
 }
