@@ -103,6 +103,8 @@ impl<T> Responder<T> {
     }
 }
 
+// One value per request through a channel: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 /// A request from a peer, already decoded and within limits. The peer id is the
 /// one authenticated by the connection's Noise handshake.
 pub enum InboundRequest {
@@ -189,6 +191,7 @@ struct Behaviour {
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Dial { addr: Multiaddr, peer: Option<PeerId>, reply: Reply<PeerId> },
     Attest { peer: PeerId, request: AttestRequest, reply: Reply<AttestResponse> },
@@ -615,26 +618,29 @@ impl SwarmTask {
                 // started alone becomes findable once it has neighbours.
                 let _ = self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                if let QueryResult::GetProviders(result) = result {
-                    let Some((found, _)) = self.provider_queries.get_mut(&id) else {
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => {
+                let Some((found, _)) = self.provider_queries.get_mut(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
+                    Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                    Err(e) if found.is_empty() => {
+                        if let Some((_, reply)) = self.provider_queries.remove(&id) {
+                            let _ = reply.send(Err(NodeError::Discovery(e.to_string())));
+                        }
                         return;
-                    };
-                    match result {
-                        Ok(GetProvidersOk::FoundProviders { providers, .. }) => found.extend(providers),
-                        Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
-                        Err(e) if found.is_empty() => {
-                            if let Some((_, reply)) = self.provider_queries.remove(&id) {
-                                let _ = reply.send(Err(NodeError::Discovery(e.to_string())));
-                            }
-                            return;
-                        }
-                        Err(_) => {}
                     }
-                    if step.last {
-                        if let Some((found, reply)) = self.provider_queries.remove(&id) {
-                            let _ = reply.send(Ok(found.into_iter().collect()));
-                        }
+                    Err(_) => {}
+                }
+                if step.last {
+                    if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                        let _ = reply.send(Ok(found.into_iter().collect()));
                     }
                 }
             }

@@ -125,7 +125,7 @@ pub fn admit(
             }
             mounts.push(MountSpec { volume: m.name.clone(), path: m.mount_path.clone(), read_only: m.read_only });
         }
-        let r = c.resources.clone().unwrap_or_default();
+        let r = c.resources.unwrap_or_default();
         if r.gpus > 0 {
             return Err(Error {
                 code: ErrorCode::ResourceExhausted as i32,

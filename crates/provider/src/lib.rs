@@ -222,7 +222,7 @@ impl Provider {
 
     fn capacity(&self, request: &CapacityRequest) -> CapacityResponse {
         let free = self.free();
-        let want = request.resources.clone().unwrap_or_default();
+        let want = request.resources.unwrap_or_default();
         let available = want.cpu_millicores <= free.cpu_millicores
             && want.memory_bytes <= free.memory_bytes
             && want.gpus == 0

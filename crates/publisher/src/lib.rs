@@ -7,6 +7,10 @@
 //! It leaves parsing manifests to `sealpod-manifest` (it takes the wire
 //! [`Pod`]), transport to `sealpod-net`, and presentation to the CLI.
 
+// A provider's error travels whole to the CLI once per command; boxing it
+// would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -152,7 +156,7 @@ impl Publisher {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         for peer in candidates {
-            let request = CapacityRequest { resources: Some(want.clone()), ..Default::default() };
+            let request = CapacityRequest { resources: Some(want), ..Default::default() };
             match self.node.capacity(peer, request).await {
                 Ok(r) if r.available => return Ok(peer),
                 Ok(_) => tracing::info!(%peer, "provider lacks capacity"),

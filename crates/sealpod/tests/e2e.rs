@@ -163,7 +163,7 @@ fn assert_nothing_left(dir: &Path, pod_id: &str, shim_pid: u64) {
     // Gone, or a zombie waiting for init to reap it (the provider that started
     // it was killed in this test).
     let stat = std::fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap_or_default();
-    let state = stat.rfind(')').map(|i| stat[i + 1..].trim_start().chars().next()).flatten();
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
     assert!(matches!(state, None | Some('Z')), "shim {shim_pid} still running: {stat}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(pod_id), "mounts left: {mounts}");
