@@ -123,7 +123,7 @@ async fn handle(mut conn: TcpStream, policy: &EgressPolicy) -> Result<(), Refusa
         upstream.write_all(&target.origin_form_head).await.map_err(|e| refuse(0, e.to_string()))?;
         upstream.write_all(&head.rest).await.map_err(|e| refuse(0, e.to_string()))?;
     }
-    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut conn, &mut upstream, 64 * 1024, 64 * 1024).await;
     Ok(())
 }
 

@@ -602,7 +602,7 @@ async fn forward_port(
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, 64 * 1024, 64 * 1024).await;
         });
     }
 }
