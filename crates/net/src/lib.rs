@@ -17,7 +17,7 @@ mod identity;
 mod node;
 
 pub use identity::{load_or_create_keypair, IdentityError};
-pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
+pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId};
 pub use node::{InboundRequest, Node, NodeConfig, NodeError, Responder};
 
 /// The DHT key under which providers advertise themselves.

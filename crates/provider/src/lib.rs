@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sealpod_net::{InboundRequest, Multiaddr, Node, NodeConfig, PeerId};
+use sealpod_payload::TrustSettings;
 use sealpod_proto::{
     pod_control_request::Op, pod_control_response::Result as ControlResult, AttestResponse, CapacityRequest,
     CapacityResponse, ContainerStatus, Error, ErrorCode, ExposedAddress, LogChunk, PodControlRequest,
@@ -51,6 +52,8 @@ pub struct ProviderConfig {
     pub capacity: Capacity,
     /// Written (as JSON: peer id and addresses) once the node listens.
     pub ready_file: Option<PathBuf>,
+    /// Keystore, whitelist and outbound rules for payload manifests.
+    pub trust_dir: PathBuf,
 }
 
 /// Resources the provider offers in total.
@@ -87,6 +90,10 @@ pub struct Provider {
     images: ImageStore,
     /// Held while admitting, so concurrent requests cannot overcommit.
     admitting: Mutex<()>,
+    /// Trust settings, re-read when their files change.
+    trust: Mutex<TrustSettings>,
+    /// The node's own sockets, which no pod may reach.
+    own_sockets: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
 }
 
 /// What the provider's node is reachable at.
@@ -105,7 +112,16 @@ impl Provider {
         let runtime = Runtime::new(&config.state_dir, &config.shim_exe)?;
         let store = PodStore::open(&config.state_dir.join("provider.redb"))?;
         let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?;
-        let provider = Provider { config, runtime, store, images, admitting: Mutex::new(()) };
+        let trust = TrustSettings::load(&config.trust_dir)?;
+        let provider = Provider {
+            config,
+            runtime,
+            store,
+            images,
+            admitting: Mutex::new(()),
+            trust: Mutex::new(trust),
+            own_sockets: std::sync::OnceLock::new(),
+        };
         provider.reattach()?;
         Ok(provider)
     }
@@ -156,6 +172,7 @@ impl Provider {
         for a in &ready.addresses {
             tracing::info!("listening on {a}");
         }
+        let _ = self.own_sockets.set(node.listen_addrs().await.iter().filter_map(socket_of).collect());
         if let Some(path) = &self.config.ready_file {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
@@ -236,13 +253,11 @@ impl Provider {
             message: "the request carries no pod".into(),
             field: "pod".into(),
         })?;
-        if request.payload_manifest.is_some() {
-            return Err(Error {
-                code: ErrorCode::InvalidRequest as i32,
-                message: "payload manifests are not supported by this provider yet".into(),
-                field: "payload_manifest".into(),
-            });
-        }
+        let verified = match &request.payload_manifest {
+            Some(pm) => Some(self.verify_payload(pm)?),
+            None => None,
+        };
+        let egress = verified.as_ref().and_then(|v| self.egress_policy(&v.manifest));
         let (cpu, memory) = pod
             .containers
             .iter()
@@ -260,7 +275,17 @@ impl Provider {
                 ),
             ));
         }
-        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, None)?;
+        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress)?;
+        if let Some(v) = &verified {
+            // The manifest speaks for the image it names, and for no other.
+            for (i, c) in admitted.spec.containers.iter().enumerate() {
+                sealpod_payload::check_image_digest(&v.manifest, &c.image_digest).map_err(|e| Error {
+                    code: ErrorCode::PermissionDenied as i32,
+                    message: format!("payload manifest does not cover container {}: {e}", c.name),
+                    field: format!("pod.containers[{i}].image"),
+                })?;
+            }
+        }
         let record = PodRecord {
             pod_id: pod_id.clone(),
             name: request.name.chars().take(128).collect(),
@@ -274,6 +299,8 @@ impl Provider {
                 .collect(),
             cpu_millicores: cpu,
             memory_bytes: memory,
+            payload_manifest_base64: request.payload_manifest.as_ref().map(|pm| pm.manifest_base64.clone()),
+            denials: Vec::new(),
         };
         // Recorded before the shim starts: a crash in between leaves a record
         // that re-attachment resolves, never a pod nobody knows of.
@@ -293,9 +320,94 @@ impl Provider {
     }
 
     /// Whether the pod's rules let its owner run `argv`. A pod without a
-    /// payload manifest lets its owner run anything.
-    fn exec_allowed(&self, _record: &PodRecord, _argv: &[String]) -> Result<(), Error> {
-        Ok(())
+    /// payload manifest lets its owner run anything. Refusals are recorded in
+    /// the pod's status.
+    fn exec_allowed(&self, record: &PodRecord, argv: &[String]) -> Result<(), Error> {
+        let Some(text) = &record.payload_manifest_base64 else { return Ok(()) };
+        let manifest = sealpod_payload::decode_manifest(text).map_err(internal)?;
+        let Err(denied) = manifest.exec_allowed(argv) else { return Ok(()) };
+        let detail = format!("{}: {}", denied.command, denied.reason);
+        tracing::warn!(pod = %record.pod_id, %detail, "exec refused by the payload manifest");
+        let mut updated = record.clone();
+        updated.denials.push(sealpod_runtime::DenialRecord {
+            unix_seconds: now(),
+            kind: "exec".into(),
+            detail: detail.clone(),
+        });
+        let excess = updated.denials.len().saturating_sub(20);
+        updated.denials.drain(..excess);
+        let _ = self.store.put(&updated);
+        Err(Error {
+            code: ErrorCode::PermissionDenied as i32,
+            message: format!("exec refused by the pod's payload manifest: {detail}"),
+            field: "argv".into(),
+        })
+    }
+
+    /// Verifies a payload manifest against the trust settings and decides on
+    /// its outbound access.
+    fn verify_payload(&self, pm: &sealpod_proto::PayloadManifest) -> Result<sealpod_payload::VerifiedManifest, Error> {
+        let denied = |message: String| Error {
+            code: ErrorCode::PermissionDenied as i32,
+            message,
+            field: "payload_manifest".into(),
+        };
+        let mut trust = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = trust.reload_if_changed() {
+            tracing::error!(error = %e, "cannot re-read trust settings; keeping the previous ones");
+        }
+        let algorithm = if pm.signature_algorithm.is_empty() { "sha256" } else { pm.signature_algorithm.as_str() };
+        let verified = sealpod_payload::verify(
+            &pm.manifest_base64,
+            &pm.signature,
+            algorithm,
+            &pm.certificate,
+            &trust.keystore,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| denied(format!("payload manifest rejected: {e}")))?;
+        let decision = trust.decide_verified(&verified);
+        if !decision.accepted {
+            return Err(denied(format!("payload manifest's outbound access refused: {}", decision.reason)));
+        }
+        tracing::info!(reason = %decision.reason, "payload manifest accepted");
+        Ok(verified)
+    }
+
+    /// The egress proxy's policy for a manifest, or `None` when it asks for
+    /// no outbound access (the pod then has no way out at all).
+    fn egress_policy(&self, manifest: &sealpod_payload::PayloadManifest) -> Option<sealpod_runtime::EgressPolicy> {
+        use sealpod_payload::OutboundAccess;
+        let comp = manifest.comp_manifest.as_ref()?;
+        let out = comp.inet_out()?;
+        let mut deny: Vec<std::net::SocketAddr> = self.own_sockets.get().cloned().unwrap_or_default();
+        for r in self.store.all().unwrap_or_default() {
+            deny.extend(r.exposed.iter().map(|e| e.host));
+        }
+        let proxy_scheme = |scheme: &str| match scheme {
+            "http" | "ws" => Some("http"),
+            "https" | "wss" => Some("https"),
+            _ => None,
+        };
+        let mut policy =
+            sealpod_runtime::EgressPolicy { proxy_port: 3128, allow: Vec::new(), unrestricted: false, deny };
+        match comp.outbound_access() {
+            OutboundAccess::None => return None,
+            OutboundAccess::Unrestricted => policy.unrestricted = true,
+            OutboundAccess::Urls(urls) => {
+                for url in urls {
+                    let allowed_scheme = out.protocols.is_empty() || out.protocols.iter().any(|p| p == url.scheme());
+                    let (Some(scheme), Some(host), Some(port), true) =
+                        (proxy_scheme(url.scheme()), url.host_str(), url.port_or_known_default(), allowed_scheme)
+                    else {
+                        continue;
+                    };
+                    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+                    policy.allow.push(sealpod_runtime::AllowedUrl { scheme: scheme.into(), host, port });
+                }
+            }
+        }
+        Some(policy)
     }
 
     /// The record of a pod the caller owns.
@@ -419,6 +531,20 @@ impl Provider {
     }
 }
 
+fn socket_of(addr: &Multiaddr) -> Option<std::net::SocketAddr> {
+    use sealpod_net::multiaddr::Protocol as P;
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            P::Ip4(a) => ip = Some(IpAddr::V4(a)),
+            P::Ip6(a) => ip = Some(IpAddr::V6(a)),
+            P::Tcp(port) | P::Udp(port) => return ip.map(|ip| std::net::SocketAddr::new(ip, port)),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::Internal, e.to_string())
 }
@@ -474,9 +600,10 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
             .collect(),
         created_unix_seconds: record.created_unix_seconds,
         message: state.message.clone(),
-        denials: state
+        denials: record
             .denials
             .iter()
+            .chain(&state.denials)
             .map(|d| sealpod_proto::Denial {
                 unix_seconds: d.unix_seconds,
                 kind: d.kind.clone(),

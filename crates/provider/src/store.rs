@@ -25,6 +25,13 @@ pub struct PodRecord {
     pub cpu_millicores: u64,
     /// See `cpu_millicores`.
     pub memory_bytes: u64,
+    /// The verified payload manifest (base64 text as signed), whose script
+    /// rules govern exec.
+    #[serde(default)]
+    pub payload_manifest_base64: Option<String>,
+    /// Recent exec refusals, newest last.
+    #[serde(default)]
+    pub denials: Vec<sealpod_runtime::DenialRecord>,
 }
 
 /// A port of the pod reachable from outside.
@@ -116,6 +123,8 @@ mod tests {
             exposed: vec![],
             cpu_millicores: 100,
             memory_bytes: 1,
+            payload_manifest_base64: None,
+            denials: vec![],
         };
         PodStore::open(&path).unwrap().put(&rec).unwrap();
         let store = PodStore::open(&path).unwrap();

@@ -105,7 +105,14 @@ impl Publisher {
     }
 
     /// Deploys `pod` and records where it runs.
-    pub async fn deploy(&self, pod: Pod, name: &str, target: Target) -> Result<(PodRef, PodStatus), PublisherError> {
+    /// With a signed payload manifest, the provider holds the pod to it.
+    pub async fn deploy(
+        &self,
+        pod: Pod,
+        name: &str,
+        target: Target,
+        payload_manifest: Option<sealpod_proto::PayloadManifest>,
+    ) -> Result<(PodRef, PodStatus), PublisherError> {
         let (peer, addrs) = match target {
             Target::Address(addr) => {
                 let (_, Some(_)) = sealpod_net::split_peer_id(&addr) else {
@@ -120,8 +127,7 @@ impl Publisher {
                 (peer, addrs)
             }
         };
-        let request =
-            ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest: None, name: name.to_owned() };
+        let request = ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest, name: name.to_owned() };
         let response = self.node.provision(peer, request).await?;
         if let Some(error) = response.error {
             return Err(PublisherError::Remote { peer, error });

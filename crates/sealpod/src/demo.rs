@@ -145,7 +145,7 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let result = rt.block_on(async {
         let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
         let t0 = Instant::now();
-        let (pod_ref, status) = publisher.deploy(pod, "demo", Target::Address(addr.parse()?)).await?;
+        let (pod_ref, status) = publisher.deploy(pod, "demo", Target::Address(addr.parse()?), None).await?;
         let deploy_time = t0.elapsed();
         if !json {
             print!("{}", crate::output::status_text(&status));

@@ -4,6 +4,7 @@
 mod demo;
 mod output;
 mod sample;
+mod trust;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,23 @@ enum Command {
         name: Option<String>,
         #[command(flatten)]
         discovery: Discovery,
+        #[command(flatten)]
+        payload: trust::PayloadArgs,
+    },
+    /// Manage the provider's trusted certificates (for payload manifests).
+    Keystore {
+        #[command(subcommand)]
+        command: trust::KeystoreCommand,
+    },
+    /// Manage the provider's domain whitelist (for outbound access).
+    Whitelist {
+        #[command(subcommand)]
+        command: trust::WhitelistCommand,
+    },
+    /// Manage the provider's outbound rules.
+    Rule {
+        #[command(subcommand)]
+        command: trust::RuleCommand,
     },
     /// List the pods you deployed.
     Pods {
@@ -171,6 +189,9 @@ struct ProviderArgs {
     /// Write the provider's peer id and addresses here (JSON) once it listens.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Keystore, whitelist and rules for payload manifests (default: STATE_DIR/trust).
+    #[arg(long)]
+    trust_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -193,6 +214,15 @@ enum ManifestCommand {
     Check {
         /// The manifest (YAML, or JSON by extension).
         file: PathBuf,
+    },
+    /// Sign a payload manifest (Golem GAP-4/5) as `openssl dgst -sign` would.
+    Sign(trust::SignArgs),
+    /// Verify a signed payload manifest against a provider's trust settings.
+    Verify {
+        #[command(flatten)]
+        payload: trust::PayloadArgs,
+        #[command(flatten)]
+        dir: trust::TrustDir,
     },
 }
 
@@ -307,8 +337,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Deploy { manifest, name, discovery } => runtime()?.block_on(async {
+        Command::Keystore { command } => trust::keystore(command, json),
+        Command::Whitelist { command } => trust::whitelist(command, json),
+        Command::Rule { command } => trust::rule(command, json),
+        Command::Manifest { command: ManifestCommand::Sign(args) } => trust::sign(args, json),
+        Command::Manifest { command: ManifestCommand::Verify { payload, dir } } => trust::verify(payload, dir, json),
+        Command::Deploy { manifest, name, discovery, payload } => runtime()?.block_on(async {
             let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+            let payload_manifest = payload.load()?;
             let name = name.unwrap_or_else(|| {
                 manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
             });
@@ -317,7 +353,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?),
                 None => Target::Discover,
             };
-            let (pod_ref, status) = publisher.deploy(pod, &name, target).await?;
+            let (pod_ref, status) = publisher.deploy(pod, &name, target, payload_manifest).await?;
             output::print_deployed(&pod_ref, &status, json)
         }),
         Command::Pods { status } => runtime()?.block_on(async {
@@ -446,6 +482,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         },
     };
     let config = sealpod_provider::ProviderConfig {
+        trust_dir: args.trust_dir.clone().unwrap_or_else(|| args.state_dir.join("trust")),
         state_dir: args.state_dir,
         listen: parse_addrs(&args.listen)?,
         bootstrap: parse_addrs(&args.bootstrap)?,

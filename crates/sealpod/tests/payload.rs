@@ -1,0 +1,298 @@
+//! Signed payload manifests end to end: certificates made with the `openssl`
+//! CLI, a provider that trusts their CA, a pod held to what its manifest
+//! allows (exec commands and outbound URLs). Needs root and openssl.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
+const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args));
+}
+
+fn sealpod(home: &Path, args: &[&str]) -> Output {
+    Command::new(SEALPOD).arg("--home").arg(home).args(args).output().unwrap()
+}
+
+fn json(out: Output) -> Value {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An HTTP server on `ip` that answers every request with `text`.
+fn outside_server(ip: &str, text: &'static str) -> u16 {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+        }
+    });
+    port
+}
+
+struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+fn make_author(dir: &Path, name: &str, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+        ],
+    );
+}
+
+#[test]
+fn signed_manifest_limits_exec_and_outbound_urls() {
+    if !is_root() || Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: needs root and openssl");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let state = dir.join("provider");
+    let state_arg = state.to_str().unwrap();
+
+    // The image, and the digest the manifest must name.
+    let built = json(
+        Command::new(SEALPOD)
+            .args(["--json", "image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
+            .arg(dir.join("images/sample"))
+            .output()
+            .unwrap(),
+    );
+    let digest = built["digest"].as_str().unwrap().to_owned();
+
+    // Certificates, the seed's way.
+    make_ca(dir, "ca");
+    make_author(dir, "author", "ca");
+    make_ca(dir, "other-ca");
+    make_author(dir, "stranger", "other-ca");
+
+    // Two servers "outside" the provider: one allowed, one not.
+    let allowed_port = outside_server("127.0.0.2", "outside says hi");
+    let other_port = outside_server("127.0.0.3", "you should not see this");
+
+    let manifest = serde_json::json!({
+        "version": "0.1.0",
+        "createdAt": "2025-01-01T00:00:00Z",
+        "expiresAt": "2100-01-01T00:00:00Z",
+        "metadata": {"name": "e2e", "description": "sealpod payload test", "version": "0.1.0"},
+        "payload": [{"platform": {"arch": "x86_64", "os": "linux"}, "urls": ["http://example.invalid/sample"], "hash": digest}],
+        "compManifest": {
+            "version": "0.1.0",
+            "script": {"commands": ["run /app/sealpod-sample fetch .*"], "match": "regex"},
+            "net": {"inet": {"out": {"protocols": ["http"], "urls": [format!("http://127.0.0.2:{allowed_port}")]}}}
+        }
+    });
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let b64 = run(Command::new("base64").args(["-w0"]).arg(dir.join("manifest.json"))).stdout;
+    std::fs::write(dir.join("manifest.b64"), &b64).unwrap();
+    openssl(dir, &["dgst", "-sha256", "-sign", "author.key", "-out", "manifest.sig", "manifest.b64"]);
+    openssl(dir, &["dgst", "-sha256", "-sign", "stranger.key", "-out", "stranger.sig", "manifest.b64"]);
+
+    // The provider trusts `ca` and lets whitelisted hosts out.
+    let home = dir.join("pub");
+    json(sealpod(
+        &home,
+        &["--json", "keystore", "add", dir.join("ca.pem").to_str().unwrap(), "--state-dir", state_arg],
+    ));
+    json(sealpod(&home, &["--json", "whitelist", "add", "127.0.0.2", "--state-dir", state_arg]));
+    json(sealpod(&home, &["--json", "rule", "set", "outbound", "enable", "--state-dir", state_arg]));
+    json(sealpod(
+        &home,
+        &["--json", "rule", "set", "outbound", "everyone", "--mode", "whitelist", "--state-dir", state_arg],
+    ));
+
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ready = dir.join("ready.json");
+    let log = std::fs::File::create(dir.join("provider.log")).unwrap();
+    let _provider = Provider(
+        Command::new(SEALPOD)
+            .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+            .args(["--state-dir", state_arg, "--ready-file", ready.to_str().unwrap(), "--image-root"])
+            .arg(dir.join("images"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "provider did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = json(Command::new("cat").arg(&ready).output().unwrap())["addresses"][0].as_str().unwrap().to_owned();
+
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    std::fs::write(
+        dir.join("pod.yaml"),
+        format!(
+            "containers:\n  - name: app\n    image: {image}\n    args: [fetch, --url, \"http://127.0.0.2:{allowed_port}/\", --interval-ms, \"300\"]\n"
+        ),
+    )
+    .unwrap();
+    let deploy = |sig: &str, cert: &str| {
+        sealpod(
+            &home,
+            &[
+                "--json",
+                "deploy",
+                dir.join("pod.yaml").to_str().unwrap(),
+                "--provider",
+                &addr,
+                "--payload-manifest",
+                dir.join("manifest.b64").to_str().unwrap(),
+                "--signature",
+                dir.join(sig).to_str().unwrap(),
+                "--cert",
+                dir.join(cert).to_str().unwrap(),
+            ],
+        )
+    };
+
+    // A signature by a certificate of another CA is refused, with the reason.
+    let out = deploy("stranger.sig", "stranger.pem");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("payload manifest rejected"), "{err}");
+    // A signature that does not match the certificate is refused.
+    let out = deploy("stranger.sig", "author.pem");
+    assert!(!out.status.success());
+
+    // The genuine one is accepted.
+    let deployed = json(deploy("manifest.sig", "author.pem"));
+    let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
+
+    // Through the egress proxy the pod reaches the allowed URL.
+    let t = Instant::now();
+    loop {
+        let out = sealpod(&home, &["logs", &pod_id]);
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if log.contains("fetched: outside says hi") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "pod never reached the allowed URL: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // An allowed exec runs; it cannot reach the other server, nor go around the proxy.
+    let fetch = |url: &str, extra: &[&str]| {
+        let mut args =
+            vec!["--json", "exec", &pod_id, "--", "/app/sealpod-sample", "fetch", "--url", url, "--count", "1"];
+        args.extend_from_slice(extra);
+        json_exit(sealpod(&home, &args))
+    };
+    let (code, output) = fetch(&format!("http://127.0.0.2:{allowed_port}/"), &[]);
+    assert_eq!(code, 0, "{output}");
+    let (code, output) = fetch(&format!("http://127.0.0.3:{other_port}/"), &[]);
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("403"), "{output}");
+    let (code, output) = fetch(&format!("http://127.0.0.1:{port}/"), &[]);
+    assert_eq!(code, 1, "reached the provider's own port: {output}");
+    let (code, output) = fetch(&format!("http://127.0.0.2:{allowed_port}/"), &["--direct"]);
+    assert_eq!(code, 1, "went around the proxy: {output}");
+    assert!(!output.contains("outside says hi"));
+
+    // An exec outside the manifest's script is refused.
+    let out = sealpod(&home, &["exec", &pod_id, "--", "/app/sealpod-sample", "exit", "--code", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exec refused"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Denials are visible to the publisher.
+    let status = json(sealpod(&home, &["--json", "status", &pod_id]));
+    let denials: Vec<String> =
+        status["denials"].as_array().unwrap().iter().map(|d| format!("{} {}", d["kind"], d["detail"])).collect();
+    assert!(denials.iter().any(|d| d.contains("egress") && d.contains("127.0.0.3")), "{denials:?}");
+    assert!(denials.iter().any(|d| d.contains("exec") && d.contains("exit")), "{denials:?}");
+
+    assert!(sealpod(&home, &["delete", &pod_id]).status.success());
+}
+
+fn json_exit(out: Output) -> (i32, String) {
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (v["exit_code"].as_i64().unwrap() as i32, v["output"].as_str().unwrap().to_owned())
+}
