@@ -173,6 +173,7 @@ impl Provider {
             tracing::info!("listening on {a}");
         }
         let _ = self.own_sockets.set(node.listen_addrs().await.iter().filter_map(socket_of).collect());
+        self.update_deny_file();
         if let Some(path) = &self.config.ready_file {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
@@ -305,6 +306,7 @@ impl Provider {
         // Recorded before the shim starts: a crash in between leaves a record
         // that re-attachment resolves, never a pod nobody knows of.
         self.store.put(&record).map_err(internal)?;
+        self.update_deny_file();
         match self.runtime.create(&admitted.spec, admitted.listeners) {
             Ok(state) => {
                 tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
@@ -374,6 +376,22 @@ impl Provider {
         Ok(verified)
     }
 
+    /// Where the sockets no pod may reach are listed for the shims.
+    fn deny_file(&self) -> PathBuf {
+        self.config.state_dir.join("egress-deny.json")
+    }
+
+    /// Rewrites the deny file: the node's sockets and every pod's exposed ports.
+    fn update_deny_file(&self) {
+        let mut deny: Vec<std::net::SocketAddr> = self.own_sockets.get().cloned().unwrap_or_default();
+        for r in self.store.all().unwrap_or_default() {
+            deny.extend(r.exposed.iter().map(|e| e.host));
+        }
+        if let Err(e) = sealpod_runtime::egress::write_deny_file(&self.deny_file(), &deny) {
+            tracing::error!(error = %e, "cannot write the egress deny list");
+        }
+    }
+
     /// The egress proxy's policy for a manifest, or `None` when it asks for
     /// no outbound access (the pod then has no way out at all).
     fn egress_policy(&self, manifest: &sealpod_payload::PayloadManifest) -> Option<sealpod_runtime::EgressPolicy> {
@@ -389,8 +407,13 @@ impl Provider {
             "https" | "wss" => Some("https"),
             _ => None,
         };
-        let mut policy =
-            sealpod_runtime::EgressPolicy { proxy_port: 3128, allow: Vec::new(), unrestricted: false, deny };
+        let mut policy = sealpod_runtime::EgressPolicy {
+            proxy_port: 3128,
+            allow: Vec::new(),
+            unrestricted: false,
+            deny,
+            deny_file: Some(self.deny_file()),
+        };
         match comp.outbound_access() {
             OutboundAccess::None => return None,
             OutboundAccess::Unrestricted => policy.unrestricted = true,
@@ -519,6 +542,7 @@ impl Provider {
                 let mut last = self.runtime.state(&record.pod_id).ok();
                 self.runtime.delete(&record.pod_id).map_err(internal)?;
                 self.store.remove(&record.pod_id).map_err(internal)?;
+                self.update_deny_file();
                 tracing::info!(pod = %record.pod_id, "deleted pod");
                 let mut s = last.take().map(|s| status(&record, &s)).unwrap_or_default();
                 s.pod_id = record.pod_id.clone();

@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
             allow: vec![AllowedUrl { scheme: "https".into(), host: "127.0.0.1".into(), port: server.port() }],
             unrestricted: false,
             deny: vec![],
+            deny_file: None,
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         std::mem::forget(_rx);

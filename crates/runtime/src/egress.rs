@@ -28,6 +28,23 @@ pub struct EgressPolicy {
     pub unrestricted: bool,
     /// Sockets never reachable, whatever the manifest says: the provider's own.
     pub deny: Vec<SocketAddr>,
+    /// A JSON list of further sockets never reachable, re-read at every
+    /// connection: the provider keeps its current sockets and every pod's
+    /// exposed ports there, so pods started later are covered too.
+    #[serde(default)]
+    pub deny_file: Option<std::path::PathBuf>,
+}
+
+/// Reads a deny file; a missing or malformed file denies nothing more.
+fn read_deny_file(path: &std::path::Path) -> Vec<SocketAddr> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Writes a deny file atomically.
+pub fn write_deny_file(path: &std::path::Path, deny: &[SocketAddr]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(deny)?)?;
+    std::fs::rename(tmp, path)
 }
 
 /// One allowed destination, from a manifest URL.
@@ -104,8 +121,11 @@ async fn handle(mut conn: TcpStream, policy: &EgressPolicy) -> Result<(), Refusa
         Ok(a) => a.collect(),
         Err(e) => return answer(&mut conn, refuse(502, format!("cannot resolve {}: {e}", target.host))).await,
     };
-    let allowed: Vec<SocketAddr> =
-        addrs.into_iter().filter(|a| !a.ip().is_unspecified() && !policy.deny.contains(a)).collect();
+    let more_denied = policy.deny_file.as_deref().map(read_deny_file).unwrap_or_default();
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !a.ip().is_unspecified() && !policy.deny.contains(a) && !more_denied.contains(a))
+        .collect();
     if allowed.is_empty() {
         let r = refuse(403, format!("{}:{} resolves only to the provider's own addresses", target.host, target.port));
         return answer(&mut conn, r).await;
@@ -206,12 +226,22 @@ fn parse_target(head: &Head) -> Result<Target, Refusal> {
         let (host, port) = split_host_port(target, 443)?;
         return Ok(Target { connect: true, scheme: "https", host, port, origin_form_head: Vec::new() });
     }
-    let rest = target
-        .strip_prefix("http://")
-        .ok_or_else(|| refuse(400, "only CONNECT (for HTTPS) and absolute http:// URLs go through this proxy"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let (authority, path) = if let Some(rest) = target.strip_prefix("http://") {
+        match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        }
+    } else if target.starts_with('/') {
+        // Origin form: the destination is the Host header.
+        let host = headers
+            .split("\r\n")
+            .find_map(|h| {
+                h.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("host")).map(|(_, v)| v.trim())
+            })
+            .ok_or_else(|| refuse(400, "a request without an absolute URL needs a Host header"))?;
+        (host, target)
+    } else {
+        return Err(refuse(400, "only CONNECT (for HTTPS) and http:// requests go through this proxy"));
     };
     let (host, port) = split_host_port(authority, 80)?;
     // Forward with the origin-form request line the destination expects.
@@ -266,7 +296,13 @@ mod tests {
     }
 
     #[test]
-    fn origin_form_and_credentials_are_refused() {
+    fn origin_form_goes_by_the_host_header() {
+        let t = parse_target(&head("GET /p HTTP/1.1\r\nhost: Example.org:81\r\n\r\n")).ok().unwrap();
+        assert_eq!((t.scheme, t.host.as_str(), t.port), ("http", "example.org", 81));
+    }
+
+    #[test]
+    fn requests_without_destination_or_with_credentials_are_refused() {
         assert!(parse_target(&head("GET / HTTP/1.1\r\n\r\n")).is_err());
         assert!(parse_target(&head("GET http://u:p@example.org/ HTTP/1.1\r\n\r\n")).is_err());
         assert!(parse_target(&head("garbage\r\n\r\n")).is_err());
@@ -325,6 +361,7 @@ mod tests {
             ],
             unrestricted: false,
             deny: vec![provider_own],
+            deny_file: None,
         };
         let (p, mut denials) = proxy(policy).await;
 

@@ -288,6 +288,13 @@ fn signed_manifest_limits_exec_and_outbound_urls() {
     assert!(denials.iter().any(|d| d.contains("egress") && d.contains("127.0.0.3")), "{denials:?}");
     assert!(denials.iter().any(|d| d.contains("exec") && d.contains("exit")), "{denials:?}");
 
+    // Trust settings changed while the provider runs take effect at once.
+    json(sealpod(&home, &["--json", "rule", "set", "outbound", "disable", "--state-dir", state_arg]));
+    let out = deploy("manifest.sig", "author.pem");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outbound"), "{err}");
+
     assert!(sealpod(&home, &["delete", &pod_id]).status.success());
 }
 
