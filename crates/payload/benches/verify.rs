@@ -19,7 +19,6 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::pkcs8::DecodePublicKey as _;
-use rsa::pkcs8::DecodePublicKey as _;
 use sha2::Digest as _;
 
 use common::{days, manifest_json, now, rfc3339, Openssl};

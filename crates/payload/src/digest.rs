@@ -347,7 +347,7 @@ mod tests {
         let m = manifest(&[other.clone(), sha256.clone()]);
         assert_eq!(check_image_digest(&m, &sha256), Ok(()));
         assert_eq!(check_image_digest(&m, &sha256.to_uppercase().replace("SHA256", "sha256")), Ok(()));
-        let m = manifest(&[other.clone()]);
+        let m = manifest(std::slice::from_ref(&other));
         assert!(matches!(check_image_digest(&m, &sha256), Err(ImageDigestError::Mismatch { .. })));
         assert!(matches!(check_image_digest(&m, "sha256:00"), Err(ImageDigestError::InvalidImageDigest { .. })));
         let sha3 = PayloadHash::of(DigestAlgorithm::Sha3_224, image).to_string().replace("sha3-224", "sha3");

@@ -271,7 +271,10 @@ pub(crate) fn resolve_prefix<'a>(
         [(id, _)] => Ok(id.to_string()),
         many => Err(TrustError::AmbiguousId {
             prefix: wanted,
-            candidates: many.iter().map(|(id, subject)| format!("{} ({subject})", &id[..id.len().min(16)])).collect(),
+            candidates: many
+                .iter()
+                .map(|(id, subject)| format!("{} ({subject})", id.chars().take(16).collect::<String>()))
+                .collect(),
         }),
     }
 }

@@ -33,13 +33,13 @@
 //! `docs/payload-manifest.md` describes the format, the signing procedure with
 //! `openssl`, and every deliberate difference from yagna.
 //!
-//! Written here rather than taken from a crate: the certificate path building
-//! and checking (RustCrypto has no path validator that works without TLS
-//! server-name semantics, and `x509-parser`'s own verification needs `ring`),
-//! built only from `x509-parser`'s parsing and RustCrypto's signature
-//! primitives; no cryptographic primitive is implemented here. The schema
-//! validator is `boon`, chosen over `jsonschema` for its far smaller
-//! dependency tree (no HTTP client, no TLS).
+//! Written here rather than taken from a crate: certificate path building
+//! and checking (`rustls-webpki` is made for TLS usages and needs `ring` or
+//! `aws-lc-rs`, as does `x509-parser`'s own `verify` feature), built only from
+//! `x509-parser`'s parsing and RustCrypto's signature primitives; no
+//! cryptographic primitive is implemented here. The schema validator is
+//! `boon`, chosen over `jsonschema` for its far smaller dependency tree (no
+//! HTTP client, no TLS).
 //!
 //! Nothing in this crate panics on input, and every input has a size limit
 //! ([`MAX_MANIFEST_BYTES`], [`x509::MAX_CERTIFICATE_INPUT_BYTES`],

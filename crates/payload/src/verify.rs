@@ -157,10 +157,9 @@ pub struct VerifiedSigner {
 }
 
 impl VerifiedSigner {
-    /// The author's (leaf) certificate.
-    pub fn leaf(&self) -> &CertificateInfo {
-        // A verified chain always has its leaf.
-        &self.chain[0]
+    /// The author's (leaf) certificate (`None` only for a hand-made, empty chain).
+    pub fn leaf(&self) -> Option<&CertificateInfo> {
+        self.chain.first()
     }
 }
 

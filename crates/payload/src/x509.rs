@@ -1,7 +1,7 @@
 //! X.509 certificates: reading DER, PEM and PEM chains, and building and
 //! checking the chain from an app author's certificate to a certificate the
 //! provider trusts. Parsing is `x509-parser`'s; signatures are checked with
-//! the primitives in [`crate::crypto`] over the raw `tbsCertificate` bytes.
+//! RustCrypto's signature primitives over the raw `tbsCertificate` bytes.
 //!
 //! The checks follow RFC 5280 §6 where it matters for code signing, and no
 //! further: signatures, validity periods, basicConstraints `CA:TRUE` and
@@ -216,14 +216,17 @@ pub(crate) fn build_chain(
     check_leaf_key_usage(&leaf_cert)?;
     let mut chain = vec![Link { der: leaf.to_vec(), in_keystore: keystore.contains(&certificate_id(leaf)) }];
     let mut anchored = chain[0].in_keystore;
-    loop {
-        let Some(current_der) = chain.last().map(|l| l.der.clone()) else { break };
+    while let Some(current_der) = chain.last().map(|l| l.der.clone()) {
         let current = parse_der(&current_der).map_err(|message| CertificateError::Der { index: 0, message })?;
-        if is_self_signed(&current) {
+        if current.subject().as_raw() == current.issuer().as_raw() {
+            // A trusted root's self-signature proves nothing (RFC 5280 §6.1
+            // does not check it); an untrusted one ends the chain untrusted.
             if anchored {
                 break;
             }
-            return Err(VerifyError::UntrustedRoot { subject: current.subject().to_string() });
+            if is_self_signed(&current) {
+                return Err(VerifyError::UntrustedRoot { subject: current.subject().to_string() });
+            }
         }
         if chain.len() >= MAX_CHAIN_CERTIFICATES {
             if anchored {
@@ -238,7 +241,7 @@ pub(crate) fn build_chain(
             .chain(extra.iter().map(|der| (der.as_slice(), false)))
             .filter(|(der, _)| !on_chain.contains(&certificate_id(der)));
         let mut found = None;
-        let mut bad_signature = false;
+        let mut failure = None;
         for (der, in_keystore) in candidates {
             let Ok(candidate) = parse_der(der) else { continue };
             if candidate.subject().as_raw() != current.issuer().as_raw() {
@@ -249,18 +252,15 @@ pub(crate) fn build_chain(
                     found = Some((der.to_vec(), in_keystore));
                     break;
                 }
-                Err(_) => bad_signature = true,
+                Err(e) => failure = Some(e),
             }
         }
         let Some((issuer_der, in_keystore)) = found else {
             if anchored {
                 break;
             }
-            if bad_signature {
-                return Err(VerifyError::CertificateSignature {
-                    subject: current.subject().to_string(),
-                    issuer: current.issuer().to_string(),
-                });
+            if let Some(failure) = failure {
+                return Err(failure);
             }
             return Err(VerifyError::UntrustedIssuer {
                 subject: current.subject().to_string(),

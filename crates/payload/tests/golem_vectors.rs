@@ -82,7 +82,7 @@ fn yagna_signed_data_verifies_with_the_foo_ca_chain() {
     let keystore = v.keystore(&["foo_ca-chain.cert.pem"]);
     let signer = verify_signature(&data, &sig, "sha256", v.cert("foo_req.cert.pem"), &keystore, when()).unwrap();
     assert_eq!(signer.chain.len(), 3);
-    assert!(signer.leaf().subject.contains("CN=Foo Req"), "{}", signer.leaf().subject);
+    assert!(signer.leaf().unwrap().subject.contains("CN=Foo Req"), "{:?}", signer.leaf());
     assert_eq!(signer.trust_anchor, 1);
     // With only the root trusted, the intermediate must come with the leaf, in either order.
     let root_only = v.keystore(&["foo_ca.cert.pem"]);
@@ -216,4 +216,24 @@ fn yagna_expired_and_not_yet_valid_certificates_are_rejected() {
     let keystore = v.keystore(&["not_yet_valid.pem"]);
     let err = verify_signature(&data, &sig, "sha256", not_yet, &keystore, when()).unwrap_err();
     assert!(matches!(err, VerifyError::CertificateNotYetValid { .. }), "{err}");
+}
+
+#[test]
+fn golem_manifests_validate_against_the_schema_file() {
+    let Some(v) = vectors("golem_manifests_validate_against_the_schema_file") else { return };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/computation-payload-manifest.schema.json");
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut compiler = boon::Compiler::new();
+    compiler.add_resource("urn:test:schema", schema).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let index = compiler.compile("urn:test:schema", &mut schemas).unwrap();
+    for name in ["outbound_manifest.json", "outbound_manifest_unrestricted.json"] {
+        let doc: serde_json::Value = serde_json::from_slice(&v.file(name)).unwrap();
+        if let Err(e) = schemas.validate(&doc, index) {
+            panic!("{name}: {e}");
+        }
+    }
+    // data.json is signed data, not a manifest.
+    let data = sealpod_payload::decode_manifest(&v.text("data.json.base64")).unwrap_err();
+    assert!(data.to_string().contains("version"), "{data}");
 }

@@ -560,3 +560,33 @@ fn survives_mutated_manifests_and_certificates() {
         }
     }
 }
+
+#[test]
+fn rejects_a_certificate_signed_with_sha1() {
+    let mut s = seed();
+    let csr = "author.key.csr";
+    s.ssl.run(&["x509", "-req", "-sha1", "-in", csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-out", "sha1.pem"]);
+    s.certificate = s.ssl.read("sha1.pem");
+    let err = s.verify().unwrap_err();
+    assert!(matches!(&err, VerifyError::UnsupportedCertificate { reason, .. } if reason.contains("SHA-1")), "{err}");
+}
+
+#[test]
+fn rejects_name_constraints_it_cannot_enforce() {
+    let mut s = seed();
+    intermediate(
+        &s,
+        "Constrained",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nnameConstraints=critical,permitted;DNS:example.org",
+    );
+    let csr = s.ssl.csr("author.key", "/O=Seal Test/CN=Constrained Author");
+    s.ssl.issue(&csr, "Constrained", "constrained.pem", None);
+    let mut chain = s.ssl.read("constrained.pem");
+    chain.extend(s.ssl.read("Constrained.pem"));
+    s.certificate = chain;
+    let err = s.verify().unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::UnsupportedCertificate { reason, .. } if reason.contains("name constraints")),
+        "{err}"
+    );
+}
