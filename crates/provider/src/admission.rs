@@ -17,6 +17,8 @@ pub struct Admitted {
     pub spec: PodSpec,
     /// Bound host listeners, one per `spec.ports` entry.
     pub listeners: Vec<TcpListener>,
+    /// Each container's image manifest bytes, in container order.
+    pub image_manifests: Vec<Vec<u8>>,
 }
 
 fn invalid(field: String, message: impl Into<String>) -> Error {
@@ -59,6 +61,7 @@ pub fn admit(
     }
 
     let mut containers = Vec::new();
+    let mut image_manifests = Vec::new();
     let mut forwards = Vec::new();
     let mut listeners = Vec::new();
     let mut target_ports = std::collections::HashSet::new();
@@ -159,6 +162,7 @@ pub fn admit(
             forwards.push(PortForward { host, target_port: target, container: c.name.clone() });
             listeners.push(listener);
         }
+        image_manifests.push(image.manifest.clone());
         containers.push(ContainerSpec {
             name: c.name.clone(),
             image_rootfs: image.rootfs.clone(),
@@ -180,6 +184,7 @@ pub fn admit(
     Ok(Admitted {
         spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards, egress },
         listeners,
+        image_manifests,
     })
 }
 

@@ -19,6 +19,8 @@ pub struct UnpackedImage {
     pub rootfs: PathBuf,
     /// The image's default process settings.
     pub config: ImageConfig,
+    /// The image manifest as stored, for digests other than sha256.
+    pub manifest: Vec<u8>,
 }
 
 /// Where images are resolved from and unpacked to.
@@ -89,6 +91,6 @@ impl ImageStore {
             std::fs::rename(tmp.join("rootfs"), &rootfs)?;
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        Ok(UnpackedImage { digest, rootfs, config: image.config().clone() })
+        Ok(UnpackedImage { digest, rootfs, config: image.config().clone(), manifest: image.manifest_bytes().to_vec() })
     }
 }

@@ -280,7 +280,11 @@ impl Provider {
         if let Some(v) = &verified {
             // The manifest speaks for the image it names, and for no other.
             for (i, c) in admitted.spec.containers.iter().enumerate() {
-                sealpod_payload::check_image_digest(&v.manifest, &c.image_digest).map_err(|e| Error {
+                // sha256 names the image by its digest; other algorithms
+                // (sha3-256 and friends) by the manifest bytes it covers.
+                let by_digest = sealpod_payload::check_image_digest(&v.manifest, &c.image_digest);
+                let by_bytes = sealpod_payload::check_image_bytes(&v.manifest, &admitted.image_manifests[i]);
+                by_digest.or(by_bytes).map_err(|e| Error {
                     code: ErrorCode::PermissionDenied as i32,
                     message: format!("payload manifest does not cover container {}: {e}", c.name),
                     field: format!("pod.containers[{i}].image"),

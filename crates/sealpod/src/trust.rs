@@ -135,6 +135,10 @@ pub struct SignArgs {
     /// The author's private key (PEM: RSA, EC P-256/P-384, Ed25519).
     #[arg(long)]
     key: PathBuf,
+    /// The author's certificate: checked to hold the key's public half, so a
+    /// mismatched pair is caught here rather than by a provider.
+    #[arg(long)]
+    cert: Option<PathBuf>,
     /// The digest: sha256, sha384, sha512, sha3-256…
     #[arg(long, default_value = "sha256")]
     digest: String,
@@ -213,6 +217,22 @@ pub fn sign(args: SignArgs, json: bool) -> Result<()> {
         .with_context(|| format!("{} is not a valid payload manifest", args.manifest.display()))?;
     let key = std::fs::read_to_string(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
     let signature = sealpod_payload::sign(&text, &key, &args.digest)?;
+    if let Some(cert) = &args.cert {
+        let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        // The certificate vouches for itself here: only the key pairing is checked.
+        let keystore = sealpod_payload::Keystore::from_certificates(&pem)?;
+        sealpod_payload::verify_signature(
+            text.as_bytes(),
+            &signature,
+            &args.digest,
+            &pem,
+            &keystore,
+            SystemTime::now(),
+        )
+        .with_context(|| {
+            format!("the signature does not verify with {}: key and certificate differ?", cert.display())
+        })?;
+    }
     let dir = args.out_dir.clone().unwrap_or_else(|| args.manifest.parent().map(Path::to_owned).unwrap_or_default());
     let name = args.manifest.file_name().context("manifest has no file name")?.to_string_lossy().into_owned();
     let b64 = dir.join(format!("{name}.base64"));

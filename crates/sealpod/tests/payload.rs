@@ -303,3 +303,89 @@ fn json_exit(out: Output) -> (i32, String) {
         .unwrap_or_else(|_| panic!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
     (v["exit_code"].as_i64().unwrap() as i32, v["output"].as_str().unwrap().to_owned())
 }
+
+#[test]
+fn cli_signature_verifies_with_openssl_and_mismatched_cert_is_caught() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: needs openssl");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_ca(dir, "ca");
+    make_author(dir, "author", "ca");
+    make_author(dir, "other", "ca");
+    let manifest = serde_json::json!({
+        "version": "0.1.0", "createdAt": "2025-01-01T00:00:00Z", "expiresAt": "2100-01-01T00:00:00Z",
+        "metadata": {"name": "cli", "version": "0.1.0"},
+        "payload": [{"platform": {"arch": "x86_64", "os": "linux"}, "urls": ["http://example.invalid/i"], "hash": format!("sha256:{}", "ab".repeat(32))}],
+        "compManifest": {"version": "0.1.0", "script": {"commands": ["run /bin/date"], "match": "strict"}}
+    });
+    std::fs::write(dir.join("m.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let home = dir.join("h");
+    let signed = json(sealpod(
+        &home,
+        &[
+            "--json",
+            "manifest",
+            "sign",
+            dir.join("m.json").to_str().unwrap(),
+            "--key",
+            dir.join("author.key").to_str().unwrap(),
+            "--cert",
+            dir.join("author.pem").to_str().unwrap(),
+        ],
+    ));
+    let b64 = signed["manifest_base64"].as_str().unwrap().to_owned();
+    let sig = signed["signature"].as_str().unwrap().to_owned();
+
+    // openssl accepts our signature.
+    openssl(dir, &["x509", "-in", "author.pem", "-pubkey", "-noout", "-out", "author.pub"]);
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(["dgst", "-sha256", "-verify", "author.pub", "-signature", &sig, &b64])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Verified OK"), "{out:?}");
+
+    // `manifest verify` with a keystore holding the CA.
+    let trust = dir.join("trust");
+    json(sealpod(
+        &home,
+        &["--json", "keystore", "add", dir.join("ca.pem").to_str().unwrap(), "--trust-dir", trust.to_str().unwrap()],
+    ));
+    let v = json(sealpod(
+        &home,
+        &[
+            "--json",
+            "manifest",
+            "verify",
+            "--payload-manifest",
+            &b64,
+            "--signature",
+            &sig,
+            "--cert",
+            dir.join("author.pem").to_str().unwrap(),
+            "--trust-dir",
+            trust.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["decision"]["accepted"], true, "{v}");
+
+    // Signing with one key while naming another's certificate is caught.
+    let out = sealpod(
+        &home,
+        &[
+            "manifest",
+            "sign",
+            dir.join("m.json").to_str().unwrap(),
+            "--key",
+            dir.join("author.key").to_str().unwrap(),
+            "--cert",
+            dir.join("other.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key and certificate differ"));
+}
