@@ -12,10 +12,12 @@
 //! `sealpod-proto` between authenticated peers and reports who sent them. The
 //! provider decides what a request means; the publisher decides what to ask.
 
+pub mod blob;
 pub mod codec;
 mod identity;
 mod node;
 
+pub use blob::{BlobError, BlobSource};
 pub use identity::{load_or_create_keypair, IdentityError};
 pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId};
 pub use node::{InboundRequest, Node, NodeConfig, NodeError, Responder};

@@ -187,6 +187,7 @@ struct Behaviour {
     capacity: Rr<CapacityRequest, CapacityResponse>,
     provision: Rr<ProvisionPodRequest, ProvisionPodResponse>,
     control: Rr<PodControlRequest, PodControlResponse>,
+    stream: libp2p_stream::Behaviour,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -198,7 +199,8 @@ enum Command {
     Capacity { peer: PeerId, request: CapacityRequest, reply: Reply<CapacityResponse> },
     Provision { peer: PeerId, request: ProvisionPodRequest, reply: Reply<ProvisionPodResponse> },
     Control { peer: PeerId, request: PodControlRequest, reply: Reply<PodControlResponse> },
-    FindProviders { reply: Reply<Vec<PeerId>> },
+    FindProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    Provide { key: Vec<u8> },
     AddAddress { peer: PeerId, addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     PeerAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
@@ -210,6 +212,7 @@ enum Command {
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
 }
 
 impl Node {
@@ -258,6 +261,7 @@ impl Node {
                 .start_providing(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY))
                 .map_err(|e| NodeError::Setup(format!("DHT provider record: {e}")))?;
         }
+        let streams = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(64);
         let task = SwarmTask {
@@ -276,7 +280,7 @@ impl Node {
             replies: FuturesUnordered::new(),
         };
         tokio::spawn(task.run());
-        Ok((Node { peer_id, commands: cmd_tx }, in_rx))
+        Ok((Node { peer_id, commands: cmd_tx, streams }, in_rx))
     }
 
     /// This node's peer id.
@@ -340,7 +344,45 @@ impl Node {
 
     /// Looks up providers advertised on the DHT (and found by mDNS).
     pub async fn find_providers(&self) -> Result<Vec<PeerId>, NodeError> {
-        self.ask(|reply| Command::FindProviders { reply }).await
+        self.ask(|reply| Command::FindProviders { key: crate::PROVIDER_DHT_KEY.to_vec(), reply }).await
+    }
+
+    /// Serves blobs held by `source` to any peer that asks, until the node stops.
+    pub fn serve_blobs(&self, source: std::sync::Arc<dyn crate::blob::BlobSource>) {
+        let control = self.streams.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::blob::serve(control, source).await {
+                tracing::error!(error = %e, "blob service stopped");
+            }
+        });
+    }
+
+    /// Announces on the DHT that this node holds blob `digest`.
+    pub async fn provide_blob(&self, digest: &str) -> Result<(), NodeError> {
+        let key = crate::blob::dht_key(digest)
+            .ok_or_else(|| NodeError::Discovery(format!("{digest:?} is not a sha256 digest")))?;
+        self.commands.send(Command::Provide { key }).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Peers that announced holding blob `digest`.
+    pub async fn find_blob_providers(&self, digest: &str) -> Result<Vec<PeerId>, NodeError> {
+        let key = crate::blob::dht_key(digest)
+            .ok_or_else(|| NodeError::Discovery(format!("{digest:?} is not a sha256 digest")))?;
+        self.ask(|reply| Command::FindProviders { key, reply }).await
+    }
+
+    /// Fetches a range of blob `digest` from `peer` into `sink` (see
+    /// [`crate::blob::fetch`]); the bytes are not verified here.
+    pub async fn fetch_blob<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        peer: PeerId,
+        digest: &str,
+        offset: u64,
+        length: u64,
+        sink: &mut W,
+    ) -> Result<(u64, u64), crate::blob::BlobError> {
+        let mut control = self.streams.clone();
+        crate::blob::fetch(&mut control, peer, digest, offset, length, sink).await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
@@ -422,6 +464,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                     limits::CONTROL_RESPONSE,
                     request_timeout,
                 ),
+                stream: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| NodeError::Setup(e.to_string()))?
@@ -556,8 +599,13 @@ impl SwarmTask {
                 let id = b.control.send_request(&peer, Ok(request));
                 self.control.insert(id, (peer, reply));
             }
-            Command::FindProviders { reply } => {
-                let id = b.kad.get_providers(kad::RecordKey::new(&crate::PROVIDER_DHT_KEY));
+            Command::Provide { key } => {
+                if let Err(e) = b.kad.start_providing(kad::RecordKey::new(&key)) {
+                    tracing::warn!(error = %e, "cannot record a DHT provider entry");
+                }
+            }
+            Command::FindProviders { key, reply } => {
+                let id = b.kad.get_providers(kad::RecordKey::new(&key));
                 self.provider_queries.insert(id, (HashSet::new(), reply));
             }
             Command::AddAddress { peer, addr } => {

@@ -25,8 +25,10 @@ pub mod protocol {
     pub const PROVISIONING_CAPACITY: &str = "/apocryph/provisioning-capacity/0.0.1";
     /// Deploying a pod.
     pub const PROVISION_POD: &str = "/apocryph/provision-pod/0.0.1";
-    /// sealpod's extension: status, logs, delete, list.
+    /// sealpod's extension: status, logs, delete, list, exec.
     pub const POD_CONTROL: &str = "/apocryph/pod-control/0.0.1";
+    /// sealpod's extension: content-addressed blobs, streamed.
+    pub const BLOB: &str = "/apocryph/blob/0.0.1";
 }
 
 /// Largest frame, in bytes, a peer accepts on each protocol. Checked against the
@@ -46,6 +48,8 @@ pub mod limits {
     pub const CONTROL_REQUEST: usize = 64 * 1024;
     /// Log chunks are capped at [`LOG_CHUNK`] plus framing.
     pub const CONTROL_RESPONSE: usize = 2 << 20;
+    /// Blob request and response frames (the blob bytes follow unframed).
+    pub const BLOB_FRAME: usize = 4096;
     /// The largest log chunk a provider sends in one response.
     pub const LOG_CHUNK: u32 = 1 << 20;
 }
