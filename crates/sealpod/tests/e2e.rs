@@ -2,131 +2,13 @@
 //! publisher processes talking over loopback libp2p, real containers, real
 //! ports. Needs root (namespaces, cgroups, mounts); skipped otherwise.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
-const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn sealpod(home: &Path, args: &[&str]) -> Output {
-    Command::new(SEALPOD).arg("--home").arg(home).args(args).output().expect("run sealpod")
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "sealpod failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-struct Provider {
-    child: Child,
-    addr: String,
-    quic_addr: String,
-}
-
-impl Provider {
-    fn start(dir: &Path, port: u16) -> Provider {
-        let ready = dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("provider.log")).unwrap();
-        let child = Command::new(SEALPOD)
-            .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen"])
-            .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
-            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-            .arg("--state-dir")
-            .arg(dir.join("provider"))
-            .arg("--image-root")
-            .arg(dir.join("images"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !ready.exists() {
-            assert!(t.elapsed() < Duration::from_secs(30), "provider did not start: {}", provider_log(dir));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let info: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
-        let addrs: Vec<String> =
-            info["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
-        let addr = addrs.iter().find(|a| a.contains("/tcp/")).unwrap().clone();
-        let quic_addr = addrs.iter().find(|a| a.contains("/quic-v1/")).unwrap().clone();
-        Provider { child, addr, quic_addr }
-    }
-
-    fn kill_hard(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn provider_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("provider.log")).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn http_get(addr: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
-    r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).ok_or_else(|| format!("bad response {r:?}"))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let t = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn socket_of(multiaddr: &str) -> String {
-    let p: Vec<&str> = multiaddr.split('/').collect();
-    format!("{}:{}", p[2], p[4])
-}
-
-fn build_sample_image(dir: &Path) {
-    let out = Command::new(SEALPOD)
-        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
-        .arg(dir.join("images/sample"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn write_pod(dir: &Path, name: &str, host_port: u16, extra: &str) -> PathBuf {
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
@@ -259,15 +141,8 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
 
 #[test]
 fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, provider, home)) = fixture("carol") else { return };
     let dir = tmp.path();
-    build_sample_image(dir);
-    let provider = Provider::start(dir, free_port());
-    let home = dir.join("carol");
 
     // A missing image.
     let missing = dir.join("missing.yaml");
@@ -322,15 +197,8 @@ fn cgroup_file(pod_id: &str, container: &str, v1: &str, v2: &str) -> Option<Stri
 
 #[test]
 fn failing_container_restarts_and_limits_reach_the_cgroup() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, provider, home)) = fixture("dave") else { return };
     let dir = tmp.path();
-    build_sample_image(dir);
-    let provider = Provider::start(dir, free_port());
-    let home = dir.join("dave");
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     let manifest = dir.join("crashy.yaml");
     std::fs::write(
@@ -387,15 +255,8 @@ restartPolicy: OnFailure
 
 #[test]
 fn logs_follow_streams_until_the_container_exits() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, provider, home)) = fixture("erin") else { return };
     let dir = tmp.path();
-    build_sample_image(dir);
-    let provider = Provider::start(dir, free_port());
-    let home = dir.join("erin");
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     let manifest = dir.join("counter.yaml");
     // The fetcher fails five times (nothing listens) and exits.
@@ -424,15 +285,8 @@ fn logs_follow_streams_until_the_container_exits() {
 
 #[test]
 fn exec_runs_in_the_container_and_returns_its_exit_code() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, provider, home)) = fixture("frank") else { return };
     let dir = tmp.path();
-    build_sample_image(dir);
-    let provider = Provider::start(dir, free_port());
-    let home = dir.join("frank");
     let manifest = write_pod(dir, "exec", 0, "");
     let deployed =
         ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));

@@ -2,22 +2,16 @@
 //! CLI, a provider that trusts their CA, a pod held to what its manifest
 //! allows (exec commands and outbound URLs). Needs root and openssl.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{is_root, ok_json as json, sealpod, Provider, SAMPLE, SEALPOD};
 use serde_json::Value;
-
-const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
-const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");
@@ -27,15 +21,6 @@ fn run(cmd: &mut Command) -> Output {
 
 fn openssl(dir: &Path, args: &[&str]) {
     run(Command::new("openssl").current_dir(dir).args(args));
-}
-
-fn sealpod(home: &Path, args: &[&str]) -> Output {
-    Command::new(SEALPOD).arg("--home").arg(home).args(args).output().unwrap()
-}
-
-fn json(out: Output) -> Value {
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// An HTTP server on `ip` that answers every request with `text`.
@@ -51,15 +36,6 @@ fn outside_server(ip: &str, text: &'static str) -> u16 {
         }
     });
     port
-}
-
-struct Provider(Child);
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
 }
 
 fn make_ca(dir: &Path, name: &str) {
@@ -185,26 +161,9 @@ fn signed_manifest_limits_exec_and_outbound_urls() {
         &["--json", "rule", "set", "outbound", "everyone", "--mode", "whitelist", "--state-dir", state_arg],
     ));
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ready = dir.join("ready.json");
-    let log = std::fs::File::create(dir.join("provider.log")).unwrap();
-    let _provider = Provider(
-        Command::new(SEALPOD)
-            .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-            .args(["--state-dir", state_arg, "--ready-file", ready.to_str().unwrap(), "--image-root"])
-            .arg(dir.join("images"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let t = Instant::now();
-    while !ready.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "provider did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr = json(Command::new("cat").arg(&ready).output().unwrap())["addresses"][0].as_str().unwrap().to_owned();
+    let port = common::free_port();
+    let provider = Provider::start(dir, port);
+    let addr = provider.addr.clone();
 
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     std::fs::write(

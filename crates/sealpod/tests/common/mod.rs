@@ -1,0 +1,146 @@
+//! Helpers shared by the end-to-end tests: running the CLI, a provider
+//! process, the sample image.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
+pub const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+pub fn sealpod(home: &Path, args: &[&str]) -> Output {
+    Command::new(SEALPOD).arg("--home").arg(home).args(args).output().expect("run sealpod")
+}
+
+pub fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "sealpod failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+pub struct Provider {
+    pub child: Child,
+    pub addr: String,
+    pub quic_addr: String,
+}
+
+impl Provider {
+    /// Starts `sealpod provider run` with its state in `dir/provider` and
+    /// images from `dir/images`, on loopback TCP `port` and QUIC.
+    pub fn start(dir: &Path, port: u16) -> Provider {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("provider.log")).unwrap();
+        let child = Command::new(SEALPOD)
+            .args(["provider", "run", "--expose-ip", "127.0.0.1", "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{port}"))
+            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .arg("--state-dir")
+            .arg(dir.join("provider"))
+            .arg("--image-root")
+            .arg(dir.join("images"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !ready.exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "provider did not start: {}", provider_log(dir));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let info: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+        let addrs: Vec<String> =
+            info["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+        let addr = addrs.iter().find(|a| a.contains("/tcp/")).unwrap().clone();
+        let quic_addr = addrs.iter().find(|a| a.contains("/quic-v1/")).unwrap().clone();
+        Provider { child, addr, quic_addr }
+    }
+
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        // Already gone after kill_hard; nothing to report then.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn provider_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("provider.log")).unwrap_or_default()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).ok_or_else(|| format!("bad response {r:?}"))
+}
+
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let t = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+pub fn socket_of(multiaddr: &str) -> String {
+    let p: Vec<&str> = multiaddr.split('/').collect();
+    format!("{}:{}", p[2], p[4])
+}
+
+pub fn build_sample_image(dir: &Path) {
+    let out = Command::new(SEALPOD)
+        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
+        .arg(dir.join("images/sample"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A temporary directory with the sample image built and a provider running,
+/// and the publisher home `dir/<publisher>`; `None` (test skipped) unless root.
+pub fn fixture(publisher: &str) -> Option<(tempfile::TempDir, Provider, PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: running pods needs root");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    build_sample_image(tmp.path());
+    let provider = Provider::start(tmp.path(), free_port());
+    let home = tmp.path().join(publisher);
+    Some((tmp, provider, home))
+}
