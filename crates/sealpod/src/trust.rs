@@ -109,23 +109,42 @@ pub enum Outbound {
         #[command(flatten)]
         dir: TrustDir,
     },
-    /// The rule for manifests signed under one certificate.
+    /// The rule for manifests signed under one certificate (yagna's syntax:
+    /// `audited-payload import-cert FILE --mode M` or `audited-payload cert-id ID --mode M`).
     AuditedPayload {
-        /// A certificate already in the keystore, by unique id prefix.
-        #[arg(long, conflicts_with = "import_cert")]
-        cert_id: Option<String>,
-        /// A certificate file to import into the keystore.
-        #[arg(long)]
-        import_cert: Option<PathBuf>,
-        /// all, none or whitelist.
-        #[arg(long)]
-        mode: Mode,
-        /// A note for the operator.
-        #[arg(long, default_value = "")]
-        description: String,
-        #[command(flatten)]
-        dir: TrustDir,
+        #[command(subcommand)]
+        cert: AuditedCert,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AuditedCert {
+    /// Import a certificate file into the keystore and set the rule for it.
+    ImportCert {
+        /// DER, PEM or PEM chain; the rule applies to its leaf.
+        file: PathBuf,
+        #[command(flatten)]
+        rule: AuditedRule,
+    },
+    /// Set the rule for a certificate already in the keystore.
+    CertId {
+        /// Unique prefix of its id.
+        id: String,
+        #[command(flatten)]
+        rule: AuditedRule,
+    },
+}
+
+#[derive(Args)]
+pub struct AuditedRule {
+    /// all, none or whitelist.
+    #[arg(long)]
+    mode: Mode,
+    /// A note for the operator.
+    #[arg(long, default_value = "")]
+    description: String,
+    #[command(flatten)]
+    dir: TrustDir,
 }
 
 #[derive(Args)]
@@ -347,7 +366,7 @@ pub fn rule(cmd: RuleCommand, json: bool) -> Result<()> {
             })
         }
         RuleCommand::Set { rule: RuleSet::Outbound { what } } => {
-            let (mut trust, what_done) = match what {
+            let (_, what_done) = match what {
                 Outbound::Enable(dir) => {
                     let mut t = dir.load()?;
                     t.set_outbound_enabled(true)?;
@@ -363,23 +382,22 @@ pub fn rule(cmd: RuleCommand, json: bool) -> Result<()> {
                     t.set_everyone(mode)?;
                     (t, format!("everyone: {mode:?}"))
                 }
-                Outbound::AuditedPayload { cert_id, import_cert, mode, description, dir } => {
-                    let mut t = dir.load()?;
-                    let ids = match (cert_id, import_cert) {
-                        (Some(id), None) => vec![t.set_audited_payload(&id, mode, &description)?.id],
-                        (None, Some(file)) => {
-                            let input = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                            t.set_audited_payload_import(&input, mode, &description, SystemTime::now())?
-                                .into_iter()
-                                .map(|c| c.id)
-                                .collect()
-                        }
-                        _ => bail!("give --cert-id or --import-cert"),
-                    };
-                    (t, format!("audited-payload {mode:?} for {}", ids.join(", ")))
+                Outbound::AuditedPayload { cert: AuditedCert::CertId { id, rule } } => {
+                    let mut t = rule.dir.load()?;
+                    let cert = t.set_audited_payload(&id, rule.mode, &rule.description)?;
+                    (t, format!("audited-payload {:?} for {}", rule.mode, cert.id))
+                }
+                Outbound::AuditedPayload { cert: AuditedCert::ImportCert { file, rule } } => {
+                    let mut t = rule.dir.load()?;
+                    let input = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let ids: Vec<String> = t
+                        .set_audited_payload_import(&input, rule.mode, &rule.description, SystemTime::now())?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
+                    (t, format!("audited-payload {:?} for {}", rule.mode, ids.join(", ")))
                 }
             };
-            let _ = &mut trust;
             print(json, &serde_json::json!({"done": what_done}), || format!("{what_done}\n"))
         }
     }

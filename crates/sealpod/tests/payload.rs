@@ -332,6 +332,49 @@ fn cli_signature_verifies_with_openssl_and_mismatched_cert_is_caught() {
     assert_eq!(v["valid"], true);
     assert_eq!(v["decision"]["accepted"], true, "{v}");
 
+    // yagna's rule syntax: an audited-payload rule for an imported certificate.
+    let t = trust.to_str().unwrap();
+    json(sealpod(
+        &home,
+        &[
+            "--json",
+            "rule",
+            "set",
+            "outbound",
+            "audited-payload",
+            "import-cert",
+            dir.join("author.pem").to_str().unwrap(),
+            "--mode",
+            "all",
+            "--trust-dir",
+            t,
+        ],
+    ));
+    let rules = json(sealpod(&home, &["--json", "rule", "list", "--trust-dir", t]));
+    let audited = rules["outbound"]["audited-payload"].as_object().expect("audited_payload rules");
+    assert_eq!(audited.len(), 1, "{rules}");
+    let (id, rule) = audited.iter().next().unwrap();
+    assert_eq!(rule["mode"], "all", "{rules}");
+    let prefix = &id[..12];
+    json(sealpod(
+        &home,
+        &[
+            "--json",
+            "rule",
+            "set",
+            "outbound",
+            "audited-payload",
+            "cert-id",
+            prefix,
+            "--mode",
+            "none",
+            "--trust-dir",
+            t,
+        ],
+    ));
+    let rules = json(sealpod(&home, &["--json", "rule", "list", "--trust-dir", t]));
+    assert_eq!(rules["outbound"]["audited-payload"][id]["mode"], "none", "{rules}");
+
     // Signing with one key while naming another's certificate is caught.
     let out = sealpod(
         &home,
