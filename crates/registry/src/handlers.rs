@@ -24,15 +24,21 @@ struct Shared {
     store: Store,
     options: RegistryOptions,
     policy: Arc<dyn PullPolicy>,
+    source: Arc<dyn crate::ContentSource>,
     uploads: OpenUploads,
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-pub(crate) fn router(store: Store, mut options: RegistryOptions, policy: Arc<dyn PullPolicy>) -> Router {
+pub(crate) fn router(
+    store: Store,
+    mut options: RegistryOptions,
+    policy: Arc<dyn PullPolicy>,
+    source: Arc<dyn crate::ContentSource>,
+) -> Router {
     options.max_manifest_size = options.max_manifest_size.min(sealpod_store::MAX_MANIFEST_SIZE);
     let uploads = OpenUploads::new(options.max_open_uploads);
-    let shared = Arc::new(Shared { store, options, policy, uploads });
+    let shared = Arc::new(Shared { store, options, policy, source, uploads });
     Router::new().fallback(dispatch).with_state(shared)
 }
 
@@ -160,6 +166,13 @@ async fn get_manifest(s: &Arc<Shared>, name: RepositoryName, reference: &str, he
         sealpod_store::NameError::InvalidDigest(_) => RegistryError::new(ErrorCode::DigestInvalid, e.to_string()),
         _ => RegistryError::new(ErrorCode::ManifestUnknown, e.to_string()),
     })?;
+    if let Reference::Digest(digest) = &reference {
+        let (store, n, d) = (s.store.clone(), name.clone(), *digest);
+        let known = blocking(move || Ok(store.manifest(&n, &Reference::Digest(d)).is_ok())).await?;
+        if !known {
+            s.source.fetch_manifest(name.clone(), *digest).await;
+        }
+    }
     let shared = s.clone();
     let (manifest, bytes) = blocking(move || {
         let manifest = shared.store.manifest(&name, &reference)?;
@@ -238,6 +251,10 @@ async fn delete_manifest(s: &Arc<Shared>, name: RepositoryName, reference: &str)
 }
 
 async fn get_blob(s: &Arc<Shared>, digest: Digest, head: bool) -> Result<Response> {
+    let store = s.store.clone();
+    if !blocking(move || Ok(store.contains(&digest)?)).await? {
+        s.source.fetch_blob(digest).await;
+    }
     let store = s.store.clone();
     let (size, reader) = blocking(move || {
         if head {

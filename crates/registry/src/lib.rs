@@ -139,6 +139,39 @@ pub trait PullPolicy: Send + Sync + 'static {
     ) -> Result<(), PullDenied>;
 }
 
+/// Where content missing from the store may come from (the peer-to-peer
+/// network). Each call tries to make the content present in the store and
+/// says whether it did; the registry then serves it from the store, which
+/// verifies it, like anything else.
+pub trait ContentSource: Send + Sync + 'static {
+    /// Makes blob `digest` present.
+    fn fetch_blob(&self, digest: Digest) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+    /// Makes manifest `digest` (and everything it references) present and
+    /// recorded in `repository`.
+    fn fetch_manifest(
+        &self,
+        repository: RepositoryName,
+        digest: Digest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+}
+
+/// No source: what is not stored is unknown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSource;
+
+impl ContentSource for NoSource {
+    fn fetch_blob(&self, _: Digest) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        Box::pin(async { false })
+    }
+    fn fetch_manifest(
+        &self,
+        _: RepositoryName,
+        _: Digest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        Box::pin(async { false })
+    }
+}
+
 /// Serves everything stored.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
@@ -163,12 +196,13 @@ pub struct Registry {
     store: Store,
     options: RegistryOptions,
     policy: Arc<dyn PullPolicy>,
+    source: Arc<dyn ContentSource>,
 }
 
 impl Registry {
     /// A registry over `store` with default options that serves everything.
     pub fn new(store: Store) -> Registry {
-        Registry { store, options: RegistryOptions::default(), policy: Arc::new(AllowAll) }
+        Registry { store, options: RegistryOptions::default(), policy: Arc::new(AllowAll), source: Arc::new(NoSource) }
     }
 
     /// Replaces the options.
@@ -183,11 +217,17 @@ impl Registry {
         self
     }
 
+    /// Where to look for content the store lacks.
+    pub fn content_source(mut self, source: impl ContentSource) -> Registry {
+        self.source = Arc::new(source);
+        self
+    }
+
     /// The `axum` router, for embedding in a larger server. Connection
     /// limits and header timeouts are [`Registry::serve`]'s; an embedder
     /// must provide its own.
     pub fn router(self) -> Router {
-        handlers::router(self.store, self.options, self.policy)
+        handlers::router(self.store, self.options, self.policy, self.source)
     }
 
     /// Serves on `listener` until an accept error that is not transient.

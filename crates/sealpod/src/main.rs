@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    /// Run an artifact node: a local OCI registry backed by peers.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Deploy a pod manifest to a provider.
     Deploy {
         /// The pod manifest (YAML or JSON).
@@ -149,6 +154,28 @@ enum Command {
     Sample {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Serve the registry API on localhost and exchange blobs with peers.
+    Run {
+        /// Where the content store and node key live.
+        #[arg(long, default_value = "/var/lib/sealpod/node")]
+        dir: PathBuf,
+        /// Registry API address (keep it on loopback: it has no authentication).
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry: std::net::SocketAddr,
+        /// libp2p listen addresses.
+        #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/4002".to_string()])]
+        listen: Vec<String>,
+        /// DHT bootstrap peers.
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        /// Write the node's peer id, addresses and registry address here (JSON).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
 }
 
@@ -265,7 +292,10 @@ fn main() {
         Command::Sample { args } => std::process::exit(sample::main(args)),
         _ => {}
     }
-    init_tracing(cli.verbose, matches!(cli.command, Command::Provider { .. } | Command::Shim { .. }));
+    init_tracing(
+        cli.verbose,
+        matches!(cli.command, Command::Provider { .. } | Command::Shim { .. } | Command::Node { .. }),
+    );
     let json = cli.json;
     if let Err(e) = run(cli) {
         if json {
@@ -313,6 +343,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args, json),
         Command::Provider { command: ProviderCommand::Run(args) } => run_provider(args),
+        Command::Node { command: NodeCommand::Run { dir, registry, listen, bootstrap, ready_file } } => {
+            let config = sealpod_node::NodeConfig {
+                dir,
+                registry,
+                listen: parse_addrs(&listen)?,
+                bootstrap: parse_addrs(&bootstrap)?,
+                ready_file,
+            };
+            runtime()?.block_on(sealpod_node::run(config))
+        }
         Command::Shim { pod_dir } => {
             let exe = std::env::current_exe()?;
             sealpod_runtime::shim::run_shim(&pod_dir, &exe)?;
