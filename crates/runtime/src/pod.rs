@@ -160,7 +160,7 @@ impl Runtime {
     /// with [`Runtime::exec_output`] under the returned id.
     pub fn exec(&self, pod_id: &str, container: &str, argv: Vec<String>) -> Result<String, RuntimeError> {
         use std::io::{BufRead, Write};
-        let bytes: [u8; 8] = std::array::from_fn(|_| rand_byte());
+        let bytes: [u8; 8] = rand::random();
         let exec_id = format!("x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let request = crate::shim::ExecRequest { exec_id: exec_id.clone(), container: container.to_owned(), argv };
         let sock = self.pod_dir(pod_id).join("control.sock");
@@ -217,13 +217,6 @@ fn state_settled(state: &PodState) -> bool {
         Phase::Running => state.containers.iter().all(|c| c.state != RunState::Created),
         _ => true,
     }
-}
-
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish() as u8
 }
 
 fn pid_running(pid: u32) -> bool {
