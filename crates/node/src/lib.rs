@@ -173,12 +173,16 @@ impl ContentSource for Peers {
     }
 }
 
-/// Every digest the store holds through a recorded manifest: the manifests
-/// and what they reference.
-fn held_digests(store: &Store) -> Vec<Digest> {
+/// Digests to announce for manifests recorded since the last call: each new
+/// manifest and what it references. `seen` remembers the manifests already
+/// handled, so each is read and parsed once.
+fn newly_held(store: &Store, seen: &mut HashSet<Digest>) -> Vec<Digest> {
     let mut out = Vec::new();
     for repo in store.repositories().unwrap_or_default() {
         for m in store.manifests(&repo).unwrap_or_default() {
+            if !seen.insert(m) {
+                continue;
+            }
             out.push(m);
             if let Ok(bytes) = store.read_to_vec(&m, sealpod_store::MAX_MANIFEST_SIZE) {
                 if let Ok(parsed) = ParsedManifest::parse(&bytes, None) {
@@ -204,11 +208,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // Announce what is held, now and as pushes add to it.
     let (announce_store, announce_net) = (store.clone(), net.clone());
     tokio::spawn(async move {
+        let mut seen = HashSet::new();
         let mut announced = HashSet::new();
         loop {
             let s = announce_store.clone();
-            let held = tokio::task::spawn_blocking(move || held_digests(&s)).await.unwrap_or_default();
-            for d in held {
+            let (fresh, back) = tokio::task::spawn_blocking(move || {
+                let fresh = newly_held(&s, &mut seen);
+                (fresh, seen)
+            })
+            .await
+            .unwrap_or_default();
+            seen = back;
+            for d in fresh {
                 if announced.insert(d) {
                     let _ = announce_net.provide_blob(&d.to_string()).await;
                 }

@@ -385,12 +385,18 @@ impl Provider {
         self.config.state_dir.join("egress-deny.json")
     }
 
-    /// Rewrites the deny file: the node's sockets and every pod's exposed ports.
-    fn update_deny_file(&self) {
+    /// The sockets no pod may reach: the node's own and every pod's exposed ports.
+    fn deny_list(&self) -> Vec<std::net::SocketAddr> {
         let mut deny: Vec<std::net::SocketAddr> = self.own_sockets.get().cloned().unwrap_or_default();
         for r in self.store.all().unwrap_or_default() {
             deny.extend(r.exposed.iter().map(|e| e.host));
         }
+        deny
+    }
+
+    /// Rewrites the deny file from [`Provider::deny_list`].
+    fn update_deny_file(&self) {
+        let deny = self.deny_list();
         if let Err(e) = sealpod_runtime::egress::write_deny_file(&self.deny_file(), &deny) {
             tracing::error!(error = %e, "cannot write the egress deny list");
         }
@@ -402,10 +408,7 @@ impl Provider {
         use sealpod_payload::OutboundAccess;
         let comp = manifest.comp_manifest.as_ref()?;
         let out = comp.inet_out()?;
-        let mut deny: Vec<std::net::SocketAddr> = self.own_sockets.get().cloned().unwrap_or_default();
-        for r in self.store.all().unwrap_or_default() {
-            deny.extend(r.exposed.iter().map(|e| e.host));
-        }
+        let deny = self.deny_list();
         let proxy_scheme = |scheme: &str| match scheme {
             "http" | "ws" => Some("http"),
             "https" | "wss" => Some("https"),

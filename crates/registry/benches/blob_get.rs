@@ -8,8 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sealpod_registry::Registry;
@@ -29,74 +28,19 @@ fn get(addr: SocketAddr, path: &str, buf: &mut [u8]) -> u64 {
     }
 }
 
-fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let head = String::from_utf8_lossy(&out).split("\r\n\r\n").next().unwrap_or("").to_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, head)
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-struct Cncf {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cncf {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_cncf(blob: &[u8], digest: &Digest) -> Option<Cncf> {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let cncf = Cncf { child, addr, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (status, head) = request(addr, "POST", "/v2/bench/blob/blobs/uploads/", b"");
-    assert_eq!(status, 202, "{head}");
-    let location = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-        .unwrap()
-        .to_owned();
-    let path = location.split_once(&addr.to_string()).map_or(location.as_str(), |(_, p)| p).to_owned();
+/// The CNCF registry holding `blob`, pushed with a monolithic upload.
+fn start_cncf(blob: &[u8], digest: &Digest) -> Option<common::CncfRegistry> {
+    let cncf = common::CncfRegistry::start()?;
+    let r = common::raw_request(cncf.addr, "POST", "/v2/bench/blob/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202, "{r:?}");
+    let location = r.header("Location").unwrap().to_owned();
+    let path = location.split_once(&cncf.addr.to_string()).map_or(location.as_str(), |(_, p)| p).to_owned();
     let sep = if path.contains('?') { '&' } else { '?' };
-    let (status, head) = request(addr, "PUT", &format!("{path}{sep}digest={digest}"), blob);
-    assert_eq!(status, 201, "{head}");
+    let r = common::raw_request(cncf.addr, "PUT", &format!("{path}{sep}digest={digest}"), &[], blob);
+    assert_eq!(r.status, 201, "{r:?}");
     Some(cncf)
 }
 
