@@ -65,6 +65,8 @@ pub use proof::{
     verify_consistency_bytes, verify_inclusion, verify_inclusion_bytes, ProofError,
 };
 pub use store::{FileStore, HashStore, MemoryStore, StoreError};
-pub use tile::{new_tiles, tiles_for_size, TileError, TileId, TileLevel};
+pub use tile::{
+    encode_entry_bundle, new_tiles, parse_entry_bundle, parse_tile_hashes, tiles_for_size, TileError, TileId, TileLevel,
+};
 pub use tree::{Tree, TreeError};
 pub use witness::{check_consistent_update, Witness, WitnessError};

@@ -182,6 +182,42 @@ impl<S: HashStore> Tree<S> {
         Ok(node_hash(&self.range_hash(start, start + k)?, &self.range_hash(start + k, end)?))
     }
 
+    /// Root hash the tree would have after appending `leaves`, without
+    /// storing anything: a syncing node checks fetched entries against a
+    /// signed checkpoint before it commits them.
+    pub fn root_after_appending(&self, leaves: &[Hash]) -> Result<Hash, TreeError> {
+        // The tree's compact range: one perfect subtree per set bit of the
+        // size, largest (leftmost) first.
+        let mut range: Vec<(u8, Hash)> = Vec::with_capacity(64);
+        let mut start = 0u64;
+        for level in (0..64u8).rev() {
+            if (self.size >> level) & 1 == 1 {
+                range.push((level, self.store.get(level, start >> level)?));
+                start += 1 << level;
+            }
+        }
+        for leaf in leaves {
+            let (mut level, mut hash) = (0u8, *leaf);
+            while let Some(&(l, left)) = range.last() {
+                if l != level {
+                    break;
+                }
+                range.pop();
+                hash = node_hash(&left, &hash);
+                level += 1;
+            }
+            range.push((level, hash));
+        }
+        // RFC 9162 splits at the largest power of two, so the root folds the
+        // range from the right.
+        let mut subtrees = range.into_iter().rev();
+        let Some((_, mut root)) = subtrees.next() else { return Ok(EMPTY_ROOT) };
+        for (_, left) in subtrees {
+            root = node_hash(&left, &root);
+        }
+        Ok(root)
+    }
+
     fn check_size(&self, size: u64) -> Result<(), TreeError> {
         if size > self.size {
             return Err(TreeError::SizeBeyondTree { requested: size, size: self.size });
@@ -293,6 +329,22 @@ mod tests {
                 let k = split_point(n as u64) as usize;
                 node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
             }
+        }
+    }
+
+    #[test]
+    fn root_after_appending_matches_appending_for_every_split() {
+        let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for base in 0..leaves.len() {
+            let mut t = Tree::new();
+            for l in &leaves[..base] {
+                t.append_leaf_hash(*l).unwrap();
+            }
+            for end in base..leaves.len() {
+                let predicted = t.root_after_appending(&leaves[base..end]).unwrap();
+                assert_eq!(predicted, reference_root(&leaves[..end]), "base {base} end {end}");
+            }
+            assert_eq!(t.size(), base as u64, "nothing stored");
         }
     }
 
