@@ -15,8 +15,8 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use sealpod_proto::{
-    limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error, ErrorCode,
-    PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
+    limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error, ErrorCode, LogRequest,
+    LogResponse, PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub serve: bool,
     /// Advertise this node as a provider on the DHT.
     pub advertise: bool,
+    /// Answer `/apocryph/log/0.0.1` (an artifact node). Requests arrive as
+    /// [`InboundRequest::Log`].
+    pub serve_log: bool,
     /// Timeout for attest, capacity and control requests.
     pub request_timeout: Duration,
     /// Timeout for provisioning, which includes unpacking images and starting
@@ -54,6 +57,7 @@ impl NodeConfig {
             mdns: false,
             serve: false,
             advertise: false,
+            serve_log: false,
             request_timeout: Duration::from_secs(30),
             provision_timeout: Duration::from_secs(300),
         }
@@ -144,6 +148,15 @@ pub enum InboundRequest {
         /// Where the answer goes.
         responder: Responder<PodControlResponse>,
     },
+    /// `/apocryph/log/0.0.1`
+    Log {
+        /// Who asks.
+        peer: PeerId,
+        /// What was asked.
+        request: LogRequest,
+        /// Where the answer goes.
+        responder: Responder<LogResponse>,
+    },
 }
 
 /// A response type that can carry an error, so that the node can answer a
@@ -167,6 +180,11 @@ impl ErrorResponse for ProvisionPodResponse {
         ProvisionPodResponse { error: Some(e), status: None }
     }
 }
+impl ErrorResponse for LogResponse {
+    fn from_error(e: Error) -> Self {
+        LogResponse { error: Some(e), ..Default::default() }
+    }
+}
 impl ErrorResponse for PodControlResponse {
     fn from_error(e: Error) -> Self {
         PodControlResponse { result: Some(sealpod_proto::pod_control_response::Result::Error(e)) }
@@ -187,6 +205,7 @@ struct Behaviour {
     capacity: Rr<CapacityRequest, CapacityResponse>,
     provision: Rr<ProvisionPodRequest, ProvisionPodResponse>,
     control: Rr<PodControlRequest, PodControlResponse>,
+    log: Rr<LogRequest, LogResponse>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -199,6 +218,7 @@ enum Command {
     Capacity { peer: PeerId, request: CapacityRequest, reply: Reply<CapacityResponse> },
     Provision { peer: PeerId, request: ProvisionPodRequest, reply: Reply<ProvisionPodResponse> },
     Control { peer: PeerId, request: PodControlRequest, reply: Reply<PodControlResponse> },
+    Log { peer: PeerId, request: LogRequest, reply: Reply<LogResponse> },
     FindProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
     Provide { key: Vec<u8> },
     AddAddress { peer: PeerId, addr: Multiaddr },
@@ -276,6 +296,7 @@ impl Node {
             capacity: HashMap::new(),
             provision: HashMap::new(),
             control: HashMap::new(),
+            log: HashMap::new(),
             provider_queries: HashMap::new(),
             replies: FuturesUnordered::new(),
         };
@@ -342,6 +363,22 @@ impl Node {
         self.ask(|reply| Command::Control { peer, request, reply }).await
     }
 
+    /// Sends a log request to `peer`.
+    pub async fn log(&self, peer: PeerId, request: LogRequest) -> Result<LogResponse, NodeError> {
+        self.ask(|reply| Command::Log { peer, request, reply }).await
+    }
+
+    /// Announces on the DHT that this node holds what `key` names (a log,
+    /// say); other nodes find it with [`Node::find_key_providers`].
+    pub async fn provide_key(&self, key: Vec<u8>) -> Result<(), NodeError> {
+        self.commands.send(Command::Provide { key }).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Peers that announced `key`.
+    pub async fn find_key_providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(|reply| Command::FindProviders { key, reply }).await
+    }
+
     /// Looks up providers advertised on the DHT (and found by mDNS).
     pub async fn find_providers(&self) -> Result<Vec<PeerId>, NodeError> {
         self.ask(|reply| Command::FindProviders { key: crate::PROVIDER_DHT_KEY.to_vec(), reply }).await
@@ -397,6 +434,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let request_timeout = config.request_timeout;
     let provision_timeout = config.provision_timeout;
     let mdns_enabled = config.mdns;
+    let log_support = if config.serve_log { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
     let server_mode = config.serve || !config.listen.is_empty();
     fn rr<Req, Resp>(
         name: &'static str,
@@ -464,6 +502,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                     limits::CONTROL_RESPONSE,
                     request_timeout,
                 ),
+                log: rr(protocol::LOG, log_support, limits::TLOG_REQUEST, limits::TLOG_RESPONSE, request_timeout),
                 stream: libp2p_stream::Behaviour::new(),
             })
         })
@@ -479,6 +518,7 @@ enum OutgoingResponse {
     Capacity(Option<CapacityResponse>, ResponseChannel<CapacityResponse>),
     Provision(Option<ProvisionPodResponse>, ResponseChannel<ProvisionPodResponse>),
     Control(Option<PodControlResponse>, ResponseChannel<PodControlResponse>),
+    Log(Option<LogResponse>, ResponseChannel<LogResponse>),
 }
 
 struct SwarmTask {
@@ -494,6 +534,7 @@ struct SwarmTask {
     capacity: HashMap<OutboundRequestId, (PeerId, Reply<CapacityResponse>)>,
     provision: HashMap<OutboundRequestId, (PeerId, Reply<ProvisionPodResponse>)>,
     control: HashMap<OutboundRequestId, (PeerId, Reply<PodControlResponse>)>,
+    log: HashMap<OutboundRequestId, (PeerId, Reply<LogResponse>)>,
     provider_queries: HashMap<QueryId, (HashSet<PeerId>, Reply<Vec<PeerId>>)>,
     replies: FuturesUnordered<BoxFuture<'static, OutgoingResponse>>,
 }
@@ -558,6 +599,7 @@ impl SwarmTask {
             OutgoingResponse::Capacity(r, ch) => b.capacity.send_response(ch, internal_error(r)).is_ok(),
             OutgoingResponse::Provision(r, ch) => b.provision.send_response(ch, internal_error(r)).is_ok(),
             OutgoingResponse::Control(r, ch) => b.control.send_response(ch, internal_error(r)).is_ok(),
+            OutgoingResponse::Log(r, ch) => b.log.send_response(ch, internal_error(r)).is_ok(),
         };
     }
 
@@ -598,6 +640,10 @@ impl SwarmTask {
             Command::Control { peer, request, reply } => {
                 let id = b.control.send_request(&peer, Ok(request));
                 self.control.insert(id, (peer, reply));
+            }
+            Command::Log { peer, request, reply } => {
+                let id = b.log.send_request(&peer, Ok(request));
+                self.log.insert(id, (peer, reply));
             }
             Command::Provide { key } => {
                 if let Err(e) = b.kad.start_providing(kad::RecordKey::new(&key)) {
@@ -773,6 +819,27 @@ impl SwarmTask {
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.control, request_id, Err(error)),
                 Event::InboundFailure { peer, error, .. } => {
                     tracing::debug!(%peer, %error, "control inbound failure")
+                }
+                Event::ResponseSent { .. } => {}
+            },
+            BehaviourEvent::Log(event) => match event {
+                Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                    let f = accept(
+                        peer,
+                        request,
+                        channel,
+                        |peer, request, responder| InboundRequest::Log { peer, request, responder },
+                        OutgoingResponse::Log,
+                        &self.inbound,
+                    );
+                    self.replies.push(f);
+                }
+                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                    finish(&mut self.log, request_id, Ok(response))
+                }
+                Event::OutboundFailure { request_id, error, .. } => finish(&mut self.log, request_id, Err(error)),
+                Event::InboundFailure { peer, error, .. } => {
+                    tracing::debug!(%peer, %error, "log inbound failure")
                 }
                 Event::ResponseSent { .. } => {}
             },

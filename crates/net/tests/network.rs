@@ -80,7 +80,7 @@ fn serve_echo(mut inbound: mpsc::Receiver<InboundRequest>) {
                     status: Some(PodStatus { name: request.name, ..Default::default() }),
                 }),
                 // Not exercised here; dropping answers with an internal error.
-                InboundRequest::Attest { .. } | InboundRequest::Capacity { .. } => {}
+                InboundRequest::Attest { .. } | InboundRequest::Capacity { .. } | InboundRequest::Log { .. } => {}
             }
         }
     });

@@ -1,16 +1,30 @@
 //! The artifact node: a local OCI registry (`sealpod-registry` over
-//! `sealpod-store`) whose missing content comes from peers.
+//! `sealpod-store`) that serves only images recorded in a transparency log,
+//! with content that may come from peers.
 //!
-//! Docker, podman and skopeo talk to the registry on localhost. A blob or a
-//! manifest (by digest) that the store lacks is looked up on the DHT, fetched
-//! over `/apocryph/blob/0.0.1` from a peer that holds it, and written through
-//! the store, which verifies it against its digest before anything is served.
-//! A manifest is fetched with everything it references. Whatever the node
-//! holds it announces on the DHT and serves to other peers.
+//! Docker, podman and skopeo talk to the registry on localhost.
 //!
-//! Not here yet: the transparency log (publishing, syncing, and refusing to
-//! serve manifests not included in it) and name resolution of tags across
-//! peers; pulls across peers are by digest until then.
+//! * **Log.** The node keeps a full copy of one image log
+//!   (`sealpod-imagelog`). Tags resolve through it: `name:tag` is the digest
+//!   the log's latest entry for it names. A manifest is served only if the
+//!   log includes its digest under that repository (or it is a platform
+//!   manifest of an included index); anything else gets `403 DENIED` naming
+//!   the reason. The node holding the log's signing key (the authority)
+//!   publishes every tagged push; the others sync from peers over
+//!   `/apocryph/log/0.0.1` (`logsync`), refusing forks. Tiles and a JSON
+//!   view are served over HTTP beside the registry (`http`).
+//! * **Content.** A blob or manifest the store lacks is looked up on the
+//!   DHT, fetched over `/apocryph/blob/0.0.1` from a peer that holds it and
+//!   written through the store, which verifies it before anything is served
+//!   (`peers`). An authority may also pull through from an upstream
+//!   registry. Whatever the node holds it announces and serves to peers.
+//!
+//! What it leaves to others: the formats and proofs (`tlog`), storage and
+//! verification (`store`), the HTTP API (`registry`), transport (`net`).
+
+mod http;
+mod logsync;
+mod peers;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -20,14 +34,36 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpod_net::{BlobSource, Multiaddr, Node, NodeConfig as NetConfig, PeerId};
-use sealpod_registry::{ContentSource, Registry};
-use sealpod_store::{Digest, ParsedManifest, RepositoryName, Store};
+use sealpod_imagelog::{ImageLog, ImageLogConfig};
+use sealpod_net::{Multiaddr, Node, NodeConfig as NetConfig};
+use sealpod_registry::{ContentSource, PullDenied, Registry};
+use sealpod_store::{Digest, ParsedManifest, Reference, RepositoryName, Store, StoredManifest, Tag};
+use sealpod_tlog::{CosignatureSigner, CosignatureVerifier, Ed25519Signer, LogEntry};
+
+pub use logsync::dht_key as log_dht_key;
+
+use peers::{BoxedBool, Peers, StoreBlobs};
+
+/// Which log a node keeps and what it does in it.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The log's public key (C2SP vkey); its name is the log's origin.
+    pub log_key: String,
+    /// The log's signing key (C2SP skey), on the authority only.
+    pub signing_key: Option<String>,
+    /// Witnesses whose cosignatures are checked and kept (vkeys).
+    pub witnesses: Vec<String>,
+    /// This node's witness key (skey of a cosignature key): it cosigns
+    /// every checkpoint it accepts.
+    pub witness_key: Option<String>,
+    /// On the authority, publish every manifest pushed by tag.
+    pub publish_on_push: bool,
+}
 
 /// How an artifact node is set up.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The content store and the node key.
+    /// The content store, the log and the node key.
     pub dir: PathBuf,
     /// Where the registry API listens (keep it on loopback).
     pub registry: SocketAddr,
@@ -37,6 +73,11 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Written (JSON: peer id, addresses, registry) once the node serves.
     pub ready_file: Option<PathBuf>,
+    /// The log; `None` makes a plain registry that serves whatever is
+    /// stored, unchecked.
+    pub log: Option<LogSettings>,
+    /// How often to ask peers for a newer checkpoint.
+    pub sync_period: Duration,
 }
 
 /// What a running node is reachable at.
@@ -48,129 +89,125 @@ pub struct Ready {
     pub addresses: Vec<String>,
     /// The registry API's address.
     pub registry: SocketAddr,
+    /// The log's origin, if the node keeps one.
+    pub log_origin: Option<String>,
 }
 
-/// Serves blobs to peers straight from the store.
-struct StoreBlobs(Store);
-
-impl BlobSource for StoreBlobs {
-    fn open(&self, digest: &str, offset: u64) -> std::io::Result<Option<(u64, Box<dyn std::io::Read + Send>)>> {
-        let Ok(digest) = digest.parse::<Digest>() else { return Ok(None) };
-        if !self.0.contains(&digest).map_err(std::io::Error::other)? {
-            return Ok(None);
-        }
-        let mut reader = self.0.reader(&digest).map_err(std::io::Error::other)?;
-        let size = reader.len();
-        std::io::copy(&mut std::io::Read::take(&mut reader, offset), &mut std::io::sink())?;
-        Ok(Some((size, Box::new(reader))))
-    }
-}
-
-/// Fetches what the store lacks from the peers that hold it.
-#[derive(Clone)]
-struct Peers {
+/// Serves a manifest only if the log includes it.
+struct LogPolicy {
+    log: ImageLog,
     store: Store,
-    net: Node,
 }
 
-type BoxedBool = Pin<Box<dyn Future<Output = bool> + Send>>;
-
-impl Peers {
-    async fn holders(&self, digest: &Digest) -> Vec<PeerId> {
-        for _ in 0..10 {
-            match self.net.find_blob_providers(&digest.to_string()).await {
-                Ok(peers) if !peers.is_empty() => return peers,
-                _ => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        }
-        Vec::new()
-    }
-
-    /// Fetches one blob into the store; true if it is there afterwards.
-    async fn blob(&self, digest: Digest) -> bool {
-        let store = self.store.clone();
-        if tokio::task::spawn_blocking(move || store.contains(&digest)).await.ok().and_then(Result::ok) == Some(true) {
+impl LogPolicy {
+    fn included(&self, repository: &RepositoryName, digest: &Digest) -> bool {
+        let repo = repository.as_str();
+        if self.log.find_digest(repo, &digest.to_string()).is_some() {
             return true;
         }
-        for peer in self.holders(&digest).await {
-            let Ok(tmp) = tempfile::NamedTempFile::new_in(self.store.root()) else { return false };
-            let Ok(file) = tmp.reopen() else { return false };
-            let mut sink = tokio::fs::File::from_std(file);
-            match self.net.fetch_blob(peer, &digest.to_string(), 0, 0, &mut sink).await {
-                Ok(_) => {
-                    let store = self.store.clone();
-                    let stored = tokio::task::spawn_blocking(move || {
-                        let file = std::fs::File::open(tmp.path())?;
-                        store.put_from(file).map_err(std::io::Error::other)
-                    })
-                    .await;
-                    match stored {
-                        Ok(Ok(d)) if d == digest => {
-                            tracing::info!(%digest, %peer, "fetched blob from peer");
-                            let _ = self.net.provide_blob(&digest.to_string()).await;
-                            return true;
-                        }
-                        Ok(Ok(d)) => {
-                            // The store verified the bytes; they were something else.
-                            tracing::warn!(%digest, got = %d, %peer, "peer sent the wrong content");
-                            let store = self.store.clone();
-                            let _ = tokio::task::spawn_blocking(move || store.remove_blob(&d)).await;
-                        }
-                        other => tracing::warn!(%digest, %peer, ?other, "storing fetched blob failed"),
-                    }
-                }
-                Err(e) => tracing::info!(%digest, %peer, error = %e, "fetch failed; trying the next holder"),
-            }
-        }
-        false
-    }
-
-    /// Fetches a manifest, everything it references, and records it in `repo`.
-    fn manifest(&self, repo: RepositoryName, digest: Digest) -> BoxedBool {
-        let this = self.clone();
-        Box::pin(async move {
-            if !this.blob(digest).await {
-                return false;
-            }
-            let store = this.store.clone();
-            let parsed = tokio::task::spawn_blocking(move || {
-                let bytes = store.read_to_vec(&digest, sealpod_store::MAX_MANIFEST_SIZE)?;
-                let parsed = ParsedManifest::parse(&bytes, None)?;
-                Ok::<_, sealpod_store::StoreError>((bytes, parsed))
-            })
-            .await;
-            let Ok(Ok((bytes, parsed))) = parsed else {
-                tracing::warn!(%digest, "fetched content is not a manifest");
-                return false;
-            };
-            for child in parsed.manifests.iter().filter(|d| !d.external) {
-                if !this.manifest(repo.clone(), child.digest).await {
-                    return false;
-                }
-            }
-            for blob in parsed.blobs.iter().filter(|d| !d.external) {
-                if !this.blob(blob.digest).await {
-                    return false;
-                }
-            }
-            let store = this.store.clone();
-            let media_type = parsed.media_type.clone();
-            let recorded =
-                tokio::task::spawn_blocking(move || store.put_manifest(&repo, None, Some(&media_type), &bytes)).await;
-            matches!(recorded, Ok(Ok(_)))
+        // A platform manifest is included through the index that lists it.
+        self.log.digests_of(repo).iter().filter_map(|d| d.parse::<Digest>().ok()).any(|index| {
+            self.store
+                .read_to_vec(&index, sealpod_store::MAX_MANIFEST_SIZE)
+                .ok()
+                .and_then(|b| ParsedManifest::parse(&b, None).ok())
+                .is_some_and(|p| p.manifests.iter().any(|m| m.digest == *digest))
         })
     }
 }
 
-impl ContentSource for Peers {
+impl sealpod_registry::PullPolicy for LogPolicy {
+    fn check_manifest(
+        &self,
+        repository: &RepositoryName,
+        reference: &Reference,
+        manifest: &StoredManifest,
+    ) -> Result<(), PullDenied> {
+        if self.included(repository, &manifest.digest) {
+            return Ok(());
+        }
+        let c = self.log.checkpoint();
+        let mut reason = format!(
+            "manifest {} of {repository} is not included in the trusted log {} (size {})",
+            manifest.digest, c.origin, c.size
+        );
+        if let Reference::Tag(tag) = reference {
+            reason.push_str(&format!("; the log has no entry for {repository}:{tag}"));
+        }
+        let forks = self.log.status().forks.len();
+        if forks > 0 {
+            reason.push_str(&format!("; {forks} fork(s) of the log were refused, see `sealpod log checkpoint`"));
+        }
+        tracing::info!(%reason, "pull refused");
+        Err(PullDenied { reason })
+    }
+}
+
+/// Where the registry's missing content and tags come from.
+#[derive(Clone)]
+struct Source {
+    peers: Peers,
+    syncer: Option<logsync::Syncer>,
+}
+
+impl ContentSource for Source {
     fn fetch_blob(&self, digest: Digest) -> BoxedBool {
-        let this = self.clone();
-        Box::pin(async move { this.blob(digest).await })
+        let peers = self.peers.clone();
+        Box::pin(async move { peers.blob(digest).await })
     }
 
     fn fetch_manifest(&self, repository: RepositoryName, digest: Digest) -> BoxedBool {
-        self.manifest(repository, digest)
+        self.peers.manifest(repository, digest)
     }
+
+    fn resolve_tag(
+        &self,
+        repository: RepositoryName,
+        tag: Tag,
+    ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send>> {
+        let syncer = self.syncer.clone();
+        Box::pin(async move {
+            let syncer = syncer?;
+            let image = format!("{repository}:{tag}");
+            let lookup = |log: &ImageLog| log.lookup(&image).and_then(|e| e.manifest_digest.parse::<Digest>().ok());
+            if let Some(d) = lookup(&syncer.log) {
+                return Some(d);
+            }
+            if syncer.log.is_authority() {
+                return None;
+            }
+            // Perhaps published a moment ago: ask the peers now, briefly.
+            let _ = tokio::time::timeout(Duration::from_secs(10), syncer.round()).await;
+            lookup(&syncer.log)
+        })
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn open_log(dir: &std::path::Path, settings: &LogSettings) -> anyhow::Result<ImageLog> {
+    let signer = match &settings.signing_key {
+        Some(skey) => Some(Ed25519Signer::from_skey(skey.trim()).map_err(|e| anyhow::anyhow!("log signing key: {e}"))?),
+        None => None,
+    };
+    let cosigner = match &settings.witness_key {
+        Some(skey) => Some(CosignatureSigner::from_skey(skey.trim()).map_err(|e| anyhow::anyhow!("witness key: {e}"))?),
+        None => None,
+    };
+    let witnesses = settings
+        .witnesses
+        .iter()
+        .map(|v| CosignatureVerifier::from_vkey(v.trim()).map_err(|e| anyhow::anyhow!("witness {v:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ImageLog::open(ImageLogConfig {
+        dir: dir.join("log"),
+        log_key: settings.log_key.trim().to_owned(),
+        signer,
+        witnesses,
+        cosigner,
+    })?)
 }
 
 /// Digests to announce for manifests recorded since the last call: each new
@@ -198,12 +235,55 @@ fn newly_held(store: &Store, seen: &mut HashSet<Digest>) -> Vec<Digest> {
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.dir)?;
     let store = Store::open(config.dir.join("store"))?;
+    let log = match &config.log {
+        Some(settings) => Some(open_log(&config.dir, settings)?),
+        None => {
+            tracing::warn!("no log configured: this node serves every stored manifest, unchecked");
+            None
+        }
+    };
     let keypair = sealpod_net::load_or_create_keypair(&config.dir.join("node.key"))?;
+    let publisher_key = keypair.public().encode_protobuf();
     let mut net_config = NetConfig::client(keypair);
     net_config.listen = config.listen.clone();
     net_config.bootstrap = config.bootstrap.clone();
-    let (net, _inbound) = Node::start(net_config).await?;
+    net_config.serve_log = log.is_some();
+    let (net, mut inbound) = Node::start(net_config).await?;
     net.serve_blobs(Arc::new(StoreBlobs(store.clone())));
+
+    let syncer = log.as_ref().map(|log| logsync::Syncer {
+        log: log.clone(),
+        net: net.clone(),
+        known: config.bootstrap.iter().filter_map(|a| sealpod_net::split_peer_id(a).1).collect(),
+        round: Arc::default(),
+    });
+    if let Some(log) = &log {
+        let answering = log.clone();
+        tokio::spawn(async move {
+            while let Some(request) = inbound.recv().await {
+                if let sealpod_net::InboundRequest::Log { peer, request, responder } = request {
+                    tokio::spawn(logsync::answer(answering.clone(), peer, request, responder));
+                }
+            }
+        });
+        let (net, key) = (net.clone(), log_dht_key(log.origin()));
+        tokio::spawn(async move {
+            // Re-announced now and then, as the routing table grows.
+            loop {
+                let _ = net.provide_key(key.clone()).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+        // The authority is the log: it never takes entries from peers (they
+        // could only be its own, from before a restore; see docs).
+        if let Some(s) = syncer.clone().filter(|_| !log.is_authority()) {
+            tokio::spawn(s.run(config.sync_period));
+        }
+        let s = log.status();
+        tracing::info!(origin = %s.origin, size = s.size, authority = s.authority, "keeping the image log");
+    } else {
+        drop(inbound);
+    }
 
     // Announce what is held, now and as pushes add to it.
     let (announce_store, announce_net) = (store.clone(), net.clone());
@@ -234,6 +314,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         peer_id: net.peer_id().to_string(),
         addresses: net.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{}", net.peer_id())).collect(),
         registry: registry_addr,
+        log_origin: log.as_ref().map(|l| l.origin().to_owned()),
     };
     tracing::info!(registry = %registry_addr, peer = %ready.peer_id, "artifact node serving");
     if let Some(path) = &config.ready_file {
@@ -241,7 +322,31 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
         std::fs::rename(&tmp, path)?;
     }
-    let registry = Registry::new(store.clone()).content_source(Peers { store, net });
+    let source = Source { peers: Peers { store: store.clone(), net }, syncer };
+    let mut registry = Registry::new(store.clone()).content_source(source);
+    if let Some(log) = log {
+        registry = registry.pull_policy(LogPolicy { log: log.clone(), store }).routes(http::routes(log.clone()));
+        let publish = config.log.as_ref().is_some_and(|s| s.publish_on_push) && log.is_authority();
+        registry = registry.push_hook(move |repo: &RepositoryName, tag: Option<&Tag>, m: &StoredManifest| {
+            let Some(tag) = tag else { return Ok(()) };
+            if !log.is_authority() {
+                return Err(format!(
+                    "this node only mirrors log {}; push {repo}:{tag} to the log's authority node to publish it",
+                    log.origin()
+                ));
+            }
+            if !publish {
+                return Ok(());
+            }
+            let entry = LogEntry {
+                image: format!("{repo}:{tag}"),
+                manifest_digest: m.digest.to_string(),
+                publisher_key: publisher_key.clone(),
+                time_unix: now_unix(),
+            };
+            log.publish(&entry).map(|_| ()).map_err(|e| e.to_string())
+        });
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = registry.serve(listener) => r?,

@@ -29,6 +29,8 @@ pub mod protocol {
     pub const POD_CONTROL: &str = "/apocryph/pod-control/0.0.1";
     /// sealpod's extension: content-addressed blobs, streamed.
     pub const BLOB: &str = "/apocryph/blob/0.0.1";
+    /// sealpod's extension: syncing the image transparency log.
+    pub const LOG: &str = "/apocryph/log/0.0.1";
 }
 
 /// Largest frame, in bytes, a peer accepts on each protocol. Checked against the
@@ -52,6 +54,13 @@ pub mod limits {
     pub const BLOB_FRAME: usize = 4096;
     /// The largest log chunk a provider sends in one response.
     pub const LOG_CHUNK: u32 = 1 << 20;
+    /// Log requests: a range, sizes, or a checkpoint note with cosignatures.
+    pub const TLOG_REQUEST: usize = 64 * 1024;
+    /// Log responses: up to [`TLOG_MAX_ENTRIES`] entries of at most 7,318
+    /// bytes each, or a proof, or a checkpoint note.
+    pub const TLOG_RESPONSE: usize = 2 << 20;
+    /// Most entries asked for or sent in one log response.
+    pub const TLOG_MAX_ENTRIES: u32 = 256;
 }
 
 impl Error {

@@ -222,6 +222,13 @@ impl Provider {
                 let result = self.control(peer, request).unwrap_or_else(ControlResult::Error);
                 responder.respond(PodControlResponse { result: Some(result) });
             }
+            InboundRequest::Log { responder, .. } => responder.respond(sealpod_proto::LogResponse {
+                error: Some(Error::new(
+                    ErrorCode::Unavailable,
+                    "this provider keeps no image log; ask an artifact node",
+                )),
+                ..Default::default()
+            }),
         }
     }
 

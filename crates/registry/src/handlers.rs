@@ -25,6 +25,7 @@ struct Shared {
     options: RegistryOptions,
     policy: Arc<dyn PullPolicy>,
     source: Arc<dyn crate::ContentSource>,
+    push_hook: Option<Arc<dyn crate::PushHook>>,
     uploads: OpenUploads,
 }
 
@@ -35,10 +36,11 @@ pub(crate) fn router(
     mut options: RegistryOptions,
     policy: Arc<dyn PullPolicy>,
     source: Arc<dyn crate::ContentSource>,
+    push_hook: Option<Arc<dyn crate::PushHook>>,
 ) -> Router {
     options.max_manifest_size = options.max_manifest_size.min(sealpod_store::MAX_MANIFEST_SIZE);
     let uploads = OpenUploads::new(options.max_open_uploads);
-    let shared = Arc::new(Shared { store, options, policy, source, uploads });
+    let shared = Arc::new(Shared { store, options, policy, source, push_hook, uploads });
     Router::new().fallback(dispatch).with_state(shared)
 }
 
@@ -166,7 +168,14 @@ async fn get_manifest(s: &Arc<Shared>, name: RepositoryName, reference: &str, he
         sealpod_store::NameError::InvalidDigest(_) => RegistryError::new(ErrorCode::DigestInvalid, e.to_string()),
         _ => RegistryError::new(ErrorCode::ManifestUnknown, e.to_string()),
     })?;
-    if let Reference::Digest(digest) = &reference {
+    // A source that resolves tags (the log) decides what a tag means.
+    let mut lookup = reference.clone();
+    if let Reference::Tag(tag) = &reference {
+        if let Some(digest) = s.source.resolve_tag(name.clone(), tag.clone()).await {
+            lookup = Reference::Digest(digest);
+        }
+    }
+    if let Reference::Digest(digest) = &lookup {
         let (store, n, d) = (s.store.clone(), name.clone(), *digest);
         let known = blocking(move || Ok(store.manifest(&n, &Reference::Digest(d)).is_ok())).await?;
         if !known {
@@ -175,7 +184,7 @@ async fn get_manifest(s: &Arc<Shared>, name: RepositoryName, reference: &str, he
     }
     let shared = s.clone();
     let (manifest, bytes) = blocking(move || {
-        let manifest = shared.store.manifest(&name, &reference)?;
+        let manifest = shared.store.manifest(&name, &lookup)?;
         shared.policy.check_manifest(&name, &reference, &manifest).map_err(|d| {
             RegistryError::new(ErrorCode::Denied, d.reason).detail(json!({"digest": manifest.digest.to_string()}))
         })?;
@@ -224,8 +233,17 @@ async fn put_manifest(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let shared = s.clone();
     let location_name = name.clone();
-    let stored =
-        blocking(move || Ok(shared.store.put_manifest(&name, tag.as_ref(), content_type.as_deref(), &bytes)?)).await?;
+    let stored = blocking(move || {
+        let stored = shared.store.put_manifest(&name, tag.as_ref(), content_type.as_deref(), &bytes)?;
+        if let Some(hook) = &shared.push_hook {
+            hook.manifest_pushed(&name, tag.as_ref(), &stored).map_err(|reason| {
+                RegistryError::new(ErrorCode::Denied, format!("the manifest is stored but was refused: {reason}"))
+                    .detail(json!({"digest": stored.digest.to_string()}))
+            })?;
+        }
+        Ok(stored)
+    })
+    .await?;
     tracing::info!(repository = %location_name, %reference, digest = %stored.digest, "manifest pushed");
     Ok(created(format!("/v2/{location_name}/manifests/{}", stored.digest), &stored.digest))
 }

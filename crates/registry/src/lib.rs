@@ -23,10 +23,15 @@
 //! whether a manifest may be served; the default allows all, and the node
 //! plugs in its transparency-log check there.
 //!
+//! The [`client`] module is the other side: a distribution client (HTTP or
+//! HTTPS, basic and bearer-token authentication) that pulls images from a
+//! registry into a store and pushes them from a store, verifying every
+//! digest.
+//!
 //! What it leaves to others: storage, verification and garbage collection
 //! (`sealpod-store`), fetching from peers (`net`), trust (`tlog`), TLS and
-//! authentication (it is meant for a loopback address), the referrers and
-//! catalog APIs, range requests.
+//! authentication when serving (it is meant for a loopback address), the
+//! referrers and catalog APIs, range requests.
 //!
 //! Specification: OCI distribution spec v1.1 ("Pulling", "Pushing",
 //! "Content discovery", "Content management", "Error codes"), and the
@@ -69,7 +74,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sealpod_store::{Reference, RepositoryName, Store, StoredManifest};
+use sealpod_store::{Reference, RepositoryName, Store, StoredManifest, Tag};
 use tokio::net::TcpListener;
 
 pub use error::{ErrorCode, RegistryError};
@@ -153,6 +158,38 @@ pub trait ContentSource: Send + Sync + 'static {
         repository: RepositoryName,
         digest: Digest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+    /// The digest `repository:tag` stands for, when the source knows better
+    /// than the local tags (a transparency log does); `None` falls back to
+    /// the store's own tag. Asked on every pull by tag.
+    fn resolve_tag(
+        &self,
+        _repository: RepositoryName,
+        _tag: Tag,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Digest>> + Send>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Told about every manifest pushed, after it is stored; an error reaches
+/// the pushing client as `DENIED` with the reason (the manifest stays
+/// stored but, say, unpublished).
+pub trait PushHook: Send + Sync + 'static {
+    /// `manifest` was stored in `repository`, tagged `tag` if pushed by tag.
+    fn manifest_pushed(
+        &self,
+        repository: &RepositoryName,
+        tag: Option<&Tag>,
+        manifest: &StoredManifest,
+    ) -> Result<(), String>;
+}
+
+impl<F> PushHook for F
+where
+    F: Fn(&RepositoryName, Option<&Tag>, &StoredManifest) -> Result<(), String> + Send + Sync + 'static,
+{
+    fn manifest_pushed(&self, r: &RepositoryName, tag: Option<&Tag>, m: &StoredManifest) -> Result<(), String> {
+        self(r, tag, m)
+    }
 }
 
 /// No source: what is not stored is unknown.
@@ -197,12 +234,21 @@ pub struct Registry {
     options: RegistryOptions,
     policy: Arc<dyn PullPolicy>,
     source: Arc<dyn ContentSource>,
+    push_hook: Option<Arc<dyn PushHook>>,
+    extra: Option<Router>,
 }
 
 impl Registry {
     /// A registry over `store` with default options that serves everything.
     pub fn new(store: Store) -> Registry {
-        Registry { store, options: RegistryOptions::default(), policy: Arc::new(AllowAll), source: Arc::new(NoSource) }
+        Registry {
+            store,
+            options: RegistryOptions::default(),
+            policy: Arc::new(AllowAll),
+            source: Arc::new(NoSource),
+            push_hook: None,
+            extra: None,
+        }
     }
 
     /// Replaces the options.
@@ -223,11 +269,28 @@ impl Registry {
         self
     }
 
+    /// Called after every manifest push.
+    pub fn push_hook(mut self, hook: impl PushHook) -> Registry {
+        self.push_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// More routes served beside the API (they must not start with `/v2/`),
+    /// under the same connection limits and timeouts.
+    pub fn routes(mut self, routes: Router) -> Registry {
+        self.extra = Some(routes);
+        self
+    }
+
     /// The `axum` router, for embedding in a larger server. Connection
     /// limits and header timeouts are [`Registry::serve`]'s; an embedder
     /// must provide its own.
     pub fn router(self) -> Router {
-        handlers::router(self.store, self.options, self.policy, self.source)
+        let api = handlers::router(self.store, self.options, self.policy, self.source, self.push_hook);
+        match self.extra {
+            Some(extra) => extra.merge(api),
+            None => api,
+        }
     }
 
     /// Serves on `listener` until an accept error that is not transient.

@@ -1,6 +1,7 @@
 //! The `sealpod` command: argument parsing and output. The work is done by the
 //! library crates; see docs/architecture.md.
 
+mod artifacts;
 mod demo;
 mod output;
 mod sample;
@@ -42,6 +43,11 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Inspect and verify the image transparency log through a node.
+    Log {
+        #[command(subcommand)]
+        command: artifacts::LogCommand,
     },
     /// Deploy a pod manifest to a provider.
     Deploy {
@@ -159,24 +165,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum NodeCommand {
-    /// Serve the registry API on localhost and exchange blobs with peers.
-    Run {
-        /// Where the content store and node key live.
-        #[arg(long, default_value = "/var/lib/sealpod/node")]
-        dir: PathBuf,
-        /// Registry API address (keep it on loopback: it has no authentication).
-        #[arg(long, default_value = "127.0.0.1:5000")]
-        registry: std::net::SocketAddr,
-        /// libp2p listen addresses.
-        #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/4002".to_string()])]
-        listen: Vec<String>,
-        /// DHT bootstrap peers.
-        #[arg(long)]
-        bootstrap: Vec<String>,
-        /// Write the node's peer id, addresses and registry address here (JSON).
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
-    },
+    /// Serve the registry API on localhost, keep the image log, and exchange
+    /// blobs and log entries with peers.
+    Run(artifacts::NodeRunArgs),
 }
 
 #[derive(Subcommand)]
@@ -343,16 +334,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args, json),
         Command::Provider { command: ProviderCommand::Run(args) } => run_provider(args),
-        Command::Node { command: NodeCommand::Run { dir, registry, listen, bootstrap, ready_file } } => {
-            let config = sealpod_node::NodeConfig {
-                dir,
-                registry,
-                listen: parse_addrs(&listen)?,
-                bootstrap: parse_addrs(&bootstrap)?,
-                ready_file,
-            };
-            runtime()?.block_on(sealpod_node::run(config))
-        }
+        Command::Node { command: NodeCommand::Run(args) } => artifacts::node_run(args),
+        Command::Log { command } => artifacts::log(command, json),
         Command::Shim { pod_dir } => {
             let exe = std::env::current_exe()?;
             sealpod_runtime::shim::run_shim(&pod_dir, &exe)?;

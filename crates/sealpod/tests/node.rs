@@ -1,11 +1,12 @@
-//! Two artifact nodes as separate processes: an image pushed to node A with
-//! skopeo is pulled from node B's registry by digest, its content coming from
-//! A over libp2p, with no registry in between. Needs skopeo.
+//! Artifact nodes as separate processes, talking over libp2p on loopback,
+//! with skopeo and podman as the registry clients. Node A holds the log's
+//! signing key; B and C only hold its public key and sync the log from peers.
+//! Needs skopeo (and podman for the podman pull).
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{SAMPLE, SEALPOD};
@@ -14,6 +15,24 @@ use serde_json::Value;
 struct NodeProcess {
     child: Child,
     ready: Value,
+    name: String,
+    log_file: PathBuf,
+}
+
+impl NodeProcess {
+    fn registry(&self) -> String {
+        self.ready["registry"].as_str().unwrap().to_owned()
+    }
+    fn addr(&self) -> String {
+        self.ready["addresses"][0].as_str().unwrap().to_owned()
+    }
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for NodeProcess {
@@ -23,82 +42,346 @@ impl Drop for NodeProcess {
     }
 }
 
-fn start_node(dir: &Path, name: &str, bootstrap: Option<&str>) -> NodeProcess {
+fn start_node(dir: &Path, name: &str, bootstrap: &[String], log_args: &[String]) -> NodeProcess {
+    start_node_on(dir, name, "/ip4/127.0.0.1/tcp/0", bootstrap, log_args)
+}
+
+fn start_node_on(dir: &Path, name: &str, listen: &str, bootstrap: &[String], log_args: &[String]) -> NodeProcess {
     let ready = dir.join(format!("{name}.ready"));
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let _ = std::fs::remove_file(&ready);
+    let log_file = dir.join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_file).unwrap();
     let mut cmd = Command::new(SEALPOD);
-    cmd.args(["node", "run", "--registry", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir"])
+    cmd.args(["node", "run", "--registry", "127.0.0.1:0", "--listen", listen, "--dir"])
         .arg(dir.join(name))
         .arg("--ready-file")
-        .arg(&ready);
-    if let Some(b) = bootstrap {
+        .arg(&ready)
+        .args(["--sync-period-ms", "500"])
+        .args(log_args);
+    for b in bootstrap {
         cmd.args(["--bootstrap", b]);
     }
     let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let mut node = NodeProcess { child, ready: Value::Null, name: name.into(), log_file };
     let t = Instant::now();
     while !ready.exists() {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            panic!("node {name} exited with {status}: {}", node.output());
+        }
         assert!(t.elapsed() < Duration::from_secs(30), "node {name} did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ready: Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
-    NodeProcess { child, ready }
+    node.ready = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    node
 }
 
-fn skopeo(args: &[&str]) -> std::process::Output {
+fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").args(args).output().unwrap()
 }
 
+fn sealpod(args: &[&str]) -> Output {
+    Command::new(SEALPOD).args(args).output().unwrap()
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: Output, what: &str) -> Value {
+    let out = ok(out, what);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
+}
+
+fn have_skopeo() -> bool {
+    Command::new("skopeo").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// An OCI layout of the sample binary with `salt` appended, so each salt
+/// gives an image of its own.
+fn sample_image(dir: &Path, salt: &str) -> PathBuf {
+    let bin_dir = dir.join(format!("bin-{salt}"));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let bin = bin_dir.join("sealpod-sample");
+    let mut bytes = std::fs::read(SAMPLE).unwrap();
+    bytes.extend_from_slice(salt.as_bytes());
+    std::fs::write(&bin, bytes).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let layout = dir.join(format!("layout-{salt}"));
+    ok(
+        Command::new(SEALPOD)
+            .args(["image", "from-binary"])
+            .arg(&bin)
+            .args(["--tag", "v1", "--out"])
+            .arg(&layout)
+            .output()
+            .unwrap(),
+        "image from-binary",
+    );
+    layout
+}
+
+fn push(layout: &Path, registry: &str, image: &str) -> Output {
+    let src = format!("oci:{}:v1", layout.display());
+    skopeo(&["copy", "--dest-tls-verify=false", &src, &format!("docker://{registry}/{image}")])
+}
+
+/// Pulls into a fresh OCI layout, retrying while the log and DHT records
+/// travel; returns the last attempt.
+fn pull_until(registry: &str, image: &str, out: &Path, within: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        let _ = std::fs::remove_dir_all(out);
+        let pull = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{registry}/{image}"),
+            &format!("oci:{}:x", out.display()),
+        ]);
+        if pull.status.success() || t.elapsed() > within {
+            return pull;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn inspect_digest(registry: &str, image: &str) -> String {
+    let out = ok(skopeo(&["inspect", "--tls-verify=false", &format!("docker://{registry}/{image}")]), "skopeo inspect");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_owned()
+}
+
+fn keygen(dir: &Path, name: &str, witness: bool) -> (PathBuf, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key = dir.join(format!("key-{n}.key"));
+    let mut args = vec!["log", "keygen", "--name", name, "--out"];
+    let key_str = key.to_str().unwrap().to_owned();
+    args.push(&key_str);
+    if witness {
+        args.push("--witness");
+    }
+    let out = ok(sealpod(&args), "log keygen");
+    (key, String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+fn checkpoint(node: &NodeProcess) -> Value {
+    json(sealpod(&["--json", "log", "checkpoint", "--node", &node.registry()]), "log checkpoint")
+}
+
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn blob_files(store: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![store.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn image_pushed_to_one_node_is_pulled_from_another_over_libp2p() {
-    if Command::new("skopeo").arg("--version").output().is_err() {
+fn image_published_on_the_authority_is_pulled_by_tag_from_a_mirror_over_libp2p() {
+    if !have_skopeo() {
         eprintln!("skipped: needs skopeo");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let out = Command::new(SEALPOD)
-        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
-        .arg(dir.join("layout"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (log_key, vkey) = keygen(dir, "sealpod.test/images", false);
+    let layout = sample_image(dir, "one");
 
-    let a = start_node(dir, "a", None);
-    let a_addr = a.ready["addresses"][0].as_str().unwrap().to_owned();
-    let b = start_node(dir, "b", Some(&a_addr));
-    let reg_a = a.ready["registry"].as_str().unwrap().to_owned();
-    let reg_b = b.ready["registry"].as_str().unwrap().to_owned();
+    let a = start_node(dir, "a", &[], &["--log-signing-key".into(), log_key.display().to_string()]);
+    let b = start_node(dir, "b", &[a.addr()], &["--log-key".into(), vkey.clone()]);
 
-    let layout = format!("oci:{}:v1", dir.join("layout").display());
-    let push = skopeo(&["copy", "--dest-tls-verify=false", &layout, &format!("docker://{reg_a}/team/sample:v1")]);
-    assert!(push.status.success(), "push: {}", String::from_utf8_lossy(&push.stderr));
-    let inspect = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{reg_a}/team/sample:v1")]);
-    assert!(inspect.status.success());
-    let on_a: Value = serde_json::from_slice(&inspect.stdout).unwrap();
-    let digest = on_a["Digest"].as_str().unwrap().to_owned();
+    ok(push(&layout, &a.registry(), "team/sample:v1"), "push to the authority");
+    let digest = inspect_digest(&a.registry(), "team/sample:v1");
 
-    // B holds nothing: what it serves comes from A through the DHT and the
-    // blob protocol, verified by B's store. A's announcements may take a
-    // moment to land, so the pull is retried for a while.
-    let out_dir = dir.join("pulled");
-    let src = format!("docker://{reg_b}/team/sample@{digest}");
-    let t = Instant::now();
-    loop {
-        let pull = skopeo(&["copy", "--src-tls-verify=false", &src, &format!("oci:{}:v1", out_dir.display())]);
-        if pull.status.success() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(45),
-            "pull from B failed: {}\nB's log: {}",
-            String::from_utf8_lossy(&pull.stderr),
-            std::fs::read_to_string(dir.join("b.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    // B held nothing: the tag came from the log, the content from A.
+    let pulled = pull_until(&b.registry(), "team/sample:v1", &dir.join("pulled"), Duration::from_secs(45));
+    assert!(pulled.status.success(), "pull from B: {}\nB: {}", String::from_utf8_lossy(&pulled.stderr), b.output());
+    assert_eq!(inspect_digest(&b.registry(), "team/sample:v1"), digest);
+    assert!(b.output().contains("fetched blob from peer"), "{}", b.output());
+    assert!(b.output().contains("synced the log"), "{}", b.output());
+
+    // The mirror proves the entry with the log's key.
+    let verified = json(
+        sealpod(&["--json", "log", "verify", "team/sample:v1", "--node", &b.registry(), "--log-key", &vkey]),
+        "log verify",
+    );
+    assert_eq!(verified["verified"], true);
+    assert_eq!(verified["manifest_digest"], digest.as_str());
+    let history = json(sealpod(&["--json", "log", "inspect", "team/sample:v1", "--node", &b.registry()]), "inspect");
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    let cp = checkpoint(&b);
+    assert_eq!((cp["size"].as_u64(), cp["authority"].as_bool()), (Some(1), Some(false)));
+
+    // Verifying with another key fails, and says why.
+    let (_, other) = keygen(dir, "sealpod.test/images", false);
+    let wrong = sealpod(&["log", "verify", "team/sample:v1", "--node", &b.registry(), "--log-key", &other]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    // A mirror does not publish: a tagged push is refused with the reason.
+    let refused = push(&layout, &b.registry(), "team/other:v1");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("only mirrors log"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Content pushed by digest but never published is stored, not served.
+    let other_layout = sample_image(dir, "unpublished");
+    let src = format!("oci:{}:v1", other_layout.display());
+    let unpublished =
+        ok(Command::new("skopeo").args(["inspect", &src]).output().unwrap(), "inspect the unpublished layout");
+    let unpublished: Value = serde_json::from_slice(&unpublished.stdout).unwrap();
+    let udigest = unpublished["Digest"].as_str().unwrap();
+    ok(
+        skopeo(&["copy", "--dest-tls-verify=false", &src, &format!("docker://{}/team/other@{udigest}", b.registry())]),
+        "push by digest",
+    );
+    let denied = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/team/other@{udigest}", b.registry())]);
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("not included in the trusted log"), "{err}");
+
+    // podman pulls the published image from the mirror.
+    if Command::new("podman").arg("--version").output().is_ok_and(|o| o.status.success()) && common::is_root() {
+        let image = format!("{}/team/sample:v1", b.registry());
+        let pulled = Command::new("podman").args(["pull", "--tls-verify=false", &image]).output().unwrap();
+        assert!(pulled.status.success(), "podman pull: {}", String::from_utf8_lossy(&pulled.stderr));
+        let _ = Command::new("podman").args(["rmi", "-f", &image]).output();
     }
-    let on_b: Value = serde_json::from_slice(&skopeo(&["inspect", "--tls-verify=false", &src]).stdout).unwrap();
-    assert_eq!(on_b["Digest"], on_a["Digest"]);
-    assert_eq!(on_b["Layers"], on_a["Layers"]);
-    let log = std::fs::read_to_string(dir.join("b.log")).unwrap_or_default();
-    assert!(log.contains("fetched blob from peer"), "{log}");
+}
+
+#[test]
+fn three_nodes_publish_pull_cosign_and_refuse_tampered_blobs_and_forks() {
+    if !have_skopeo() {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (log_key, vkey) = keygen(dir, "sealpod.test/three", false);
+    let (witness_key, witness_vkey) = keygen(dir, "witness-b.test", true);
+    let authority_args =
+        vec!["--log-signing-key".to_string(), log_key.display().to_string(), "--witness".into(), witness_vkey.clone()];
+
+    // A keeps its port across the restart below, so its peers find it again.
+    let a_listen = format!("/ip4/127.0.0.1/tcp/{}", common::free_port());
+    let a = start_node_on(dir, "a", &a_listen, &[], &authority_args);
+    let b = start_node(
+        dir,
+        "b",
+        &[a.addr()],
+        &["--log-key".into(), vkey.clone(), "--witness-key".into(), witness_key.display().to_string()],
+    );
+    let c = start_node(dir, "c", &[b.addr()], &["--log-key".into(), vkey.clone(), "--witness".into(), witness_vkey]);
+
+    // Publish on A, pull on C (which only knows B).
+    let one = sample_image(dir, "one");
+    ok(push(&one, &a.registry(), "team/app:1"), "publish team/app:1");
+    let digest = inspect_digest(&a.registry(), "team/app:1");
+    let pulled = pull_until(&c.registry(), "team/app:1", &dir.join("pulled-1"), Duration::from_secs(60));
+    assert!(pulled.status.success(), "pull on C: {}\nC: {}", String::from_utf8_lossy(&pulled.stderr), c.output());
+    assert_eq!(inspect_digest(&c.registry(), "team/app:1"), digest);
+
+    // B, a witness, cosigned the checkpoint and A kept the cosignature.
+    wait_for("B's cosignature on A", Duration::from_secs(30), || {
+        checkpoint(&a)["cosigners"].as_array().is_some_and(|c| c.iter().any(|s| s["name"] == "witness-b.test"))
+    });
+
+    // Tamper with a layer on A: C refuses it and stores nothing of it.
+    let backup = dir.join("a-log-backup");
+    copy_dir(&dir.join("a/log"), &backup);
+    let two = sample_image(dir, "two");
+    ok(push(&two, &a.registry(), "team/app:2"), "publish team/app:2");
+    let raw = ok(
+        skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/team/app:2", a.registry())]),
+        "raw",
+    );
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
+    let stored: Vec<PathBuf> =
+        walk(&dir.join("a/store")).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy() == layer).collect();
+    assert_eq!(stored.len(), 1, "A holds the layer once");
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&stored[0], bytes).unwrap();
+    wait_for("C to sync entry 2", Duration::from_secs(30), || checkpoint(&c)["size"] == 2);
+    let refused = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/app:2", c.registry()),
+        &format!("oci:{}:x", dir.join("pulled-2").display()),
+    ]);
+    assert!(!refused.status.success(), "a tampered layer was served");
+    assert!(!blob_files(&dir.join("c/store")).contains(&layer), "C stored the tampered layer");
+
+    // Fork A's log: restore the backup taken at size 1 and publish another
+    // image, so A signs a different tree of size 2.
+    a.stop();
+    std::fs::remove_dir_all(dir.join("a/log")).unwrap();
+    copy_dir(&backup, &dir.join("a/log"));
+    let a = start_node_on(dir, "a", &a_listen, &[b.addr()], &authority_args);
+    let three = sample_image(dir, "three");
+    ok(push(&three, &a.registry(), "team/app:3"), "publish team/app:3 on the forked log");
+    assert_eq!(checkpoint(&a)["size"], 2);
+    for node in [&b, &c] {
+        wait_for(&format!("{} to refuse the fork", node.name), Duration::from_secs(60), || {
+            checkpoint(node)["forks"].as_array().is_some_and(|f| !f.is_empty())
+        });
+        let cp = checkpoint(node);
+        assert_eq!(cp["size"], 2, "{} moved to the forked log", node.name);
+        assert_eq!(cp["forks"][0]["proven"], true);
+    }
+    // The forked entry is not served by the mirrors; the honest one still is.
+    let denied = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/team/app:3", b.registry())]);
+    assert!(!denied.status.success());
+    assert_eq!(inspect_digest(&b.registry(), "team/app:1"), digest);
+    assert!(b.output().contains("LOG FORK"), "{}", b.output());
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let out = Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
+    assert!(out.status.success(), "cp: {}", String::from_utf8_lossy(&out.stderr));
 }

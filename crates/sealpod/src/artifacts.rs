@@ -1,0 +1,340 @@
+//! `sealpod node run`, `sealpod log …`: the artifact node and its image log
+//! from the command line.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use sealpod_tlog::{
+    leaf_hash, verify_inclusion, Checkpoint, CosignatureSigner, Ed25519Signer, Ed25519Verifier, Hash, LogEntry,
+    NoteVerifier, VerifierSet,
+};
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct NodeRunArgs {
+    /// Where the content store, the log and the node key live.
+    #[arg(long, default_value = "/var/lib/sealpod/node")]
+    dir: PathBuf,
+    /// Registry API address (keep it on loopback: it has no authentication).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    registry: std::net::SocketAddr,
+    /// libp2p listen addresses.
+    #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/4002".to_string()])]
+    listen: Vec<String>,
+    /// DHT bootstrap peers.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Write the node's peer id, addresses and registry address here (JSON).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// The image log to keep and enforce: its public key (vkey), or @FILE.
+    #[arg(long, value_name = "VKEY|@FILE")]
+    log_key: Option<String>,
+    /// The log's signing key file: this node is the log's authority and
+    /// publishes what is pushed to it by tag.
+    #[arg(long, value_name = "FILE")]
+    log_signing_key: Option<PathBuf>,
+    /// A witness whose cosignatures are checked and kept (vkey or @FILE).
+    #[arg(long = "witness", value_name = "VKEY|@FILE")]
+    witnesses: Vec<String>,
+    /// This node's witness key file: it cosigns each checkpoint it accepts.
+    #[arg(long, value_name = "FILE")]
+    witness_key: Option<PathBuf>,
+    /// On the authority, do not publish tagged pushes.
+    #[arg(long)]
+    no_publish_on_push: bool,
+    /// Run as a plain registry with no log: serve whatever is stored,
+    /// unchecked.
+    #[arg(long, conflicts_with_all = ["log_key", "log_signing_key"])]
+    no_log: bool,
+    /// How often to ask peers for a newer checkpoint, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    sync_period_ms: u64,
+}
+
+fn read_secret(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+fn key_arg(value: &str) -> Result<String> {
+    match value.strip_prefix('@') {
+        Some(path) => Ok(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?.trim().to_owned()),
+        None => Ok(value.trim().to_owned()),
+    }
+}
+
+pub fn node_run(args: NodeRunArgs) -> Result<()> {
+    let signing_key = args.log_signing_key.as_deref().map(read_secret).transpose()?;
+    let log_key = match (&args.log_key, &signing_key) {
+        (Some(v), _) => Some(key_arg(v)?),
+        (None, Some(skey)) => {
+            Some(Ed25519Signer::from_skey(skey).map_err(|e| anyhow::anyhow!("log signing key: {e}"))?.verifier().vkey())
+        }
+        (None, None) if args.no_log => None,
+        (None, None) => bail!(
+            "name the image log to enforce with --log-key VKEY (or --log-signing-key FILE on its authority); \
+             --no-log runs a plain registry that serves anything stored"
+        ),
+    };
+    let log = match log_key {
+        Some(log_key) => Some(sealpod_node::LogSettings {
+            log_key,
+            signing_key,
+            witnesses: args.witnesses.iter().map(|w| key_arg(w)).collect::<Result<_>>()?,
+            witness_key: args.witness_key.as_deref().map(read_secret).transpose()?,
+            publish_on_push: !args.no_publish_on_push,
+        }),
+        None => None,
+    };
+    let config = sealpod_node::NodeConfig {
+        dir: args.dir,
+        registry: args.registry,
+        listen: crate::parse_addrs(&args.listen)?,
+        bootstrap: crate::parse_addrs(&args.bootstrap)?,
+        ready_file: args.ready_file,
+        log,
+        sync_period: Duration::from_millis(args.sync_period_ms.max(100)),
+    };
+    crate::runtime()?.block_on(sealpod_node::run(config))
+}
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// Make a log signing key (or, with --witness, a witness key).
+    Keygen {
+        /// The key's name; for a log, its origin (e.g. "example.org/images").
+        #[arg(long)]
+        name: String,
+        /// Where to write the secret key (mode 0600); the public key goes
+        /// beside it with `.pub` appended.
+        #[arg(long)]
+        out: PathBuf,
+        /// Make a witness (cosignature) key instead.
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Show the checkpoint a node trusts, its cosigners and any forks seen.
+    Checkpoint(NodeArg),
+    /// Show the log's entries for an image (name:tag).
+    Inspect {
+        /// `name:tag`, as pulled from the node (e.g. team/app:1.0).
+        image: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Check that an image is in the log: verify the checkpoint's signature
+    /// and the entry's inclusion proof here, and print both.
+    Verify {
+        /// `name:tag`.
+        image: String,
+        /// The log's public key (vkey or @FILE) to check the checkpoint
+        /// against; without it, the key the node reports is used.
+        #[arg(long, value_name = "VKEY|@FILE")]
+        log_key: Option<String>,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+#[derive(Args)]
+pub struct NodeArg {
+    /// The artifact node's registry address.
+    #[arg(long, env = "SEALPOD_NODE", default_value = "127.0.0.1:5000")]
+    node: String,
+}
+
+/// A GET to the node's loopback HTTP API; bounded in time and size.
+fn node_get(node: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+    const LIMIT: u64 = 16 << 20;
+    let host = node.trim_start_matches("http://").trim_end_matches('/');
+    let addr =
+        host.to_socket_addrs().with_context(|| format!("node address {host:?}"))?.next().context("no address")?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to the node at {host} (is `sealpod node run` running?)"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.take(LIMIT).read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the node's response has no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status: u16 =
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("the node's response has no status")?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("the node answered chunked; expected a sized body");
+    }
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+fn node_json(node: &str, path: &str) -> Result<Value> {
+    let (status, body) = node_get(node, path)?;
+    let value: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("the node answered {status} with no JSON: {}", String::from_utf8_lossy(&body)))?;
+    if status != 200 {
+        bail!("{}", value["error"].as_str().unwrap_or("the node refused"));
+    }
+    Ok(value)
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    writeln!(f, "{text}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn hash_hex(s: &str) -> Result<Hash> {
+    let bytes = hex::decode(s).context("hash is not hex")?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("hash is not 32 bytes"))
+}
+
+pub fn log(command: LogCommand, json: bool) -> Result<()> {
+    match command {
+        LogCommand::Keygen { name, out, witness } => {
+            let (skey, vkey) = if witness {
+                let k = CosignatureSigner::generate(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+                (k.skey(), k.verifier().vkey())
+            } else {
+                let k = Ed25519Signer::generate(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+                (k.skey(), k.verifier().vkey())
+            };
+            write_secret(&out, &skey)?;
+            let public = PathBuf::from(format!("{}.pub", out.display()));
+            std::fs::write(&public, format!("{vkey}\n"))?;
+            if json {
+                println!("{}", serde_json::json!({"secret_key": out, "public_key": public, "vkey": vkey}));
+            } else {
+                println!("{vkey}");
+                eprintln!("secret key in {} (keep it there); public key in {}", out.display(), public.display());
+            }
+            Ok(())
+        }
+        LogCommand::Checkpoint(NodeArg { node }) => {
+            let status = node_json(&node, "/sealpod/v1/log")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            println!("log       {}", status["origin"].as_str().unwrap_or(""));
+            println!("key       {}", status["log_key"].as_str().unwrap_or(""));
+            println!("role      {}", if status["authority"] == true { "authority (publishes)" } else { "mirror" });
+            println!("size      {}", status["size"]);
+            println!("root      {}", status["root"].as_str().unwrap_or(""));
+            for c in status["cosigners"].as_array().into_iter().flatten() {
+                println!("cosigned  {} at {}", c["name"].as_str().unwrap_or(""), c["time_unix"]);
+            }
+            for f in status["forks"].as_array().into_iter().flatten() {
+                println!(
+                    "FORK      size {} root {} from {} ({}; evidence {})",
+                    f["forked_size"],
+                    f["forked_root"].as_str().unwrap_or(""),
+                    f["peer"].as_str().unwrap_or(""),
+                    f["reason"].as_str().unwrap_or(""),
+                    f["evidence"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(c) = status["checkpoint"].as_str() {
+                println!("\n{c}");
+            }
+            Ok(())
+        }
+        LogCommand::Inspect { image, node } => {
+            let found = node_json(&node.node, &format!("/sealpod/v1/log/images/{image}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found["history"])?);
+                return Ok(());
+            }
+            for e in found["history"].as_array().into_iter().flatten() {
+                println!(
+                    "#{:<6} {} {} published {} by key {}…",
+                    e["index"],
+                    e["image"].as_str().unwrap_or(""),
+                    e["manifest_digest"].as_str().unwrap_or(""),
+                    e["time_unix"],
+                    &e["publisher_key"].as_str().unwrap_or("")
+                        [..16.min(e["publisher_key"].as_str().unwrap_or("").len())]
+                );
+            }
+            Ok(())
+        }
+        LogCommand::Verify { image, log_key, node } => {
+            let found = node_json(&node.node, &format!("/sealpod/v1/log/images/{image}"))?;
+            let reported = found["log_key"].as_str().unwrap_or_default().to_owned();
+            let vkey = match &log_key {
+                Some(k) => key_arg(k)?,
+                None => reported.clone(),
+            };
+            let verifier = Ed25519Verifier::from_vkey(&vkey).map_err(|e| anyhow::anyhow!("log key: {e}"))?;
+            let origin = verifier.name().to_owned();
+            let keys = VerifierSet::new().with(verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let inclusion = &found["inclusion"];
+            let note = inclusion["checkpoint"].as_str().context("no checkpoint in the node's answer")?;
+            let (checkpoint, _) = Checkpoint::open(note.as_bytes(), &origin, &keys)
+                .map_err(|e| anyhow::anyhow!("the checkpoint does not verify with the log key: {e}"))?;
+            let e = &inclusion["entry"];
+            let entry = LogEntry {
+                image: e["image"].as_str().unwrap_or_default().to_owned(),
+                manifest_digest: e["manifest_digest"].as_str().unwrap_or_default().to_owned(),
+                publisher_key: hex::decode(e["publisher_key"].as_str().unwrap_or_default())?,
+                time_unix: e["time_unix"].as_u64().unwrap_or_default(),
+            };
+            if entry.image != image {
+                bail!("the node answered for {:?}, not {image:?}", entry.image);
+            }
+            let leaf = leaf_hash(&entry.encode()?);
+            if hex::encode(leaf) != inclusion["leaf_hash"].as_str().unwrap_or_default() {
+                bail!("the entry does not hash to the leaf hash the node gave");
+            }
+            let index = e["index"].as_u64().context("no index")?;
+            let size = inclusion["tree_size"].as_u64().context("no tree size")?;
+            if size != checkpoint.size {
+                bail!("the proof is for size {size}, the checkpoint for {}", checkpoint.size);
+            }
+            let proof: Vec<Hash> = inclusion["proof"]
+                .as_array()
+                .context("no proof")?
+                .iter()
+                .map(|h| hash_hex(h.as_str().unwrap_or_default()))
+                .collect::<Result<_>>()?;
+            verify_inclusion(index, size, &leaf, &proof, &checkpoint.root)
+                .map_err(|e| anyhow::anyhow!("the inclusion proof does not verify: {e}"))?;
+            let key_source = if log_key.is_some() { "the key given" } else { "the key the node reports" };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "verified": true,
+                        "image": image,
+                        "manifest_digest": entry.manifest_digest,
+                        "index": index,
+                        "tree_size": size,
+                        "leaf_hash": hex::encode(leaf),
+                        "proof": inclusion["proof"],
+                        "checkpoint": note,
+                        "log_key": vkey,
+                        "log_key_source": if log_key.is_some() { "given" } else { "node" },
+                    }))?
+                );
+            } else {
+                println!("{image} -> {} is entry #{index} of {origin}", entry.manifest_digest);
+                println!("inclusion proof (leaf {} in a tree of {size}):", hex::encode(leaf));
+                for h in &proof {
+                    println!("  {}", hex::encode(h));
+                }
+                println!("checkpoint, signature verified with {key_source}:\n{note}");
+                println!("verified");
+            }
+            Ok(())
+        }
+    }
+}
