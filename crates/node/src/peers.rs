@@ -46,42 +46,67 @@ impl Peers {
     }
 
     /// Fetches one blob into the store; true if it is there afterwards.
+    ///
+    /// The bytes stream straight into a store writer, which hashes them as
+    /// they arrive and commits only if they match the digest. A transfer
+    /// that breaks off resumes where it stopped, from the next holder (or
+    /// the same one again), so nothing already received is fetched twice.
     pub(crate) async fn blob(&self, digest: Digest) -> bool {
         let store = self.store.clone();
         if tokio::task::spawn_blocking(move || store.contains(&digest)).await.ok().and_then(Result::ok) == Some(true) {
             return true;
         }
-        for peer in self.holders(&digest).await {
-            let Ok(tmp) = tempfile::NamedTempFile::new_in(self.store.root()) else { return false };
-            let Ok(file) = tmp.reopen() else { return false };
-            let mut sink = tokio::fs::File::from_std(file);
-            match self.net.fetch_blob(peer, &digest.to_string(), 0, 0, &mut sink).await {
-                Ok(_) => {
-                    let store = self.store.clone();
-                    let stored = tokio::task::spawn_blocking(move || {
-                        let file = std::fs::File::open(tmp.path())?;
-                        store.put_from(file).map_err(std::io::Error::other)
-                    })
-                    .await;
-                    match stored {
-                        Ok(Ok(d)) if d == digest => {
-                            tracing::info!(%digest, %peer, "fetched blob from peer");
-                            let _ = self.net.provide_blob(&digest.to_string()).await;
-                            return true;
-                        }
-                        Ok(Ok(d)) => {
-                            // The store verified the bytes; they were something else.
-                            tracing::warn!(%digest, got = %d, %peer, "peer sent the wrong content");
-                            let store = self.store.clone();
-                            let _ = tokio::task::spawn_blocking(move || store.remove_blob(&d)).await;
-                        }
-                        other => tracing::warn!(%digest, %peer, ?other, "storing fetched blob failed"),
+        let holders = self.holders(&digest).await;
+        if holders.is_empty() {
+            return false;
+        }
+        let store = self.store.clone();
+        let Ok(Ok(writer)) = tokio::task::spawn_blocking(move || store.writer_expecting(digest, None)).await else {
+            return false;
+        };
+        let mut sink = BlockingSink(Some(writer));
+        let mut size = None;
+        // Each holder gets two tries, so one dropped connection to the only
+        // holder is survived.
+        let attempts = holders.iter().chain(holders.iter()).copied();
+        for peer in attempts {
+            let offset = sink.written();
+            if size.is_some_and(|s| offset >= s) {
+                break;
+            }
+            match self.net.fetch_blob(peer, &digest.to_string(), offset, 0, &mut sink).await {
+                Ok((total, _)) => {
+                    size = Some(total);
+                    if sink.written() >= total {
+                        break;
                     }
                 }
-                Err(e) => tracing::info!(%digest, %peer, error = %e, "fetch failed; trying the next holder"),
+                Err(e) => {
+                    tracing::info!(%digest, %peer, offset, error = %e, "fetch broke off; resuming from the next holder")
+                }
             }
         }
-        false
+        let (Some(size), Some(writer)) = (size, sink.0.take()) else { return false };
+        if writer.written() != size {
+            return false;
+        }
+        let committed = tokio::task::spawn_blocking(move || writer.commit()).await;
+        match committed {
+            Ok(Ok(_)) => {
+                tracing::info!(%digest, size, "fetched blob from peer");
+                let _ = self.net.provide_blob(&digest.to_string()).await;
+                true
+            }
+            Ok(Err(e)) => {
+                // The store verified the bytes: they were something else.
+                tracing::warn!(%digest, error = %e, "peer sent the wrong content; nothing stored");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "storing fetched blob failed");
+                false
+            }
+        }
     }
 
     /// Fetches a manifest, everything it references, and records it in `repo`.
@@ -118,5 +143,37 @@ impl Peers {
                 tokio::task::spawn_blocking(move || store.put_manifest(&repo, None, Some(&media_type), &bytes)).await;
             matches!(recorded, Ok(Ok(_)))
         })
+    }
+}
+
+/// A store writer as an async sink. Each write is a short buffered file
+/// write plus hashing, done in place on the runtime's worker (the runtime is
+/// multi-threaded), which spares a copy through a channel.
+struct BlockingSink(Option<sealpod_store::Writer>);
+
+impl BlockingSink {
+    fn written(&self) -> u64 {
+        self.0.as_ref().map_or(0, sealpod_store::Writer::written)
+    }
+}
+
+impl tokio::io::AsyncWrite for BlockingSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let Some(writer) = self.0.as_mut() else {
+            return std::task::Poll::Ready(Err(std::io::Error::other("sink closed")));
+        };
+        std::task::Poll::Ready(tokio::task::block_in_place(|| std::io::Write::write(writer, buf)))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod body;
+pub mod client;
 mod error;
 mod handlers;
 mod route;

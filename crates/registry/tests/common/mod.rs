@@ -263,6 +263,12 @@ pub struct CncfRegistry {
 impl CncfRegistry {
     /// Starts one, or `None` if it is not installed or does not come up.
     pub fn start() -> Option<CncfRegistry> {
+        CncfRegistry::start_with_env(&[])
+    }
+
+    /// Starts one with extra configuration in its environment (e.g.
+    /// `REGISTRY_HTTP_TLS_CERTIFICATE` and `REGISTRY_HTTP_TLS_KEY` to serve HTTPS).
+    pub fn start_with_env(env: &[(&str, String)]) -> Option<CncfRegistry> {
         if !have("docker-registry") {
             return None;
         }
@@ -281,6 +287,7 @@ impl CncfRegistry {
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
