@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use sealpod_imagelog::{ImageLog, ImageLogConfig};
 use sealpod_net::{Multiaddr, Node, NodeConfig as NetConfig};
+use sealpod_registry::client::{pull_into_store, ClientOptions, RegistryClient};
 use sealpod_registry::{ContentSource, PullDenied, Registry};
 use sealpod_store::{Digest, ParsedManifest, Reference, RepositoryName, Store, StoredManifest, Tag};
 use sealpod_tlog::{CosignatureSigner, CosignatureVerifier, Ed25519Signer, LogEntry};
@@ -78,6 +79,10 @@ pub struct NodeConfig {
     pub log: Option<LogSettings>,
     /// How often to ask peers for a newer checkpoint.
     pub sync_period: Duration,
+    /// On the authority: a registry to pull through from when a tag is not
+    /// in the log yet (base URL, e.g. `https://registry.example`); what it
+    /// fetches is verified, stored and published.
+    pub upstream: Option<(String, ClientOptions)>,
 }
 
 /// What a running node is reachable at.
@@ -148,6 +153,43 @@ impl sealpod_registry::PullPolicy for LogPolicy {
 struct Source {
     peers: Peers,
     syncer: Option<logsync::Syncer>,
+    upstream: Option<RegistryClient>,
+    publisher_key: Vec<u8>,
+}
+
+impl Source {
+    /// Pulls `repository:tag` from the upstream registry into the store and
+    /// publishes it (authority only).
+    async fn pull_through(&self, log: &ImageLog, repository: &RepositoryName, tag: &Tag) -> Option<Digest> {
+        let client = self.upstream.as_ref()?;
+        let store = self.peers.store.clone();
+        let pulled =
+            pull_into_store(client, repository, &Reference::Tag(tag.clone()), &store, repository, Some(tag)).await;
+        let digest = match pulled {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!(%repository, %tag, upstream = %client.base_url(), error = %e, "pull-through failed");
+                return None;
+            }
+        };
+        let entry = LogEntry {
+            image: format!("{repository}:{tag}"),
+            manifest_digest: digest.to_string(),
+            publisher_key: self.publisher_key.clone(),
+            time_unix: now_unix(),
+        };
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.publish(&entry)).await {
+            Ok(Ok(e)) => {
+                tracing::info!(%repository, %tag, %digest, index = e.index, upstream = %client.base_url(), "pulled through and published");
+                Some(digest)
+            }
+            other => {
+                tracing::warn!(%repository, %tag, ?other, "pulled through but could not publish");
+                None
+            }
+        }
+    }
 }
 
 impl ContentSource for Source {
@@ -165,16 +207,16 @@ impl ContentSource for Source {
         repository: RepositoryName,
         tag: Tag,
     ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send>> {
-        let syncer = self.syncer.clone();
+        let this = self.clone();
         Box::pin(async move {
-            let syncer = syncer?;
+            let syncer = this.syncer.clone()?;
             let image = format!("{repository}:{tag}");
             let lookup = |log: &ImageLog| log.lookup(&image).and_then(|e| e.manifest_digest.parse::<Digest>().ok());
             if let Some(d) = lookup(&syncer.log) {
                 return Some(d);
             }
             if syncer.log.is_authority() {
-                return None;
+                return this.pull_through(&syncer.log, &repository, &tag).await;
             }
             // Perhaps published a moment ago: ask the peers now, briefly.
             let _ = tokio::time::timeout(Duration::from_secs(10), syncer.round()).await;
@@ -322,7 +364,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         std::fs::write(&tmp, serde_json::to_vec(&ready)?)?;
         std::fs::rename(&tmp, path)?;
     }
-    let source = Source { peers: Peers { store: store.clone(), net }, syncer };
+    let upstream = match &config.upstream {
+        Some((url, options)) if log.as_ref().is_some_and(ImageLog::is_authority) => {
+            tracing::info!(%url, "pulling through from upstream");
+            Some(RegistryClient::new(url, options.clone())?)
+        }
+        Some(_) => anyhow::bail!("--upstream needs the log's signing key: only the authority publishes what it pulls"),
+        None => None,
+    };
+    let source =
+        Source { peers: Peers { store: store.clone(), net }, syncer, upstream, publisher_key: publisher_key.clone() };
     let mut registry = Registry::new(store.clone()).content_source(source);
     if let Some(log) = log {
         registry = registry.pull_policy(LogPolicy { log: log.clone(), store }).routes(http::routes(log.clone()));

@@ -260,6 +260,18 @@ impl LocalImage {
         self.manifest.layers()
     }
 
+    /// The stored bytes of layer `index` (as the manifest addresses them),
+    /// for copying the image elsewhere; not verified here: the reader checks
+    /// them against the manifest's digest (a content store does).
+    pub fn layer_blob(&self, index: usize) -> Result<(Box<dyn Read + Send>, u64), OciError> {
+        let plan = self.layers.get(index).ok_or_else(|| OciError::NotAnImage {
+            path: self.reference.path().to_owned(),
+            reason: format!("the image has no layer {index}"),
+        })?;
+        let (raw, size) = self.open_blob(&plan.location, &plan.name)?;
+        Ok((raw, size))
+    }
+
     /// Applies the layers in order to `dest`, which must not exist or be an
     /// empty directory.
     ///

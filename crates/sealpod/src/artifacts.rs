@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use sealpod_registry::client::{pull_into_store, push_from_store, ClientOptions, Credentials, RegistryClient};
+use sealpod_store::{Digest, Reference, RepositoryName, Store, Tag};
 use sealpod_tlog::{
     leaf_hash, verify_inclusion, Checkpoint, CosignatureSigner, Ed25519Signer, Ed25519Verifier, Hash, LogEntry,
     NoteVerifier, VerifierSet,
@@ -54,6 +56,40 @@ pub struct NodeRunArgs {
     /// How often to ask peers for a newer checkpoint, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     sync_period_ms: u64,
+    /// On the authority: pull tags the log lacks through from this registry
+    /// (e.g. https://registry.example) and publish them.
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+}
+
+#[derive(Args)]
+pub struct UpstreamArgs {
+    /// On the authority: pull tags the log lacks through from this registry
+    /// (https://host[:port], or http:// with --upstream-insecure) and publish
+    /// what it fetched.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Extra CA certificate (PEM) trusted for the upstream's HTTPS.
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    upstream_ca: Option<PathBuf>,
+    /// Allow plain HTTP to a non-loopback upstream.
+    #[arg(long, requires = "upstream")]
+    upstream_insecure: bool,
+    /// Upstream credentials as USER:PASSWORD (basic, and for bearer tokens).
+    #[arg(long, env = "SEALPOD_UPSTREAM_CREDENTIALS", hide_env_values = true, requires = "upstream")]
+    upstream_credentials: Option<String>,
+}
+
+fn client_options(ca: Option<&Path>, insecure: bool, credentials: Option<&str>) -> Result<ClientOptions> {
+    let mut options = ClientOptions { allow_insecure_http: insecure, ..ClientOptions::default() };
+    if let Some(ca) = ca {
+        options.ca_cert_pem = Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
+    }
+    if let Some(c) = credentials {
+        let (username, password) = c.split_once(':').context("credentials must be USER:PASSWORD")?;
+        options.credentials = Some(Credentials { username: username.into(), password: password.into() });
+    }
+    Ok(options)
 }
 
 fn read_secret(path: &Path) -> Result<String> {
@@ -99,6 +135,17 @@ pub fn node_run(args: NodeRunArgs) -> Result<()> {
         ready_file: args.ready_file,
         log,
         sync_period: Duration::from_millis(args.sync_period_ms.max(100)),
+        upstream: match &args.upstream.upstream {
+            Some(url) => Some((
+                url.clone(),
+                client_options(
+                    args.upstream.upstream_ca.as_deref(),
+                    args.upstream.upstream_insecure,
+                    args.upstream.upstream_credentials.as_deref(),
+                )?,
+            )),
+            None => None,
+        },
     };
     crate::runtime()?.block_on(sealpod_node::run(config))
 }
@@ -337,4 +384,127 @@ pub fn log(command: LogCommand, json: bool) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Args)]
+pub struct ImagePushArgs {
+    /// What to publish: an OCI layout (DIR or oci:DIR[:TAG]), an
+    /// oci-archive:FILE[:TAG], a docker-archive:FILE[:NAME], or an image in
+    /// another registry (docker://HOST/NAME:TAG or @DIGEST).
+    src: String,
+    /// The name and tag to publish it under (e.g. team/app:1.0).
+    name: String,
+    #[command(flatten)]
+    node: NodeArg,
+    /// Trust this CA certificate (PEM) for a docker:// source's HTTPS.
+    #[arg(long, value_name = "FILE")]
+    src_ca: Option<PathBuf>,
+    /// Allow plain HTTP to a non-loopback docker:// source.
+    #[arg(long)]
+    src_insecure: bool,
+    /// Credentials for a docker:// source, USER:PASSWORD.
+    #[arg(long, env = "SEALPOD_SRC_CREDENTIALS", hide_env_values = true)]
+    src_credentials: Option<String>,
+}
+
+/// Splits `name:tag` (the tag follows the last ':' after the last '/').
+fn name_and_tag(image: &str) -> Result<(RepositoryName, Tag)> {
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    let colon = image[slash..].rfind(':').map(|i| slash + i).with_context(|| format!("{image:?} has no :tag"))?;
+    let name = image[..colon].parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
+    let tag = image[colon + 1..].parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
+    Ok((name, tag))
+}
+
+/// Reads a local image into `store` under `repo`; returns its manifest digest.
+fn load_local(src: &str, store: &Store, repo: &RepositoryName) -> Result<Digest> {
+    let reference = sealpod_oci::ImageReference::parse(src, &std::env::current_dir()?)
+        .with_context(|| format!("{src:?} is not an image reference"))?;
+    let image = sealpod_oci::LocalImage::open(&reference).with_context(|| format!("opening {src}"))?;
+    store.put(image.config_bytes())?;
+    for (i, layer) in image.layers().iter().enumerate() {
+        let digest: Digest = layer.digest().to_string().parse().map_err(|e| anyhow::anyhow!("layer {i}: {e}"))?;
+        if store.contains(&digest)? {
+            continue;
+        }
+        let (mut raw, size) = image.layer_blob(i)?;
+        let mut writer = store.writer_expecting(digest, Some(size))?;
+        std::io::copy(&mut raw, &mut writer)?;
+        writer.commit().with_context(|| format!("layer {i} of {src}"))?;
+    }
+    let media_type = image.manifest().media_type().as_ref().map(|m| m.to_string());
+    let stored = store.put_manifest(repo, None, media_type.as_deref(), image.manifest_bytes())?;
+    Ok(stored.digest)
+}
+
+pub fn image_push(args: ImagePushArgs, json: bool) -> Result<()> {
+    let (repo, tag) = name_and_tag(&args.name)?;
+    let staging = tempfile::tempdir().context("staging directory")?;
+    let store = Store::open(staging.path().join("store"))?;
+    let node_url = format!("http://{}", args.node.node.trim_start_matches("http://"));
+    let rt = crate::runtime()?;
+    let digest = rt.block_on(async {
+        let digest = match args.src.strip_prefix("docker://") {
+            Some(rest) => {
+                let (host, path) = rest.split_once('/').context("docker://HOST/NAME:TAG")?;
+                let (src_repo, reference) = match path.split_once('@') {
+                    Some((name, digest)) => {
+                        (name.to_owned(), Reference::Digest(digest.parse().map_err(|e| anyhow::anyhow!("{e}"))?))
+                    }
+                    None => {
+                        let (n, t) = name_and_tag(path)?;
+                        (n.to_string(), Reference::Tag(t))
+                    }
+                };
+                let src_repo: RepositoryName = src_repo.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let scheme = if args.src_insecure || host.starts_with("127.") || host.starts_with("localhost") {
+                    "http"
+                } else {
+                    "https"
+                };
+                let options =
+                    client_options(args.src_ca.as_deref(), args.src_insecure, args.src_credentials.as_deref())?;
+                let client = RegistryClient::new(&format!("{scheme}://{host}"), options)?;
+                pull_into_store(&client, &src_repo, &reference, &store, &repo, None)
+                    .await
+                    .with_context(|| format!("pulling {}", args.src))?
+            }
+            None => {
+                let (src, store, repo) = (args.src.clone(), store.clone(), repo.clone());
+                tokio::task::spawn_blocking(move || load_local(&src, &store, &repo)).await??
+            }
+        };
+        let node = RegistryClient::new(&node_url, ClientOptions::default())?;
+        push_from_store(&store, &digest, &node, &repo, Some(&tag))
+            .await
+            .with_context(|| format!("pushing to the node at {node_url}"))?;
+        anyhow::Ok(digest)
+    })?;
+    let image = format!("{repo}:{tag}");
+    let found = node_json(&args.node.node, &format!("/sealpod/v1/log/images/{image}"))
+        .context("the node stored the image but does not show it in its log")?;
+    let entry = &found["inclusion"]["entry"];
+    if entry["manifest_digest"].as_str() != Some(&digest.to_string()) {
+        bail!("the node's log maps {image} to {}, not to the pushed {digest}", entry["manifest_digest"]);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "image": image,
+                "digest": digest.to_string(),
+                "index": entry["index"],
+                "tree_size": found["inclusion"]["tree_size"],
+                "origin": found["origin"],
+            })
+        );
+    } else {
+        println!(
+            "published {image} {digest} as entry #{} of {} (size {})",
+            entry["index"],
+            found["origin"].as_str().unwrap_or(""),
+            found["inclusion"]["tree_size"]
+        );
+    }
+    Ok(())
 }

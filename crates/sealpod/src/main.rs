@@ -247,6 +247,9 @@ enum ManifestCommand {
 #[derive(Subcommand)]
 enum ImageCommand {
     /// Build an OCI image layout holding one binary and the libraries it links.
+    /// Publish an image through the artifact node holding the log's key:
+    /// its blobs go into the node's store, its digest into the log.
+    Push(artifacts::ImagePushArgs),
     FromBinary {
         /// The executable.
         binary: PathBuf,
@@ -360,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Image { command: ImageCommand::Push(args) } => artifacts::image_push(args, json),
         Command::Keystore { command } => trust::keystore(command, json),
         Command::Whitelist { command } => trust::whitelist(command, json),
         Command::Rule { command } => trust::rule(command, json),

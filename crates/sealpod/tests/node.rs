@@ -385,3 +385,127 @@ fn copy_dir(from: &Path, to: &Path) {
     let out = Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
     assert!(out.status.success(), "cp: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Debian's CNCF `docker-registry` on a loopback port.
+struct Upstream {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn start() -> Option<Upstream> {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let up = Upstream { child, addr, _dir: dir };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&up.addr).is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(up)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_authority_pulls_through_from_an_upstream_registry_and_image_push_publishes() {
+    if !have_skopeo() {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let Some(upstream) = Upstream::start() else {
+        eprintln!("skipped: needs docker-registry");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (log_key, vkey) = keygen(dir, "sealpod.test/upstream", false);
+    let layout = sample_image(dir, "upstream");
+    ok(push(&layout, &upstream.addr, "library/sample:3"), "push to the upstream registry");
+    let upstream_digest = inspect_digest(&upstream.addr, "library/sample:3");
+
+    let a = start_node(
+        dir,
+        "a",
+        &[],
+        &[
+            "--log-signing-key".into(),
+            log_key.display().to_string(),
+            "--upstream".into(),
+            format!("http://{}", upstream.addr),
+        ],
+    );
+    let b = start_node(dir, "b", &[a.addr()], &["--log-key".into(), vkey.clone()]);
+
+    // A tag the log lacks: A fetches it from upstream, verifies, publishes.
+    assert_eq!(inspect_digest(&a.registry(), "library/sample:3"), upstream_digest);
+    assert!(a.output().contains("pulled through and published"), "{}", a.output());
+    // A tag upstream lacks too is a clear miss.
+    let missing = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/library/nothing:1", a.registry())]);
+    assert!(!missing.status.success());
+    // The mirror serves what A pulled through, by the log.
+    let pulled = pull_until(&b.registry(), "library/sample:3", &dir.join("pulled"), Duration::from_secs(45));
+    assert!(pulled.status.success(), "pull from B: {}\nB: {}", String::from_utf8_lossy(&pulled.stderr), b.output());
+
+    // `sealpod image push` from another registry and from a local layout.
+    let pushed = json(
+        sealpod(&[
+            "--json",
+            "image",
+            "push",
+            &format!("docker://{}/library/sample:3", upstream.addr),
+            "team/copied:1",
+            "--node",
+            &a.registry(),
+        ]),
+        "image push docker://",
+    );
+    assert_eq!(pushed["digest"], upstream_digest.as_str());
+    let local = sample_image(dir, "local");
+    let pushed_local = json(
+        sealpod(&[
+            "--json",
+            "image",
+            "push",
+            &format!("oci:{}:v1", local.display()),
+            "team/local:1",
+            "--node",
+            &a.registry(),
+        ]),
+        "image push oci:",
+    );
+    assert_eq!(pushed_local["index"], 2, "entries 0 and 1 are the pull-through and the copy");
+    assert_eq!(inspect_digest(&a.registry(), "team/local:1"), pushed_local["digest"].as_str().unwrap());
+    let pulled = pull_until(&b.registry(), "team/local:1", &dir.join("pulled-local"), Duration::from_secs(45));
+    assert!(pulled.status.success(), "pull from B: {}", String::from_utf8_lossy(&pulled.stderr));
+
+    // A bad source is a clear error, and nothing is published.
+    let bad = sealpod(&["image", "push", "/nonexistent/layout", "team/bad:1", "--node", &a.registry()]);
+    assert!(!bad.status.success());
+    assert_eq!(checkpoint(&a)["size"], 3);
+}
