@@ -741,6 +741,18 @@ impl ImageLog {
         })
     }
 
+    /// Every entry publishing `digest`, oldest first.
+    pub fn entries_for_digest(&self, digest: &str) -> Vec<IndexedEntry> {
+        let state = self.state();
+        let Some(indexes) = state.by_digest.get(digest) else { return Vec::new() };
+        indexes
+            .iter()
+            .filter_map(|&i| {
+                state.entries.get(i).ok().and_then(|b| LogEntry::decode(&b).ok()).map(|e| IndexedEntry::new(i, &e))
+            })
+            .collect()
+    }
+
     /// Digests published under `repository`, for any tag.
     pub fn digests_of(&self, repository: &str) -> Vec<String> {
         let state = self.state();

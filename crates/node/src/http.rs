@@ -94,6 +94,18 @@ async fn image(State(log): State<ImageLog>, Path(image): Path<String>) -> Respon
     }
 }
 
+/// `GET /sealpod/v1/log/digests/<digest>`: the entries publishing it.
+async fn digest(State(log): State<ImageLog>, Path(digest): Path<String>) -> Response {
+    let found = blocking(move || (log.entries_for_digest(&digest), digest, log.origin().to_owned())).await;
+    match found {
+        Some((entries, _, _)) if !entries.is_empty() => {
+            json_reply(StatusCode::OK, &serde_json::to_value(entries).unwrap_or_default())
+        }
+        Some((_, digest, origin)) => not_found(format!("{digest} is not in log {origin}")),
+        None => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "worker failed"),
+    }
+}
+
 /// The routes, over `log`.
 pub(crate) fn routes(log: ImageLog) -> Router {
     Router::new()
@@ -101,5 +113,6 @@ pub(crate) fn routes(log: ImageLog) -> Router {
         .route("/tlog/tile/{*rest}", get(tile))
         .route("/sealpod/v1/log", get(status))
         .route("/sealpod/v1/log/images/{*image}", get(image))
+        .route("/sealpod/v1/log/digests/{digest}", get(digest))
         .with_state(log)
 }

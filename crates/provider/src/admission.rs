@@ -72,19 +72,17 @@ pub fn admit(
             return Err(invalid(format!("{field}.name"), format!("duplicate container name {:?}", c.name)));
         }
         let image = match c.image.as_ref().and_then(|i| i.source.as_ref()) {
-            Some(Source::Reference(r)) => images.prepare(r).map_err(|e| Error {
-                code: ErrorCode::NotFound as i32,
-                message: e.to_string(),
-                field: format!("{field}.image"),
-            })?,
-            Some(Source::Content(_)) => {
-                return Err(Error {
-                    code: ErrorCode::Unavailable as i32,
-                    message: "content-addressed images need the artifact network, which this provider does not run yet"
-                        .into(),
-                    field: format!("{field}.image"),
-                })
+            Some(Source::Reference(r)) => {
+                let prepared = if r.starts_with(crate::images::NETWORK_SCHEME) {
+                    images.prepare_network(r)
+                } else {
+                    images.prepare(r)
+                };
+                prepared.map_err(|e| image_error(e, &field))?
             }
+            // Decryption keys (ocicrypt) are not handled yet: an encrypted
+            // layer fails to unpack with a clear error.
+            Some(Source::Content(c)) => images.prepare_network(&c.digest).map_err(|e| image_error(e, &field))?,
             None => return Err(invalid(format!("{field}.image"), "container has no image")),
         };
         let args = process_args(c, &image).map_err(|m| invalid(format!("{field}.command"), m))?;
@@ -260,4 +258,12 @@ fn lookup(path: &Path, pred: impl Fn(&[&str]) -> bool, want: usize) -> Option<u3
     }
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| pred(f)).and_then(|f| f.get(want)?.parse().ok())
+}
+
+fn image_error(e: crate::images::ImageError, field: &str) -> Error {
+    let code = match e {
+        crate::images::ImageError::NoArtifactNode(_) => ErrorCode::Unavailable,
+        _ => ErrorCode::NotFound,
+    };
+    Error { code: code as i32, message: e.to_string(), field: format!("{field}.image") }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sealpod_oci::{ImageConfig, ImageReference, LocalImage, OciError};
+use sealpod_registry::client::{pull_into_store, ClientOptions, RegistryClient};
+use sealpod_store::{Digest, ParsedManifest, Reference, RepositoryName, Store};
 
 /// An image ready to run.
 #[derive(Debug, Clone)]
@@ -23,11 +25,17 @@ pub struct UnpackedImage {
     pub manifest: Vec<u8>,
 }
 
+/// The prefix of an image on the artifact network in a pod manifest:
+/// `sealpod://team/app:1.0` (through the log) or `sealpod://team/app@sha256:…`.
+pub const NETWORK_SCHEME: &str = "sealpod://";
+
 /// Where images are resolved from and unpacked to.
 pub struct ImageStore {
     dir: PathBuf,
     /// Directories local image references may point into.
     allowed_roots: Vec<PathBuf>,
+    /// The local artifact node's registry address, for network images.
+    artifact_node: Option<String>,
     /// Serializes unpacking so two pods asking for one image unpack it once.
     unpacking: Mutex<()>,
 }
@@ -52,6 +60,18 @@ pub enum ImageError {
     /// Filesystem trouble in the store itself.
     #[error("image store: {0}")]
     Io(#[from] std::io::Error),
+    /// The image is on the artifact network, and this provider has no node.
+    #[error("image {0:?} is on the artifact network, but this provider runs no artifact node (--artifact-node)")]
+    NoArtifactNode(String),
+    /// The artifact node could not provide the image (not in the log,
+    /// unreachable, content refused).
+    #[error("image {reference:?} from the artifact node: {reason}")]
+    Network {
+        /// The reference as given.
+        reference: String,
+        /// What the node or the check said.
+        reason: String,
+    },
 }
 
 impl ImageStore {
@@ -59,7 +79,88 @@ impl ImageStore {
     pub fn new(dir: &Path, allowed_roots: Vec<PathBuf>) -> std::io::Result<ImageStore> {
         std::fs::create_dir_all(dir)?;
         let allowed_roots = allowed_roots.iter().map(|r| r.canonicalize()).collect::<Result<_, _>>()?;
-        Ok(ImageStore { dir: dir.to_owned(), allowed_roots, unpacking: Mutex::new(()) })
+        Ok(ImageStore { dir: dir.to_owned(), allowed_roots, artifact_node: None, unpacking: Mutex::new(()) })
+    }
+
+    /// Fetches network images through the artifact node whose registry
+    /// listens at `addr` (on loopback).
+    pub fn with_artifact_node(mut self, addr: Option<String>) -> ImageStore {
+        self.artifact_node = addr;
+        self
+    }
+
+    /// Fetches an image from the artifact node into the provider's content
+    /// store (every blob verified against its digest as it arrives; the node
+    /// serves only images its log includes), lays it out as an OCI layout
+    /// of hard links, and unpacks it like a local image.
+    ///
+    /// `reference` is `sealpod://NAME:TAG` or `sealpod://NAME@DIGEST`, or a
+    /// bare `sha256:` digest (a wire `ContentAddress`), which the node's log
+    /// maps to its repository.
+    pub fn prepare_network(&self, reference: &str) -> Result<UnpackedImage, ImageError> {
+        let node = self.artifact_node.clone().ok_or_else(|| ImageError::NoArtifactNode(reference.to_owned()))?;
+        let fail = |reason: String| ImageError::Network { reference: reference.to_owned(), reason };
+        let store = Store::open(self.dir.join("store")).map_err(|e| fail(e.to_string()))?;
+        let target = reference.to_owned();
+        let fetch_store = store.clone();
+        // The provider's request loop is async; this runs on a thread of its
+        // own with a small runtime, as unpacking blocks anyway.
+        let digest = std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(fetch(&node, &target, &fetch_store))
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("image fetch thread panicked"))?
+        })
+        .map_err(|e: std::io::Error| fail(e.to_string()))?;
+        let layout = self.layout_of(&store, &digest).map_err(|e| fail(e.to_string()))?;
+        let parsed = ImageReference::OciLayout { path: layout, tag: None };
+        let image =
+            LocalImage::open(&parsed).map_err(|source| ImageError::Oci { reference: reference.to_owned(), source })?;
+        self.unpack(image, reference)
+    }
+
+    /// An OCI layout under `dir/layouts/<hex>` holding `digest` and what it
+    /// references, as hard links into the content store.
+    fn layout_of(&self, store: &Store, digest: &Digest) -> std::io::Result<PathBuf> {
+        let layout = self.dir.join("layouts").join(digest.hex());
+        if layout.join("index.json").exists() {
+            return Ok(layout);
+        }
+        let tmp = self.dir.join("layouts").join(format!(".{}.partial", digest.hex()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let blobs = tmp.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs)?;
+        let bytes = store.read_to_vec(digest, sealpod_store::MAX_MANIFEST_SIZE).map_err(std::io::Error::other)?;
+        let top = ParsedManifest::parse(&bytes, None).map_err(std::io::Error::other)?;
+        let mut pending = vec![*digest];
+        let mut linked = std::collections::HashSet::new();
+        while let Some(d) = pending.pop() {
+            if !linked.insert(d) {
+                continue;
+            }
+            if !store.contains(&d).map_err(std::io::Error::other)? {
+                // A platform this host does not run may be absent.
+                continue;
+            }
+            std::fs::hard_link(store.root().join("blobs/sha256").join(d.hex()), blobs.join(d.hex()))?;
+            if let Ok(b) = store.read_to_vec(&d, sealpod_store::MAX_MANIFEST_SIZE) {
+                if let Ok(m) = ParsedManifest::parse(&b, None) {
+                    pending.extend(m.manifests.iter().chain(&m.blobs).filter(|x| !x.external).map(|x| x.digest));
+                }
+            }
+        }
+        std::fs::write(tmp.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": top.media_type, "digest": digest.to_string(), "size": bytes.len()}],
+        });
+        std::fs::write(tmp.join("index.json"), serde_json::to_vec(&index)?)?;
+        std::fs::rename(&tmp, &layout)?;
+        Ok(layout)
     }
 
     /// Resolves a local reference, verifies the image and unpacks it if it is
@@ -78,6 +179,12 @@ impl ImageStore {
             return Err(ImageError::NotAllowed(reference.to_owned()));
         }
         let image = LocalImage::open(&parsed).map_err(oci)?;
+        self.unpack(image, reference)
+    }
+
+    /// Unpacks a verified image once per manifest digest.
+    fn unpack(&self, image: LocalImage, reference: &str) -> Result<UnpackedImage, ImageError> {
+        let oci = |source| ImageError::Oci { reference: reference.to_owned(), source };
         let digest = image.manifest_digest().to_owned();
         let hex = digest.trim_start_matches("sha256:");
         let rootfs = self.dir.join(hex).join("rootfs");
@@ -93,4 +200,67 @@ impl ImageStore {
         }
         Ok(UnpackedImage { digest, rootfs, config: image.config().clone(), manifest: image.manifest_bytes().to_vec() })
     }
+}
+
+/// Resolves `reference` through the node and pulls it into `store`.
+async fn fetch(node: &str, reference: &str, store: &Store) -> std::io::Result<Digest> {
+    let err = |e: String| std::io::Error::other(e);
+    let client =
+        RegistryClient::new(&format!("http://{node}"), ClientOptions::default()).map_err(|e| err(e.to_string()))?;
+    let (repo, reference) = match reference.strip_prefix(NETWORK_SCHEME) {
+        Some(rest) => {
+            let (name, reference) = match rest.split_once('@') {
+                Some((name, digest)) => (
+                    name,
+                    Reference::Digest(digest.parse().map_err(|e: sealpod_store::DigestError| err(e.to_string()))?),
+                ),
+                None => {
+                    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+                    let colon = rest[slash..]
+                        .rfind(':')
+                        .map(|i| slash + i)
+                        .ok_or_else(|| err(format!("{rest:?} has no :tag or @digest")))?;
+                    (
+                        &rest[..colon],
+                        Reference::Tag(
+                            rest[colon + 1..].parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?,
+                        ),
+                    )
+                }
+            };
+            (name.to_owned(), reference)
+        }
+        None => {
+            // A bare content address: the node's log says where it was published.
+            let digest: Digest = reference.parse().map_err(|e: sealpod_store::DigestError| err(e.to_string()))?;
+            let repo = repository_of(node, &digest).await.map_err(err)?;
+            (repo, Reference::Digest(digest))
+        }
+    };
+    let repo: RepositoryName = repo.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?;
+    pull_into_store(&client, &repo, &reference, store, &repo, None).await.map_err(|e| err(e.to_string()))
+}
+
+/// Asks the node's log which repository published `digest`.
+async fn repository_of(node: &str, digest: &Digest) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(node))
+        .await
+        .map_err(|_| format!("the artifact node at {node} does not answer"))?
+        .map_err(|e| format!("the artifact node at {node}: {e}"))?;
+    let request = format!("GET /sealpod/v1/log/digests/{digest} HTTP/1.1\r\nHost: {node}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), (&mut stream).take(1 << 20).read_to_end(&mut raw))
+        .await
+        .map_err(|_| "the artifact node did not answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed answer from the artifact node")?;
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("artifact node: {e}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(value["error"].as_str().unwrap_or("the artifact node refused").to_owned());
+    }
+    let image = value[0]["image"].as_str().ok_or("no log entry for the digest")?;
+    Ok(sealpod_imagelog::image_repository(image).to_owned())
 }

@@ -46,6 +46,9 @@ pub struct ProviderConfig {
     pub expose_ip: IpAddr,
     /// Directories that local image references may point into.
     pub image_roots: Vec<PathBuf>,
+    /// The local artifact node's registry address (`host:port` on
+    /// loopback), for `sealpod://` and content-addressed images.
+    pub artifact_node: Option<String>,
     /// The `sealpod` binary, re-executed for shims.
     pub shim_exe: PathBuf,
     /// What the provider sells.
@@ -111,7 +114,8 @@ impl Provider {
         std::fs::create_dir_all(&config.state_dir)?;
         let runtime = Runtime::new(&config.state_dir, &config.shim_exe)?;
         let store = PodStore::open(&config.state_dir.join("provider.redb"))?;
-        let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?;
+        let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?
+            .with_artifact_node(config.artifact_node.clone());
         let trust = TrustSettings::load(&config.trust_dir)?;
         let provider = Provider {
             config,

@@ -198,6 +198,10 @@ struct ProviderArgs {
     /// Without one, the provider accepts no local images.
     #[arg(long)]
     image_root: Vec<PathBuf>,
+    /// The registry address of the local artifact node (`sealpod node
+    /// run`), for pod images on the network (`sealpod://NAME:TAG`).
+    #[arg(long, value_name = "HOST:PORT")]
+    artifact_node: Option<String>,
     /// CPU to sell (cores, e.g. 2 or 1500m); default: all of the host's.
     #[arg(long)]
     cpu: Option<String>,
@@ -516,6 +520,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         mdns: args.mdns,
         expose_ip: args.expose_ip,
         image_roots: args.image_root,
+        artifact_node: args.artifact_node,
         shim_exe: std::env::current_exe()?,
         capacity,
         ready_file: args.ready_file,

@@ -509,3 +509,77 @@ fn the_authority_pulls_through_from_an_upstream_registry_and_image_push_publishe
     assert!(!bad.status.success());
     assert_eq!(checkpoint(&a)["size"], 3);
 }
+
+#[test]
+fn a_provider_runs_a_pod_whose_image_it_fetched_through_its_artifact_node() {
+    if !have_skopeo() || !common::is_root() {
+        eprintln!("skipped: needs skopeo and root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (log_key, vkey) = keygen(dir, "sealpod.test/pods", false);
+    let a = start_node(dir, "a", &[], &["--log-signing-key".into(), log_key.display().to_string()]);
+    // The provider's own node is a mirror: the image reaches it over libp2p.
+    let m = start_node(dir, "m", &[a.addr()], &["--log-key".into(), vkey]);
+    let layout = sample_image(dir, "pod");
+    let published = json(
+        sealpod(&[
+            "--json",
+            "image",
+            "push",
+            &format!("oci:{}:v1", layout.display()),
+            "team/web:1",
+            "--node",
+            &a.registry(),
+        ]),
+        "image push",
+    );
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let provider = common::Provider::start_with(dir, common::free_port(), &["--artifact-node", &m.registry()]);
+    let home = dir.join("publisher");
+
+    let pod = dir.join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "containers:\n  - name: web\n    image: sealpod://team/web:1\n    args: [serve, --port, \"8080\", --text, \"from the network\"]\n    ports: [\"0:8080\"]\n",
+    )
+    .unwrap();
+    let deployed = common::ok_json(common::sealpod(
+        &home,
+        &["--json", "deploy", pod.to_str().unwrap(), "--provider", &provider.addr],
+    ));
+    assert_eq!(deployed["status"]["phase"], "POD_PHASE_RUNNING", "{deployed}");
+    let exposed = common::socket_of(deployed["status"]["addresses"][0]["multiaddr"].as_str().unwrap());
+    let page = common::eventually("page from the network image", || common::http_get(&exposed));
+    assert!(page.starts_with("from the network"), "{page}");
+    assert!(m.output().contains("fetched blob from peer"), "{}", m.output());
+
+    // By content address too.
+    let by_digest = dir.join("by-digest.yaml");
+    let digest = published["digest"].as_str().unwrap();
+    std::fs::write(
+        &by_digest,
+        format!(
+            "containers:\n  - name: web\n    image: sealpod://team/web@{digest}\n    args: [serve, --port, \"8081\"]\n"
+        ),
+    )
+    .unwrap();
+    let second = common::ok_json(common::sealpod(
+        &home,
+        &["--json", "deploy", by_digest.to_str().unwrap(), "--provider", &provider.addr],
+    ));
+    assert_eq!(second["status"]["phase"], "POD_PHASE_RUNNING", "{second}");
+
+    // An image the log does not have is refused with the node's reason.
+    let unknown = dir.join("unknown.yaml");
+    std::fs::write(&unknown, "containers:\n  - name: web\n    image: sealpod://team/nothing:1\n").unwrap();
+    let out = common::sealpod(&home, &["deploy", unknown.to_str().unwrap(), "--provider", &provider.addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("containers[0].image") && err.contains("artifact node"), "{err}");
+
+    for d in [&deployed, &second] {
+        let id = d["status"]["podId"].as_str().unwrap();
+        assert!(common::sealpod(&home, &["delete", id]).status.success());
+    }
+}

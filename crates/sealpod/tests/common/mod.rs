@@ -43,6 +43,11 @@ impl Provider {
     /// Starts `sealpod provider run` with its state in `dir/provider` and
     /// images from `dir/images`, on loopback TCP `port` and QUIC.
     pub fn start(dir: &Path, port: u16) -> Provider {
+        Provider::start_with(dir, port, &[])
+    }
+
+    /// [`Provider::start`] with more `provider run` arguments.
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Provider {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("provider.log")).unwrap();
@@ -56,6 +61,7 @@ impl Provider {
             .arg(dir.join("images"))
             .arg("--ready-file")
             .arg(&ready)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
