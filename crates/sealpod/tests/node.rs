@@ -183,18 +183,7 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 fn blob_files(store: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![store.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
+    walk(store).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
 }
 
 #[test]
