@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["pod.proto", "attest.proto", "capacity.proto", "provision.proto", "control.proto", "blob.proto", "log.proto"];
+    let files =
+        ["pod.proto", "attest.proto", "capacity.proto", "provision.proto", "control.proto", "blob.proto", "log.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -304,14 +304,17 @@ struct Inner {
     _lock: nix::fcntl::Flock<File>,
 }
 
-/// The repository part of `name:tag` (the tag follows the last ':' after
-/// the last '/').
-pub fn image_repository(image: &str) -> &str {
+/// Splits `name:tag` into name and tag: the tag follows the last ':' after
+/// the last '/' (a ':' before it is a registry port). `None` without a tag.
+pub fn split_image(image: &str) -> Option<(&str, &str)> {
     let slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[slash..].rfind(':') {
-        Some(i) => &image[..slash + i],
-        None => image,
-    }
+    let colon = slash + image[slash..].rfind(':')?;
+    Some((&image[..colon], &image[colon + 1..]))
+}
+
+/// The repository part of `name:tag` (all of it when there is no tag).
+pub fn image_repository(image: &str) -> &str {
+    split_image(image).map_or(image, |(name, _)| name)
 }
 
 fn now_unix() -> u64 {

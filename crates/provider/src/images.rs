@@ -215,17 +215,9 @@ async fn fetch(node: &str, reference: &str, store: &Store) -> std::io::Result<Di
                     Reference::Digest(digest.parse().map_err(|e: sealpod_store::DigestError| err(e.to_string()))?),
                 ),
                 None => {
-                    let slash = rest.rfind('/').map_or(0, |i| i + 1);
-                    let colon = rest[slash..]
-                        .rfind(':')
-                        .map(|i| slash + i)
+                    let (name, tag) = sealpod_imagelog::split_image(rest)
                         .ok_or_else(|| err(format!("{rest:?} has no :tag or @digest")))?;
-                    (
-                        &rest[..colon],
-                        Reference::Tag(
-                            rest[colon + 1..].parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?,
-                        ),
-                    )
+                    (name, Reference::Tag(tag.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?))
                 }
             };
             (name.to_owned(), reference)

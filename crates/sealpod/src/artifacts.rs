@@ -407,12 +407,11 @@ pub struct ImagePushArgs {
     src_credentials: Option<String>,
 }
 
-/// Splits `name:tag` (the tag follows the last ':' after the last '/').
+/// `name:tag` as a repository name and a tag.
 fn name_and_tag(image: &str) -> Result<(RepositoryName, Tag)> {
-    let slash = image.rfind('/').map_or(0, |i| i + 1);
-    let colon = image[slash..].rfind(':').map(|i| slash + i).with_context(|| format!("{image:?} has no :tag"))?;
-    let name = image[..colon].parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
-    let tag = image[colon + 1..].parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
+    let (name, tag) = sealpod_imagelog::split_image(image).with_context(|| format!("{image:?} has no :tag"))?;
+    let name = name.parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
+    let tag = tag.parse().map_err(|e| anyhow::anyhow!("{image:?}: {e}"))?;
     Ok((name, tag))
 }
 
