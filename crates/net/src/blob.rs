@@ -158,21 +158,28 @@ async fn serve_one(mut stream: libp2p::Stream, source: Arc<dyn BlobSource>) -> i
     stream.close().await
 }
 
-/// Fetches `length` bytes (0: to the end) of blob `digest` from `peer`,
-/// starting at `offset`, into `sink`. Returns the blob's total size and the
-/// number of bytes written.
-pub async fn fetch<W>(
+/// A blob range a peer has agreed to send: its answer is in, the bytes
+/// follow on the stream.
+pub struct IncomingBlob {
+    peer: PeerId,
+    stream: libp2p::Stream,
+    /// The blob's total size, as the peer announced it.
+    pub size: u64,
+    /// Where the range starts.
+    pub offset: u64,
+    /// How many bytes the range holds.
+    pub length: u64,
+}
+
+/// Asks `peer` for `length` bytes (0: to the end) of blob `digest`,
+/// starting at `offset`, and checks its answer.
+pub async fn open(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     digest: &str,
     offset: u64,
     length: u64,
-    sink: &mut W,
-) -> Result<(u64, u64), BlobError>
-where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncWriteExt as _;
+) -> Result<IncomingBlob, BlobError> {
     let transfer = |reason: String| BlobError::Transfer { peer, reason };
     let mut stream = control
         .open_stream(peer, StreamProtocol::new(sealpod_proto::protocol::BLOB))
@@ -189,29 +196,62 @@ where
     }
     if response.offset != offset
         || (length != 0 && response.length > length)
-        || offset + response.length > response.size
+        || offset.checked_add(response.length).is_none_or(|end| end > response.size)
     {
         return Err(transfer(format!(
             "answered range {}+{} of {} for {offset}+{length}",
             response.offset, response.length, response.size
         )));
     }
-    let mut left = response.length;
-    let mut buf = vec![0u8; CHUNK];
-    while left > 0 {
-        let want = (left as usize).min(CHUNK);
-        let n = tokio::time::timeout(IDLE, stream.read(&mut buf[..want]))
-            .await
-            .map_err(|_| transfer("stalled".into()))?
-            .map_err(|e| transfer(e.to_string()))?;
-        if n == 0 {
-            return Err(transfer(format!("stream ended with {left} bytes missing")));
+    Ok(IncomingBlob { peer, stream, size: response.size, offset, length: response.length })
+}
+
+impl IncomingBlob {
+    /// Copies the range into `sink`, chunk by chunk; returns the bytes
+    /// written (the range's length).
+    pub async fn copy_to<W>(mut self, sink: &mut W) -> Result<u64, BlobError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let peer = self.peer;
+        let transfer = |reason: String| BlobError::Transfer { peer, reason };
+        let mut left = self.length;
+        let mut buf = vec![0u8; CHUNK];
+        while left > 0 {
+            let want = (left as usize).min(CHUNK);
+            let n = tokio::time::timeout(IDLE, self.stream.read(&mut buf[..want]))
+                .await
+                .map_err(|_| transfer("stalled".into()))?
+                .map_err(|e| transfer(e.to_string()))?;
+            if n == 0 {
+                return Err(transfer(format!("stream ended with {left} bytes missing")));
+            }
+            sink.write_all(&buf[..n]).await.map_err(BlobError::Sink)?;
+            left -= n as u64;
         }
-        sink.write_all(&buf[..n]).await.map_err(BlobError::Sink)?;
-        left -= n as u64;
+        sink.flush().await.map_err(BlobError::Sink)?;
+        Ok(self.length)
     }
-    sink.flush().await.map_err(BlobError::Sink)?;
-    Ok((response.size, response.length))
+}
+
+/// Fetches `length` bytes (0: to the end) of blob `digest` from `peer`,
+/// starting at `offset`, into `sink`. Returns the blob's total size and the
+/// number of bytes written.
+pub async fn fetch<W>(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    digest: &str,
+    offset: u64,
+    length: u64,
+    sink: &mut W,
+) -> Result<(u64, u64), BlobError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let incoming = open(control, peer, digest, offset, length).await?;
+    let size = incoming.size;
+    Ok((size, incoming.copy_to(sink).await?))
 }
 
 #[cfg(test)]

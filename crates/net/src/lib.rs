@@ -17,7 +17,7 @@ pub mod codec;
 mod identity;
 mod node;
 
-pub use blob::{BlobError, BlobSource};
+pub use blob::{BlobError, BlobSource, IncomingBlob};
 pub use identity::{load_or_create_keypair, IdentityError};
 pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId};
 pub use node::{InboundRequest, Node, NodeConfig, NodeError, Responder};

@@ -422,6 +422,20 @@ impl Node {
         crate::blob::fetch(&mut control, peer, digest, offset, length, sink).await
     }
 
+    /// Asks `peer` for a range of blob `digest` and returns once it has
+    /// agreed (see [`crate::blob::open`]), so the caller learns the blob's
+    /// size before the bytes flow.
+    pub async fn open_blob(
+        &self,
+        peer: PeerId,
+        digest: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<crate::blob::IncomingBlob, crate::blob::BlobError> {
+        let mut control = self.streams.clone();
+        crate::blob::open(&mut control, peer, digest, offset, length).await
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;

@@ -37,7 +37,7 @@ use std::time::Duration;
 use sealpod_imagelog::{ImageLog, ImageLogConfig};
 use sealpod_net::{Multiaddr, Node, NodeConfig as NetConfig};
 use sealpod_registry::client::{pull_into_store, ClientOptions, RegistryClient};
-use sealpod_registry::{ContentSource, PullDenied, Registry};
+use sealpod_registry::{ArrivingBlob, ContentSource, PullDenied, Registry};
 use sealpod_store::{Digest, ParsedManifest, Reference, RepositoryName, Store, StoredManifest, Tag};
 use sealpod_tlog::{CosignatureSigner, CosignatureVerifier, Ed25519Signer, LogEntry};
 
@@ -162,7 +162,7 @@ impl Source {
     /// publishes it (authority only).
     async fn pull_through(&self, log: &ImageLog, repository: &RepositoryName, tag: &Tag) -> Option<Digest> {
         let client = self.upstream.as_ref()?;
-        let store = self.peers.store.clone();
+        let store = self.peers.store().clone();
         let pulled =
             pull_into_store(client, repository, &Reference::Tag(tag.clone()), &store, repository, Some(tag)).await;
         let digest = match pulled {
@@ -196,6 +196,11 @@ impl ContentSource for Source {
     fn fetch_blob(&self, digest: Digest) -> BoxedBool {
         let peers = self.peers.clone();
         Box::pin(async move { peers.blob(digest).await })
+    }
+
+    fn stream_blob(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Option<ArrivingBlob>> + Send>> {
+        let peers = self.peers.clone();
+        Box::pin(async move { peers.stream(digest).await })
     }
 
     fn fetch_manifest(&self, repository: RepositoryName, digest: Digest) -> BoxedBool {
@@ -265,7 +270,16 @@ fn newly_held(store: &Store, seen: &mut HashSet<Digest>) -> Vec<Digest> {
             out.push(m);
             if let Ok(bytes) = store.read_to_vec(&m, sealpod_store::MAX_MANIFEST_SIZE) {
                 if let Ok(parsed) = ParsedManifest::parse(&bytes, None) {
-                    out.extend(parsed.blobs.iter().chain(&parsed.manifests).filter(|d| !d.external).map(|d| d.digest));
+                    // A mirror records manifests ahead of their content;
+                    // what arrives later is announced by the fetch itself.
+                    out.extend(
+                        parsed
+                            .blobs
+                            .iter()
+                            .chain(&parsed.manifests)
+                            .filter(|d| !d.external && store.contains(&d.digest).unwrap_or(false))
+                            .map(|d| d.digest),
+                    );
                 }
             }
         }
@@ -373,7 +387,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         None => None,
     };
     let source =
-        Source { peers: Peers { store: store.clone(), net }, syncer, upstream, publisher_key: publisher_key.clone() };
+        Source { peers: Peers::new(store.clone(), net), syncer, upstream, publisher_key: publisher_key.clone() };
     let mut registry = Registry::new(store.clone()).content_source(source);
     if let Some(log) = log {
         registry = registry.pull_policy(LogPolicy { log: log.clone(), store }).routes(http::routes(log.clone()));

@@ -1,13 +1,42 @@
 //! Content from peers: blobs and manifests the store lacks are found on the
 //! DHT and fetched over `/apocryph/blob/0.0.1`, then written through the
 //! store, which verifies them.
+//!
+//! A blob is fetched once however many clients ask for it: each fetch is a
+//! [`Transfer`] that registry responses can follow while it runs, reading
+//! the store's temporary file up to the verified-so-far front and getting
+//! the end only once the whole blob matched its digest. A large blob held
+//! by several peers comes in pieces from up to [`MAX_PEERS`] of them at
+//! once; a single holder streams it in order, resuming where a broken
+//! stream stopped.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sealpod_net::{BlobSource, Node, PeerId};
+use sealpod_registry::ArrivingBlob;
 use sealpod_store::{Digest, ParsedManifest, RepositoryName, Store};
+use tokio::sync::{mpsc, watch};
+
+/// Most peers one blob is fetched from at once.
+pub(crate) const MAX_PEERS: usize = 4;
+/// Blobs smaller than this come from one peer: below it, the extra streams
+/// cost more than they save.
+const PIECE: u64 = 16 << 20;
+/// How much of the contiguous front is hashed in one go when pieces
+/// arrive out of order.
+const ABSORB_AT_ONCE: u64 = 1 << 20;
+/// Blobs of one manifest fetched at once ahead of the client's requests.
+const PREFETCH: usize = 4;
+/// Longest a response waits for a fetch to make progress.
+const FOLLOW_IDLE: Duration = Duration::from_secs(120);
+/// A follower waits for this much new data (or the end) before it hands
+/// bytes on, so responses go out in chunks, not in network-sized crumbs.
+const FOLLOW_CHUNK: u64 = 256 * 1024;
 
 /// Serves blobs to peers straight from the store.
 pub(crate) struct StoreBlobs(pub(crate) Store);
@@ -25,16 +54,56 @@ impl BlobSource for StoreBlobs {
     }
 }
 
+/// How far one fetch has got.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// The blob's size, once a peer (or the manifest) has told it.
+    size: Option<u64>,
+    /// Bytes from the start that are in the store's temporary file and
+    /// hashed: what a follower may read.
+    front: u64,
+    /// `None` while running; then whether the blob is in the store.
+    outcome: Option<Result<(), String>>,
+}
+
+/// One blob being fetched, shared by everyone waiting for it.
+struct Transfer {
+    progress: watch::Sender<Progress>,
+    /// The temporary file the bytes go to, once it exists.
+    file: OnceLock<std::fs::File>,
+}
+
+impl Transfer {
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(f);
+    }
+
+    async fn finished(&self) -> bool {
+        let mut rx = self.progress.subscribe();
+        let done = rx.wait_for(|p| p.outcome.is_some()).await;
+        done.is_ok_and(|p| matches!(p.outcome, Some(Ok(()))))
+    }
+}
+
 /// Fetches what the store lacks from the peers that hold it.
 #[derive(Clone)]
 pub(crate) struct Peers {
-    pub(crate) store: Store,
-    pub(crate) net: Node,
+    store: Store,
+    net: Node,
+    transfers: Arc<Mutex<HashMap<Digest, Arc<Transfer>>>>,
 }
 
 pub(crate) type BoxedBool = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 impl Peers {
+    pub(crate) fn new(store: Store, net: Node) -> Peers {
+        Peers { store, net, transfers: Arc::default() }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     async fn holders(&self, digest: &Digest) -> Vec<PeerId> {
         for _ in 0..10 {
             match self.net.find_blob_providers(&digest.to_string()).await {
@@ -45,71 +114,245 @@ impl Peers {
         Vec::new()
     }
 
+    /// The running fetch of `digest`, started if there is none. `size` is
+    /// what a manifest says the blob holds, if known.
+    fn transfer(&self, digest: Digest, size: Option<u64>) -> Arc<Transfer> {
+        let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = transfers.get(&digest) {
+            return t.clone();
+        }
+        let transfer = Arc::new(Transfer {
+            progress: watch::channel(Progress { size, ..Progress::default() }).0,
+            file: OnceLock::new(),
+        });
+        transfers.insert(digest, transfer.clone());
+        let (this, t) = (self.clone(), transfer.clone());
+        tokio::spawn(async move {
+            let outcome = this.fetch(digest, &t).await;
+            match &outcome {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(%digest, error = %e, "fetching a blob from peers failed; nothing stored"),
+            }
+            t.update(|p| p.outcome = Some(outcome));
+            this.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest);
+        });
+        transfer
+    }
+
     /// Fetches one blob into the store; true if it is there afterwards.
-    ///
-    /// The bytes stream straight into a store writer, which hashes them as
-    /// they arrive and commits only if they match the digest. A transfer
-    /// that breaks off resumes where it stopped, from the next holder (or
-    /// the same one again), so nothing already received is fetched twice.
     pub(crate) async fn blob(&self, digest: Digest) -> bool {
+        self.transfer(digest, None).finished().await
+    }
+
+    /// Starts fetching `digest` (or joins the running fetch) and returns
+    /// its bytes as they arrive; `None` if it turned out to be stored
+    /// already, or the fetch failed before any byte came.
+    pub(crate) async fn stream(&self, digest: Digest) -> Option<ArrivingBlob> {
+        let transfer = self.transfer(digest, None);
+        let mut rx = transfer.progress.subscribe();
+        let size = {
+            let p = rx.wait_for(|p| p.outcome.is_some() || (p.size.is_some() && transfer.file.get().is_some())).await;
+            let p = p.ok()?;
+            if p.outcome.is_some() {
+                // Stored already (the store serves it) or failed.
+                return None;
+            }
+            p.size?
+        };
+        let file = transfer.file.get()?.try_clone().ok()?;
+        tracing::info!(%digest, size, "serving a blob to a client while it arrives from peers");
+        let reader = Follower { rx, file, position: 0, runtime: tokio::runtime::Handle::current() };
+        Some(ArrivingBlob { size, reader: Box::new(reader) })
+    }
+
+    /// Fetches `digest` into the store, from as many holders as help.
+    async fn fetch(&self, digest: Digest, transfer: &Transfer) -> Result<(), String> {
         let store = self.store.clone();
         if tokio::task::spawn_blocking(move || store.contains(&digest)).await.ok().and_then(Result::ok) == Some(true) {
-            return true;
+            return Ok(());
         }
         let holders = self.holders(&digest).await;
         if holders.is_empty() {
-            return false;
+            return Err("no peer announces holding it".into());
         }
-        let store = self.store.clone();
-        let Ok(Ok(writer)) = tokio::task::spawn_blocking(move || store.writer_expecting(digest, None)).await else {
-            return false;
+        let (store, size_hint) = (self.store.clone(), transfer.progress.borrow().size);
+        let writer = tokio::task::spawn_blocking(move || store.writer_expecting(digest, size_hint))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let _ = transfer.file.set(writer.follower().map_err(|e| e.to_string())?);
+        transfer.update(|_| {});
+        let writer = if holders.len() > 1 {
+            self.in_pieces(digest, &holders, writer, transfer).await?
+        } else {
+            self.in_order(digest, &holders, writer, transfer).await?
         };
-        let mut sink = BlockingSink(Some(writer));
-        let mut size = None;
-        // Each holder gets two tries, so one dropped connection to the only
-        // holder is survived.
-        let attempts = holders.iter().chain(holders.iter()).copied();
-        for peer in attempts {
-            let offset = sink.written();
-            if size.is_some_and(|s| offset >= s) {
-                break;
-            }
-            match self.net.fetch_blob(peer, &digest.to_string(), offset, 0, &mut sink).await {
-                Ok((total, _)) => {
-                    size = Some(total);
-                    if sink.written() >= total {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(%digest, %peer, offset, error = %e, "fetch broke off; resuming from the next holder")
-                }
-            }
-        }
-        let (Some(size), Some(writer)) = (size, sink.0.take()) else { return false };
-        if writer.written() != size {
-            return false;
-        }
-        let committed = tokio::task::spawn_blocking(move || writer.commit()).await;
-        match committed {
-            Ok(Ok(_)) => {
-                tracing::info!(%digest, size, "fetched blob from peer");
-                let _ = self.net.provide_blob(&digest.to_string()).await;
-                true
-            }
-            Ok(Err(e)) => {
-                // The store verified the bytes: they were something else.
-                tracing::warn!(%digest, error = %e, "peer sent the wrong content; nothing stored");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(%digest, error = %e, "storing fetched blob failed");
-                false
-            }
-        }
+        let size = writer.written();
+        tokio::task::spawn_blocking(move || writer.commit())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("what the peers sent is not {digest}: {e}"))?;
+        tracing::info!(%digest, size, peers = holders.len().min(MAX_PEERS), "fetched blob from peers");
+        let _ = self.net.provide_blob(&digest.to_string()).await;
+        Ok(())
     }
 
-    /// Fetches a manifest, everything it references, and records it in `repo`.
+    /// One stream after another into the writer, each resuming where the
+    /// last broke off; every holder gets two tries, so one dropped
+    /// connection to the only holder is survived.
+    async fn in_order(
+        &self,
+        digest: Digest,
+        holders: &[PeerId],
+        writer: sealpod_store::Writer,
+        transfer: &Transfer,
+    ) -> Result<sealpod_store::Writer, String> {
+        let mut sink = FollowedSink { writer, transfer };
+        let mut last_error = String::new();
+        for peer in holders.iter().chain(holders).copied() {
+            let offset = sink.writer.written();
+            let incoming = match self.net.open_blob(peer, &digest.to_string(), offset, 0).await {
+                Ok(incoming) => incoming,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let size = incoming.size;
+            if transfer.progress.borrow().size.is_some_and(|s| s != size) {
+                last_error =
+                    format!("{peer} announced {size} bytes, not the {:?} expected", transfer.progress.borrow().size);
+                continue;
+            }
+            transfer.update(|p| p.size = Some(size));
+            match incoming.copy_to(&mut sink).await {
+                Ok(_) if sink.writer.written() == size => return Ok(sink.writer),
+                Ok(_) => last_error = format!("{peer} sent {} of {size} bytes", sink.writer.written()),
+                Err(e) => {
+                    tracing::info!(%digest, %peer, offset, error = %e, "fetch broke off; resuming from the next holder");
+                    last_error = e.to_string();
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Pieces of [`PIECE`] bytes fetched from several holders at once and
+    /// written at their offsets; the writer hashes them in order as the
+    /// front fills up, and a follower sees that front move.
+    async fn in_pieces(
+        &self,
+        digest: Digest,
+        holders: &[PeerId],
+        mut writer: sealpod_store::Writer,
+        transfer: &Transfer,
+    ) -> Result<sealpod_store::Writer, String> {
+        // The size, from the first holder that answers a request for the
+        // first piece; that stream then carries the first piece.
+        let mut first = None;
+        for &peer in holders {
+            match self.net.open_blob(peer, &digest.to_string(), 0, PIECE).await {
+                Ok(incoming) => {
+                    first = Some((peer, incoming));
+                    break;
+                }
+                Err(e) => tracing::info!(%digest, %peer, error = %e, "holder did not answer"),
+            }
+        }
+        let Some((first_peer, first)) = first else { return Err("no holder answered".into()) };
+        let size = first.size;
+        let mut first = Some(first);
+        if transfer.progress.borrow().size.is_some_and(|s| s != size) {
+            return Err(format!("{first_peer} announced {size} bytes, not the size the manifest gives"));
+        }
+        transfer.update(|p| p.size = Some(size));
+        if size <= PIECE {
+            // Small: the first stream is the whole blob; if it breaks, the
+            // rest comes in order from whoever has it.
+            let mut sink = FollowedSink { writer, transfer };
+            match first.take().expect("just set").copy_to(&mut sink).await {
+                Ok(_) if sink.writer.written() == size => return Ok(sink.writer),
+                Ok(_) => {}
+                Err(e) => tracing::info!(%digest, peer = %first_peer, error = %e, "fetch broke off; resuming"),
+            }
+            return self.in_order(digest, holders, sink.writer, transfer).await;
+        }
+        let pieces_writer = Arc::new(writer.pieces(size).map_err(|e| e.to_string())?);
+        let count = size.div_ceil(PIECE);
+        // Each piece: how much of it is in (at its start, contiguously).
+        let mut received = vec![0u64; count as usize];
+        let queue: Arc<Mutex<VecDeque<(u64, u64)>>> =
+            Arc::new(Mutex::new((1..count).map(|i| (i * PIECE, ((i + 1) * PIECE).min(size))).collect()));
+        let (events, mut arrived) = mpsc::unbounded_channel::<Arrived>();
+        let mut workers = tokio::task::JoinSet::new();
+        let peers: Vec<PeerId> = holders.iter().copied().take(MAX_PEERS).collect();
+        for &peer in &peers {
+            let worker = Worker {
+                net: self.net.clone(),
+                digest,
+                peer,
+                queue: queue.clone(),
+                pieces: pieces_writer.clone(),
+                events: events.clone(),
+            };
+            // The holder that answered starts on the stream it has open.
+            let opened = if peer == first_peer { first.take().map(|f| (0, PIECE, f)) } else { None };
+            workers.spawn(worker.run(opened));
+        }
+        if first.is_some() {
+            // Its holder is not among the first MAX_PEERS: someone else takes the piece.
+            queue.lock().unwrap_or_else(|e| e.into_inner()).push_front((0, PIECE));
+        }
+        drop(events);
+        let mut from: HashMap<PeerId, u64> = HashMap::new();
+        while writer.written() < size {
+            match arrived.recv().await {
+                Some(Arrived::Bytes { offset, len, peer }) => {
+                    *from.entry(peer).or_insert(0u64) += len;
+                    let piece = (offset / PIECE) as usize;
+                    let start = piece as u64 * PIECE;
+                    received[piece] = received[piece].max(offset + len - start);
+                }
+                Some(Arrived::Failed { start, end, peer, error }) => {
+                    // Another worker picks the rest of that piece up.
+                    let piece = (start / PIECE) as usize;
+                    let resume = piece as u64 * PIECE + received[piece];
+                    tracing::info!(%digest, %peer, resume, error = %error, "piece broke off; another holder takes it");
+                    if resume < end {
+                        queue.lock().unwrap_or_else(|e| e.into_inner()).push_front((resume, end));
+                    }
+                }
+                None => return Err(format!("every holder failed with {} of {size} bytes verified", writer.written())),
+            }
+            // Take in whatever is now contiguous with the front.
+            let mut front = writer.written();
+            while front < size {
+                let piece = (front / PIECE) as usize;
+                let available = piece as u64 * PIECE + received[piece];
+                if available <= front {
+                    break;
+                }
+                front = available;
+            }
+            // Hashed a megabyte or so at a time: the bytes are read back
+            // from the page cache, in place on this worker thread.
+            let more = front - writer.written();
+            if more >= ABSORB_AT_ONCE || (more > 0 && front == size) {
+                tokio::task::block_in_place(|| writer.absorb(more)).map_err(|e| e.to_string())?;
+                transfer.update(|p| p.front = front);
+            }
+        }
+        workers.abort_all();
+        let sources: Vec<String> = from.iter().map(|(peer, n)| format!("{peer}={n}")).collect();
+        tracing::info!(%digest, size, sources = %sources.join(","), "blob came in pieces from several peers");
+        Ok(writer)
+    }
+
+    /// Fetches a manifest, records it in `repo` and starts fetching what it
+    /// references, without waiting for that: a client pulling the image
+    /// asks for the blobs next and follows their transfers. Child manifests
+    /// of an index are fetched when asked for, so a pull of one platform
+    /// does not bring all of them.
     pub(crate) fn manifest(&self, repo: RepositoryName, digest: Digest) -> BoxedBool {
         let this = self.clone();
         Box::pin(async move {
@@ -120,53 +363,126 @@ impl Peers {
             let parsed = tokio::task::spawn_blocking(move || {
                 let bytes = store.read_to_vec(&digest, sealpod_store::MAX_MANIFEST_SIZE)?;
                 let parsed = ParsedManifest::parse(&bytes, None)?;
-                Ok::<_, sealpod_store::StoreError>((bytes, parsed))
+                let recorded = store.put_manifest_ahead_of_content(&repo, None, Some(&parsed.media_type), &bytes)?;
+                Ok::<_, sealpod_store::StoreError>((parsed, recorded))
             })
             .await;
-            let Ok(Ok((bytes, parsed))) = parsed else {
-                tracing::warn!(%digest, "fetched content is not a manifest");
-                return false;
+            let parsed = match parsed {
+                Ok(Ok((parsed, _))) => parsed,
+                Ok(Err(e)) => {
+                    tracing::warn!(%digest, error = %e, "fetched content is not a manifest that can be recorded");
+                    return false;
+                }
+                Err(_) => return false,
             };
-            for child in parsed.manifests.iter().filter(|d| !d.external) {
-                if !this.manifest(repo.clone(), child.digest).await {
-                    return false;
+            let wanted: Vec<(Digest, u64)> =
+                parsed.blobs.iter().filter(|d| !d.external).map(|d| (d.digest, d.size)).collect();
+            let prefetch = this.clone();
+            tokio::spawn(async move {
+                let slots = Arc::new(tokio::sync::Semaphore::new(PREFETCH));
+                let mut all = tokio::task::JoinSet::new();
+                for (d, size) in wanted {
+                    let (p, slots) = (prefetch.clone(), slots.clone());
+                    all.spawn(async move {
+                        let _slot = slots.acquire_owned().await;
+                        p.transfer(d, Some(size)).finished().await
+                    });
                 }
-            }
-            for blob in parsed.blobs.iter().filter(|d| !d.external) {
-                if !this.blob(blob.digest).await {
-                    return false;
-                }
-            }
-            let store = this.store.clone();
-            let media_type = parsed.media_type.clone();
-            let recorded =
-                tokio::task::spawn_blocking(move || store.put_manifest(&repo, None, Some(&media_type), &bytes)).await;
-            matches!(recorded, Ok(Ok(_)))
+                while all.join_next().await.is_some() {}
+            });
+            true
         })
     }
 }
 
-/// A store writer as an async sink. Each write is a short buffered file
-/// write plus hashing, done in place on the runtime's worker (the runtime is
-/// multi-threaded), which spares a copy through a channel.
-struct BlockingSink(Option<sealpod_store::Writer>);
+/// What a piece worker reports.
+enum Arrived {
+    /// `len` bytes from `peer` were written at `offset`.
+    Bytes { offset: u64, len: u64, peer: PeerId },
+    /// The piece `start..end` broke off.
+    Failed { start: u64, end: u64, peer: PeerId, error: String },
+}
 
-impl BlockingSink {
-    fn written(&self) -> u64 {
-        self.0.as_ref().map_or(0, sealpod_store::Writer::written)
+/// Fetches pieces from one holder until none are left or it fails twice.
+struct Worker {
+    net: Node,
+    digest: Digest,
+    peer: PeerId,
+    queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    pieces: Arc<sealpod_store::PieceWriter>,
+    events: mpsc::UnboundedSender<Arrived>,
+}
+
+impl Worker {
+    async fn run(self, mut opened: Option<(u64, u64, sealpod_net::IncomingBlob)>) {
+        let mut failures = 0;
+        loop {
+            let (start, end, incoming) = match opened.take() {
+                Some(o) => o,
+                None => {
+                    let next = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some((start, end)) = next else {
+                        // Nothing left to start, but a piece another holder
+                        // is on may break off and come back: wait until the
+                        // blob is done (the receiver goes away).
+                        if self.events.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    match self.net.open_blob(self.peer, &self.digest.to_string(), start, end - start).await {
+                        Ok(incoming) => (start, end, incoming),
+                        Err(e) => {
+                            let _ =
+                                self.events.send(Arrived::Failed { start, end, peer: self.peer, error: e.to_string() });
+                            failures += 1;
+                            if failures >= 2 {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if incoming.length != end - start {
+                let error = format!("answered {} bytes for a piece of {}", incoming.length, end - start);
+                let _ = self.events.send(Arrived::Failed { start, end, peer: self.peer, error });
+                return;
+            }
+            let mut sink = PieceSink { peer: self.peer, pieces: &self.pieces, offset: start, events: &self.events };
+            if let Err(e) = incoming.copy_to(&mut sink).await {
+                let _ = self.events.send(Arrived::Failed { start, end, peer: self.peer, error: e.to_string() });
+                failures += 1;
+                if failures >= 2 {
+                    return;
+                }
+            }
+        }
     }
 }
 
-impl tokio::io::AsyncWrite for BlockingSink {
+/// Writes a piece's bytes at their offsets and reports each write.
+struct PieceSink<'a> {
+    peer: PeerId,
+    pieces: &'a sealpod_store::PieceWriter,
+    offset: u64,
+    events: &'a mpsc::UnboundedSender<Arrived>,
+}
+
+impl tokio::io::AsyncWrite for PieceSink<'_> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let Some(writer) = self.0.as_mut() else {
-            return std::task::Poll::Ready(Err(std::io::Error::other("sink closed")));
-        };
-        std::task::Poll::Ready(tokio::task::block_in_place(|| std::io::Write::write(writer, buf)))
+        // A page-cache write, done in place on the multi-threaded runtime.
+        let written = tokio::task::block_in_place(|| self.pieces.write_at(self.offset, buf));
+        if written.is_ok() {
+            let _ = self.events.send(Arrived::Bytes { offset: self.offset, len: buf.len() as u64, peer: self.peer });
+            self.offset += buf.len() as u64;
+        }
+        std::task::Poll::Ready(written.map(|()| buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
@@ -175,5 +491,75 @@ impl tokio::io::AsyncWrite for BlockingSink {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A store writer as an async sink that moves the transfer's front with
+/// each write. Each write is a short file write plus hashing, done in place
+/// on the runtime's worker (the runtime is multi-threaded), which spares a
+/// copy through a channel.
+struct FollowedSink<'a> {
+    writer: sealpod_store::Writer,
+    transfer: &'a Transfer,
+}
+
+impl tokio::io::AsyncWrite for FollowedSink<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let written = tokio::task::block_in_place(|| std::io::Write::write(&mut this.writer, buf));
+        let front = this.writer.written();
+        this.transfer.update(|p| p.front = front);
+        std::task::Poll::Ready(written)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads a transfer's temporary file up to its verified front, from a
+/// blocking thread; reports the end only after the blob was verified and
+/// stored, and fails if the fetch did.
+struct Follower {
+    rx: watch::Receiver<Progress>,
+    file: std::fs::File,
+    position: u64,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::io::Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let (front, outcome) = {
+                let p = self.rx.borrow_and_update();
+                (p.front, p.outcome.clone())
+            };
+            let ready = front.saturating_sub(self.position);
+            if ready >= FOLLOW_CHUNK.min(buf.len() as u64) || (ready > 0 && outcome.is_some()) {
+                let want = (ready as usize).min(buf.len());
+                let n = self.file.read_at(&mut buf[..want], self.position)?;
+                self.position += n as u64;
+                return Ok(n);
+            }
+            match outcome {
+                Some(Ok(())) if ready == 0 => return Ok(0),
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                _ => {}
+            }
+            let changed = self.runtime.block_on(tokio::time::timeout(FOLLOW_IDLE, self.rx.changed()));
+            match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(std::io::Error::other("the fetch went away")),
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the fetch stalled")),
+            }
+        }
     }
 }

@@ -271,7 +271,12 @@ async fn delete_manifest(s: &Arc<Shared>, name: RepositoryName, reference: &str)
 async fn get_blob(s: &Arc<Shared>, digest: Digest, head: bool) -> Result<Response> {
     let store = s.store.clone();
     if !blocking(move || Ok(store.contains(&digest)?)).await? {
-        s.source.fetch_blob(digest).await;
+        if head {
+            s.source.fetch_blob(digest).await;
+        } else if let Some(arriving) = s.source.stream_blob(digest).await {
+            tracing::debug!(%digest, size = arriving.size, "serving a blob while it arrives");
+            return Ok(blob_response(digest, arriving.size, stream_reader(arriving.reader, s.options.idle_timeout)));
+        }
     }
     let store = s.store.clone();
     let (size, reader) = blocking(move || {
@@ -285,13 +290,17 @@ async fn get_blob(s: &Arc<Shared>, digest: Digest, head: bool) -> Result<Respons
     })
     .await?;
     let body = reader.map(|r| stream_reader(r, s.options.idle_timeout)).unwrap_or_default();
+    Ok(blob_response(digest, size, body))
+}
+
+fn blob_response(digest: Digest, size: u64, body: Body) -> Response {
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(header::ETAG, value(&format!("\"{digest}\"")));
     digest_headers(&mut r, &digest);
-    Ok(r)
+    r
 }
 
 async fn start_upload(

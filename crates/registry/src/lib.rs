@@ -145,6 +145,17 @@ pub trait PullPolicy: Send + Sync + 'static {
     ) -> Result<(), PullDenied>;
 }
 
+/// A blob on its way into the store, readable as it arrives.
+pub struct ArrivingBlob {
+    /// Its size in bytes, as the response announces it.
+    pub size: u64,
+    /// Yields the bytes as they arrive. It must report the end (`Ok(0)`)
+    /// only once the whole blob has been verified against its digest, and
+    /// fail otherwise: the registry holds the last chunk back until then,
+    /// so a client never receives complete-looking wrong content.
+    pub reader: Box<dyn std::io::Read + Send>,
+}
+
 /// Where content missing from the store may come from (the peer-to-peer
 /// network). Each call tries to make the content present in the store and
 /// says whether it did; the registry then serves it from the store, which
@@ -152,8 +163,25 @@ pub trait PullPolicy: Send + Sync + 'static {
 pub trait ContentSource: Send + Sync + 'static {
     /// Makes blob `digest` present.
     fn fetch_blob(&self, digest: Digest) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
-    /// Makes manifest `digest` (and everything it references) present and
-    /// recorded in `repository`.
+    /// Starts making blob `digest` present and gives its bytes as they
+    /// arrive, so a large blob reaches the client while it is still being
+    /// fetched; `None` when it cannot be streamed, after which the registry
+    /// serves whatever the store then holds. The default waits for
+    /// [`ContentSource::fetch_blob`].
+    fn stream_blob(
+        &self,
+        digest: Digest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ArrivingBlob>> + Send>> {
+        let fetched = self.fetch_blob(digest);
+        Box::pin(async move {
+            fetched.await;
+            None
+        })
+    }
+    /// Makes manifest `digest` present and recorded in `repository`. The
+    /// blobs and child manifests it references may still be arriving when
+    /// it returns (see [`ContentSource::stream_blob`]); a source that
+    /// cannot stream makes them present first.
     fn fetch_manifest(
         &self,
         repository: RepositoryName,

@@ -4,10 +4,14 @@
 
 mod common;
 
+use std::future::Future;
+use std::io::Read as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use common::*;
-use sealpod_registry::{PullDenied, RegistryOptions};
+use sealpod_registry::{Digest, PullDenied, RegistryOptions};
+use sealpod_store::RepositoryName;
 use serde_json::json;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -472,6 +476,69 @@ fn a_blob_corrupted_on_disk_is_never_served_complete() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("1000000"));
     assert!(r.body.len() < blob.len(), "the transfer was cut short ({} bytes)", r.body.len());
+    still_serving(reg.addr);
+}
+
+/// A source that streams one blob from memory, ending with `Ok(0)` if it
+/// "verified", or an error if it did not.
+struct Streaming {
+    blob: Vec<u8>,
+    verified: bool,
+}
+
+struct Arriving {
+    bytes: std::io::Cursor<Vec<u8>>,
+    verified: bool,
+}
+
+impl std::io::Read for Arriving {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.bytes.read(buf)?;
+        if n == 0 && !self.verified {
+            return Err(std::io::Error::other("what the peers sent is not the blob"));
+        }
+        Ok(n)
+    }
+}
+
+impl sealpod_registry::ContentSource for Streaming {
+    fn fetch_blob(&self, _: Digest) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(async { false })
+    }
+    fn stream_blob(&self, d: Digest) -> Pin<Box<dyn Future<Output = Option<sealpod_registry::ArrivingBlob>> + Send>> {
+        let found = (d == Digest::of(&self.blob)).then(|| sealpod_registry::ArrivingBlob {
+            size: self.blob.len() as u64,
+            reader: Box::new(Arriving { bytes: std::io::Cursor::new(self.blob.clone()), verified: self.verified }),
+        });
+        Box::pin(async move { found })
+    }
+    fn fetch_manifest(&self, _: RepositoryName, _: Digest) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(async { false })
+    }
+}
+
+#[test]
+fn a_blob_still_arriving_is_streamed_and_its_end_sent_only_once_verified() {
+    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let path = format!("/v2/a/blobs/{}", digest(&blob));
+    let (b, verified) = (blob.clone(), true);
+    let reg = TestRegistry::start_with(move |r| r.content_source(Streaming { blob: b, verified }));
+    let r = raw_request(reg.addr, "GET", &path, &[], b"");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("1000000")));
+    assert_eq!(r.header("docker-content-digest"), Some(digest(&blob).as_str()));
+    assert_eq!(r.body, blob);
+
+    let b = blob.clone();
+    let reg = TestRegistry::start_with(move |r| r.content_source(Streaming { blob: b, verified: false }));
+    let r = raw_request(reg.addr, "GET", &path, &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < blob.len(), "content that did not verify was sent whole ({} bytes)", r.body.len());
+    // Another blob is not the source's to stream: unknown, as before.
+    assert_error(
+        &raw_request(reg.addr, "GET", &format!("/v2/a/blobs/{}", digest(b"x")), &[], b""),
+        404,
+        "BLOB_UNKNOWN",
+    );
     still_serving(reg.addr);
 }
 

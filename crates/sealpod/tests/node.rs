@@ -572,3 +572,78 @@ fn a_provider_runs_a_pod_whose_image_it_fetched_through_its_artifact_node() {
         assert!(common::sealpod(&home, &["delete", id]).status.success());
     }
 }
+
+/// An OCI layout whose one layer holds `mib` MiB of random bytes (gzip
+/// leaves them as large as they are).
+fn large_image(dir: &Path, mib: usize) -> PathBuf {
+    let bin_dir = dir.join("bin-large");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let file = bin_dir.join("payload");
+    let mut bytes = vec![0u8; mib << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in bytes.chunks_mut(8) {
+        // xorshift: incompressible enough, and no extra dependency.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let layout = dir.join("layout-large");
+    ok(
+        Command::new(SEALPOD)
+            .args(["image", "from-binary"])
+            .arg(&file)
+            .args(["--tag", "v1", "--out"])
+            .arg(&layout)
+            .output()
+            .unwrap(),
+        "image from-binary",
+    );
+    layout
+}
+
+#[test]
+fn a_large_layer_comes_in_pieces_from_every_holder_while_the_client_already_reads_it() {
+    if !have_skopeo() {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (log_key, vkey) = keygen(dir, "sealpod.test/pieces", false);
+    let layout = large_image(dir, 48);
+    let a = start_node(dir, "a", &[], &["--log-signing-key".into(), log_key.display().to_string()]);
+    let b = start_node(dir, "b", &[a.addr()], &["--log-key".into(), vkey.clone()]);
+    ok(push(&layout, &a.registry(), "big/app:1"), "publish big/app:1");
+    let digest = inspect_digest(&a.registry(), "big/app:1");
+
+    // B has one holder to fetch from, and serves skopeo as the bytes come.
+    let pulled = pull_until(&b.registry(), "big/app:1", &dir.join("pulled-b"), Duration::from_secs(45));
+    assert!(pulled.status.success(), "pull from B: {}\nB: {}", String::from_utf8_lossy(&pulled.stderr), b.output());
+    assert!(b.output().contains("serving a blob to a client while it arrives"), "{}", b.output());
+
+    // C finds A and B holding the layer and takes pieces from both.
+    let c = start_node(dir, "c", &[a.addr(), b.addr()], &["--log-key".into(), vkey]);
+    let pulled = pull_until(&c.registry(), "big/app:1", &dir.join("pulled-c"), Duration::from_secs(45));
+    assert!(pulled.status.success(), "pull from C: {}\nC: {}", String::from_utf8_lossy(&pulled.stderr), c.output());
+    assert_eq!(inspect_digest(&c.registry(), "big/app:1"), digest);
+    let log = c.output();
+    let line = log.lines().find(|l| l.contains("came in pieces from several peers")).unwrap_or_else(|| panic!("{log}"));
+    for node in [&a, &b] {
+        let peer = node.ready["peer_id"].as_str().unwrap();
+        let sent = line
+            .split(&format!("{peer}="))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(sent.is_some_and(|n| n > 0), "{} sent nothing to C: {line}", node.name);
+    }
+    // The layer skopeo wrote (and checked) is the one C now holds.
+    let layer = walk(&dir.join("pulled-c"))
+        .into_iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 40 << 20))
+        .expect("no large layer in C's pull");
+    let name = layer.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(blob_files(&dir.join("c/store")).contains(&name), "C does not hold layer {name}");
+}

@@ -62,6 +62,54 @@ impl Writer {
         self.written
     }
 
+    /// A second handle on the file being written, for reading the bytes
+    /// while they arrive (a registry serving a blob that is still coming in
+    /// from a peer). Use positional reads (`FileExt::read_at`): the handle
+    /// shares the writer's file offset. What it reads is not verified yet;
+    /// whoever sends it on must wait for [`Writer::commit`] before sending
+    /// the end.
+    pub fn follower(&self) -> io::Result<File> {
+        self.file.as_file().try_clone()
+    }
+
+    /// A handle that writes pieces of the blob at their offsets, out of
+    /// order and from several tasks at once (a blob fetched from several
+    /// peers in parallel). Pieces are not hashed when written: the writer
+    /// takes them in with [`Writer::absorb`] once everything before them is
+    /// in. Writes past `size` are refused.
+    pub fn pieces(&self, size: u64) -> io::Result<PieceWriter> {
+        Ok(PieceWriter { file: self.file.as_file().try_clone()?, size })
+    }
+
+    /// Hashes the next `len` bytes, already written at the current end by a
+    /// [`PieceWriter`], and counts them as written.
+    pub fn absorb(&mut self, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Some(limit) = self.expected_size {
+            if self.written + len > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("more than the announced {limit} bytes of blob content"),
+                ));
+            }
+        }
+        let mut buf = vec![0u8; (len as usize).min(ABSORB_CHUNK)];
+        let end = self.written + len;
+        while self.written < end {
+            let want = ((end - self.written) as usize).min(buf.len());
+            let n = self.file.as_file().read_at(&mut buf[..want], self.written)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("no piece written at offset {}", self.written),
+                ));
+            }
+            self.hasher.update(&buf[..n]);
+            self.written += n as u64;
+        }
+        Ok(())
+    }
+
     /// Verifies what was written and makes it visible under its digest.
     ///
     /// Fails with [`StoreError::DigestMismatch`] or [`StoreError::SizeMismatch`]
@@ -81,6 +129,12 @@ impl Writer {
             }
         }
         let tmp_path = self.file.path().to_owned();
+        let on_disk =
+            self.file.as_file().metadata().map_err(|e| StoreError::io("reading metadata of", &tmp_path, e))?;
+        if on_disk.len() != self.written {
+            // Pieces past what was hashed: the blob is not what was verified.
+            return Err(StoreError::SizeMismatch { expected: self.written, actual: on_disk.len() });
+        }
         self.file.as_file().sync_all().map_err(|e| StoreError::io("syncing", &tmp_path, e))?;
         let store = self.store;
         let file = self.file;
@@ -101,7 +155,8 @@ impl Write for Writer {
                 ));
             }
         }
-        let n = self.file.write(buf)?;
+        // Positional, so that pieces absorbed in between do not matter.
+        let n = std::os::unix::fs::FileExt::write_at(self.file.as_file(), buf, self.written)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
@@ -109,6 +164,29 @@ impl Write for Writer {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Size of the reads [`Writer::absorb`] hashes in.
+const ABSORB_CHUNK: usize = 1 << 20;
+
+/// Writes pieces of a blob at their offsets (see [`Writer::pieces`]).
+#[derive(Debug)]
+pub struct PieceWriter {
+    file: File,
+    size: u64,
+}
+
+impl PieceWriter {
+    /// Writes `buf` at `offset`.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a piece at {offset}+{} runs past the blob's {} bytes", buf.len(), self.size),
+            ));
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset)
     }
 }
 

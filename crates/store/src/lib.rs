@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use blob::{Reader, Writer};
+pub use blob::{PieceWriter, Reader, Writer};
 pub use digest::{Digest, DigestError, SHA256};
 pub use error::StoreError;
 pub use gc::{GcOptions, GcReport};

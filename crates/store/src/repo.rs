@@ -52,6 +52,33 @@ impl Store {
         content_type: Option<&str>,
         bytes: &[u8],
     ) -> Result<StoredManifest, StoreError> {
+        self.record_manifest(repo, tag, content_type, bytes, false)
+    }
+
+    /// Stores a manifest in `repo` whose referenced content is still
+    /// arriving: a mirror that fetches layers from peers while a client
+    /// already pulls them. Whatever is already stored is checked as in
+    /// [`Store::put_manifest`]; missing blobs and child manifests are
+    /// allowed, and a reader asking for one gets [`StoreError::BlobUnknown`]
+    /// until it arrives. Never use it for content a client pushes.
+    pub fn put_manifest_ahead_of_content(
+        &self,
+        repo: &RepositoryName,
+        tag: Option<&Tag>,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<StoredManifest, StoreError> {
+        self.record_manifest(repo, tag, content_type, bytes, true)
+    }
+
+    fn record_manifest(
+        &self,
+        repo: &RepositoryName,
+        tag: Option<&Tag>,
+        content_type: Option<&str>,
+        bytes: &[u8],
+        content_may_be_missing: bool,
+    ) -> Result<StoredManifest, StoreError> {
         let parsed = ParsedManifest::parse(bytes, content_type)?;
         let digest = Digest::of(bytes);
         // Held until the manifest is recorded, so gc cannot sweep what was
@@ -67,7 +94,7 @@ impl Store {
                         d.digest, d.size
                     )))
                 }
-                None if d.external => {}
+                None if d.external || content_may_be_missing => {}
                 None => missing.push(d.digest),
             }
         }

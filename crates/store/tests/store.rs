@@ -222,6 +222,69 @@ fn manifest_is_refused_until_its_blobs_are_stored() {
 }
 
 #[test]
+fn a_mirror_records_a_manifest_ahead_of_its_layers_but_still_checks_what_is_stored() {
+    let (_d, store) = store();
+    let manifest = image_manifest(b"config", &[b"layer"]);
+    let web = repo("team/app/web");
+    store.put(b"config").unwrap();
+    let stored =
+        store.put_manifest_ahead_of_content(&web, Some(&tag("v1")), Some(media_type::OCI_MANIFEST), &manifest).unwrap();
+    assert_eq!(store.manifest(&web, &Reference::Tag(tag("v1"))).unwrap(), stored);
+    assert!(matches!(store.reader(&Digest::of(b"layer")), Err(StoreError::BlobUnknown(_))));
+    // A stored blob whose size contradicts the descriptor is still refused.
+    let liar = String::from_utf8(manifest).unwrap().replace("\"size\":6", "\"size\":7");
+    assert!(matches!(
+        store.put_manifest_ahead_of_content(&web, None, Some(media_type::OCI_MANIFEST), liar.as_bytes()),
+        Err(StoreError::ManifestInvalid(_))
+    ));
+}
+
+#[test]
+fn a_follower_reads_what_a_writer_has_written_so_far() {
+    use std::os::unix::fs::FileExt;
+    let (_d, store) = store();
+    let mut writer = store.writer_expecting(Digest::of(b"hello world"), Some(11)).unwrap();
+    let follower = writer.follower().unwrap();
+    writer.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(follower.read_at(&mut buf, 0).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+    writer.write_all(b" world").unwrap();
+    assert_eq!(follower.read_at(&mut buf, 5).unwrap(), 6);
+    assert_eq!(&buf[..6], b" world");
+    assert_eq!(writer.commit().unwrap(), Digest::of(b"hello world"));
+    // The handle stays valid across the rename into place.
+    assert_eq!(follower.read_at(&mut buf, 0).unwrap(), 11);
+}
+
+#[test]
+fn pieces_written_out_of_order_commit_once_absorbed_in_order() {
+    let (_d, store) = store();
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut writer = store.writer_expecting(Digest::of(&blob), Some(blob.len() as u64)).unwrap();
+    let pieces = writer.pieces(blob.len() as u64).unwrap();
+    // The tail arrives first, from another peer; the head streams in.
+    pieces.write_at(200_000, &blob[200_000..]).unwrap();
+    writer.write_all(&blob[..100_000]).unwrap();
+    pieces.write_at(100_000, &blob[100_000..200_000]).unwrap();
+    assert!(pieces.write_at(299_999, b"xy").is_err(), "a piece past the end was accepted");
+    writer.absorb(200_000).unwrap();
+    assert_eq!(writer.written(), 300_000);
+    assert_eq!(writer.commit().unwrap(), Digest::of(&blob));
+    assert_eq!(store.read_to_vec(&Digest::of(&blob), 1 << 20).unwrap(), blob);
+}
+
+#[test]
+fn a_piece_beyond_what_was_absorbed_keeps_a_blob_from_committing() {
+    let (_d, store) = store();
+    let mut writer = store.writer_expecting(Digest::of(b"abc"), None).unwrap();
+    writer.pieces(10).unwrap().write_at(5, b"zz").unwrap();
+    writer.write_all(b"abc").unwrap();
+    assert!(matches!(writer.commit(), Err(StoreError::SizeMismatch { .. })));
+    assert!(!store.contains(&Digest::of(b"abc")).unwrap());
+}
+
+#[test]
 fn manifest_whose_descriptor_lies_about_a_size_is_refused() {
     let (_d, store) = store();
     store.put(b"config").unwrap();
