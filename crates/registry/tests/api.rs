@@ -5,7 +5,6 @@
 mod common;
 
 use std::future::Future;
-use std::io::Read as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
