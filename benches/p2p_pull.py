@@ -256,6 +256,7 @@ def main():
     ap.add_argument("--file-mib", type=int, default=100, help="size of each file, MiB")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (node logs) afterwards")
     args = ap.parse_args()
     sealpod = os.path.join(args.bin, "sealpod")
     for tool in ("skopeo", "docker-registry"):
@@ -311,7 +312,8 @@ def main():
 
         def drop_mirror(m):
             nodes.stop(m)
-            shutil.rmtree(m["dir"], ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(m["dir"], ignore_errors=True)
 
         for i in range(args.runs):
             times["cncf"].append(skopeo_pull(cncf_registry, out))
@@ -384,7 +386,10 @@ def main():
             print(json.dumps(result, indent=2))
     finally:
         nodes.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept {tmp} (node logs and stores)", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

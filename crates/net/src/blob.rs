@@ -20,8 +20,11 @@ use sealpod_proto::{limits, BlobRequest, BlobResponse, Error, ErrorCode};
 
 use crate::codec::{read_frame, write_frame};
 
-/// Size of the pieces a blob is sent in.
+/// Size of the pieces a blob is received in.
 const CHUNK: usize = 256 * 1024;
+/// Size of the reads a blob is sent in: each is one hop to a blocking
+/// thread and back.
+const SEND_READ: usize = 1024 * 1024;
 /// Longest a peer may take to send the request, or to accept a chunk.
 const IDLE: Duration = Duration::from_secs(30);
 /// Most blob streams served at once.
@@ -139,18 +142,20 @@ async fn serve_one(mut stream: libp2p::Stream, source: Arc<dyn BlobSource>) -> i
     let length = if request.length == 0 { available } else { request.length.min(available) };
     write_frame(&mut stream, &BlobResponse { error: None, size, offset, length }, limits::BLOB_FRAME).await?;
     let mut left = length;
+    // One buffer for the whole stream, handed to the blocking thread and
+    // back: a fresh allocation per chunk costs page faults and zeroing.
+    let mut buf = vec![0u8; SEND_READ];
     while left > 0 {
-        let want = (left as usize).min(CHUNK);
-        let (r, chunk) = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let result = reader.read_exact(&mut buf).map(|_| buf);
-            (reader, result)
+        let want = (left as usize).min(SEND_READ);
+        let (r, b, read) = tokio::task::spawn_blocking(move || {
+            let result = reader.read_exact(&mut buf[..want]);
+            (reader, buf, result)
         })
         .await
         .map_err(io::Error::other)?;
-        reader = r;
-        let chunk = chunk?;
-        tokio::time::timeout(IDLE, stream.write_all(&chunk))
+        (reader, buf) = (r, b);
+        read?;
+        tokio::time::timeout(IDLE, stream.write_all(&buf[..want]))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))??;
         left -= want as u64;

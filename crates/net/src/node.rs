@@ -433,6 +433,20 @@ impl Node {
         length: u64,
     ) -> Result<crate::blob::IncomingBlob, crate::blob::BlobError> {
         let mut control = self.streams.clone();
+        let mut pause = Duration::from_millis(25);
+        for _ in 0..4 {
+            match crate::blob::open(&mut control, peer, digest, offset, length).await {
+                // The stream closed before any answer: libp2p-stream drops an
+                // inbound stream when the peer's accept loop is momentarily
+                // busy (its queue holds one), which bursts of piece requests
+                // hit. Asking again shortly after gets through.
+                Err(crate::blob::BlobError::Transfer { .. }) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
         crate::blob::open(&mut control, peer, digest, offset, length).await
     }
 

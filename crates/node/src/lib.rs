@@ -194,8 +194,9 @@ impl Source {
 
 impl ContentSource for Source {
     fn fetch_blob(&self, digest: Digest) -> BoxedBool {
+        // Asked for a HEAD only (a GET streams): see `blob_if_announced`.
         let peers = self.peers.clone();
-        Box::pin(async move { peers.blob(digest).await })
+        Box::pin(async move { peers.blob_if_announced(digest).await })
     }
 
     fn stream_blob(&self, digest: Digest) -> Pin<Box<dyn Future<Output = Option<ArrivingBlob>> + Send>> {

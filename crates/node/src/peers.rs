@@ -47,10 +47,16 @@ impl BlobSource for StoreBlobs {
         if !self.0.contains(&digest).map_err(std::io::Error::other)? {
             return Ok(None);
         }
-        let mut reader = self.0.reader(&digest).map_err(std::io::Error::other)?;
-        let size = reader.len();
-        std::io::copy(&mut std::io::Read::take(&mut reader, offset), &mut std::io::sink())?;
-        Ok(Some((size, Box::new(reader))))
+        if offset == 0 {
+            // The whole blob (or its first piece): checked as it leaves, so
+            // a blob corrupted on this disk is cut off here too.
+            let reader = self.0.reader(&digest).map_err(std::io::Error::other)?;
+            return Ok(Some((reader.len(), Box::new(reader))));
+        }
+        // A later piece: hashing all that precedes it to check it would
+        // cost as much as sending it; the receiver checks the whole.
+        let (size, file) = self.0.unverified_range(&digest, offset).map_err(std::io::Error::other)?;
+        Ok(Some((size, Box::new(file))))
     }
 }
 
@@ -104,8 +110,10 @@ impl Peers {
         &self.store
     }
 
-    async fn holders(&self, digest: &Digest) -> Vec<PeerId> {
-        for _ in 0..10 {
+    /// Holders of `digest` on the DHT, asking up to `tries` times (records
+    /// of something published a moment ago may still be travelling).
+    async fn holders(&self, digest: &Digest, tries: usize) -> Vec<PeerId> {
+        for _ in 0..tries {
             match self.net.find_blob_providers(&digest.to_string()).await {
                 Ok(peers) if !peers.is_empty() => return peers,
                 _ => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -144,6 +152,21 @@ impl Peers {
         self.transfer(digest, None).finished().await
     }
 
+    /// Like [`Peers::blob`], but only if one DHT lookup finds a holder or a
+    /// fetch is already running: for a `HEAD`, which clients also send
+    /// before pushing a blob the network does not have, and should not
+    /// wait seconds for that answer.
+    pub(crate) async fn blob_if_announced(&self, digest: Digest) -> bool {
+        let running = self.transfers.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+        if let Some(t) = running {
+            return t.finished().await;
+        }
+        if self.holders(&digest, 1).await.is_empty() {
+            return false;
+        }
+        self.blob(digest).await
+    }
+
     /// Starts fetching `digest` (or joins the running fetch) and returns
     /// its bytes as they arrive; `None` if it turned out to be stored
     /// already, or the fetch failed before any byte came.
@@ -171,7 +194,7 @@ impl Peers {
         if tokio::task::spawn_blocking(move || store.contains(&digest)).await.ok().and_then(Result::ok) == Some(true) {
             return Ok(());
         }
-        let holders = self.holders(&digest).await;
+        let holders = self.holders(&digest, 10).await;
         if holders.is_empty() {
             return Err("no peer announces holding it".into());
         }
@@ -248,15 +271,20 @@ impl Peers {
         transfer: &Transfer,
     ) -> Result<sealpod_store::Writer, String> {
         // The size, from the first holder that answers a request for the
-        // first piece; that stream then carries the first piece.
+        // first piece; that stream then carries the first piece. Each holder
+        // gets two tries: a connection being replaced fails one stream.
         let mut first = None;
-        for &peer in holders {
+        let mut silent = Vec::new();
+        for &peer in holders.iter().chain(holders) {
             match self.net.open_blob(peer, &digest.to_string(), 0, PIECE).await {
                 Ok(incoming) => {
                     first = Some((peer, incoming));
                     break;
                 }
-                Err(e) => tracing::info!(%digest, %peer, error = %e, "holder did not answer"),
+                Err(e) => {
+                    tracing::info!(%digest, %peer, error = %e, "holder did not answer");
+                    silent.push(peer);
+                }
             }
         }
         let Some((first_peer, first)) = first else { return Err("no holder answered".into()) };
@@ -285,12 +313,21 @@ impl Peers {
             Arc::new(Mutex::new((1..count).map(|i| (i * PIECE, ((i + 1) * PIECE).min(size))).collect()));
         let (events, mut arrived) = mpsc::unbounded_channel::<Arrived>();
         let mut workers = tokio::task::JoinSet::new();
-        let peers: Vec<PeerId> = holders.iter().copied().take(MAX_PEERS).collect();
-        for &peer in &peers {
+        // The holder that answered first, then the others; those that did
+        // not answer last, in case they come back. A worker whose holder
+        // fails moves on to the next unused one.
+        let mut order: VecDeque<PeerId> = holders.iter().copied().filter(|p| !silent.contains(p)).collect();
+        order.extend(holders.iter().copied().filter(|p| silent.contains(p) && *p != first_peer));
+        order.retain(|p| *p != first_peer);
+        order.push_front(first_peer);
+        let spare = Arc::new(Mutex::new(order));
+        for _ in 0..MAX_PEERS {
+            let Some(peer) = spare.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
             let worker = Worker {
                 net: self.net.clone(),
                 digest,
                 peer,
+                spare: spare.clone(),
                 queue: queue.clone(),
                 pieces: pieces_writer.clone(),
                 events: events.clone(),
@@ -298,10 +335,6 @@ impl Peers {
             // The holder that answered starts on the stream it has open.
             let opened = if peer == first_peer { first.take().map(|f| (0, PIECE, f)) } else { None };
             workers.spawn(worker.run(opened));
-        }
-        if first.is_some() {
-            // Its holder is not among the first MAX_PEERS: someone else takes the piece.
-            queue.lock().unwrap_or_else(|e| e.into_inner()).push_front((0, PIECE));
         }
         drop(events);
         let mut from: HashMap<PeerId, u64> = HashMap::new();
@@ -403,18 +436,20 @@ enum Arrived {
     Failed { start: u64, end: u64, peer: PeerId, error: String },
 }
 
-/// Fetches pieces from one holder until none are left or it fails twice.
+/// Fetches pieces from one holder until none are left; after two failures
+/// it moves on to a holder no worker has tried yet.
 struct Worker {
     net: Node,
     digest: Digest,
     peer: PeerId,
+    spare: Arc<Mutex<VecDeque<PeerId>>>,
     queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
     pieces: Arc<sealpod_store::PieceWriter>,
     events: mpsc::UnboundedSender<Arrived>,
 }
 
 impl Worker {
-    async fn run(self, mut opened: Option<(u64, u64, sealpod_net::IncomingBlob)>) {
+    async fn run(mut self, mut opened: Option<(u64, u64, sealpod_net::IncomingBlob)>) {
         let mut failures = 0;
         loop {
             let (start, end, incoming) = match opened.take() {
@@ -438,7 +473,10 @@ impl Worker {
                                 self.events.send(Arrived::Failed { start, end, peer: self.peer, error: e.to_string() });
                             failures += 1;
                             if failures >= 2 {
-                                return;
+                                if !self.next_holder() {
+                                    return;
+                                }
+                                failures = 0;
                             }
                             continue;
                         }
@@ -448,16 +486,33 @@ impl Worker {
             if incoming.length != end - start {
                 let error = format!("answered {} bytes for a piece of {}", incoming.length, end - start);
                 let _ = self.events.send(Arrived::Failed { start, end, peer: self.peer, error });
-                return;
+                if !self.next_holder() {
+                    return;
+                }
+                continue;
             }
             let mut sink = PieceSink { peer: self.peer, pieces: &self.pieces, offset: start, events: &self.events };
             if let Err(e) = incoming.copy_to(&mut sink).await {
                 let _ = self.events.send(Arrived::Failed { start, end, peer: self.peer, error: e.to_string() });
                 failures += 1;
                 if failures >= 2 {
-                    return;
+                    if !self.next_holder() {
+                        return;
+                    }
+                    failures = 0;
                 }
             }
+        }
+    }
+
+    /// Switches to a holder no worker has used yet; false if none is left.
+    fn next_holder(&mut self) -> bool {
+        match self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            Some(peer) => {
+                self.peer = peer;
+                true
+            }
+            None => false,
         }
     }
 }

@@ -165,6 +165,24 @@ impl Store {
         Reader::open(&self.blob_path(digest), *digest)
     }
 
+    /// Blob `digest`'s size and its file positioned at `offset`, *not*
+    /// verified: a range cannot be checked against the digest of the whole.
+    /// Only for sending a range to a receiver that verifies the whole blob
+    /// (a peer fetching it in pieces); everything else uses
+    /// [`Store::reader`].
+    pub fn unverified_range(&self, digest: &Digest, offset: u64) -> Result<(u64, std::fs::File), StoreError> {
+        use std::io::Seek as _;
+        let path = self.blob_path(digest);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobUnknown(*digest)),
+            Err(e) => return Err(StoreError::io("opening", path, e)),
+        };
+        let size = file.metadata().map_err(|e| StoreError::io("reading metadata of", &path, e))?.len();
+        file.seek(io::SeekFrom::Start(offset.min(size))).map_err(|e| StoreError::io("seeking in", &path, e))?;
+        Ok((size, file))
+    }
+
     /// A writer for a blob whose digest is known only at the end.
     pub fn writer(&self) -> Result<Writer, StoreError> {
         Writer::new(self.clone(), None, None)
