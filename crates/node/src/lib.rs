@@ -99,6 +99,7 @@ pub struct Ready {
 }
 
 /// Serves a manifest only if the log includes it.
+#[derive(Clone)]
 struct LogPolicy {
     log: ImageLog,
     store: Store,
@@ -152,6 +153,8 @@ impl sealpod_registry::PullPolicy for LogPolicy {
 #[derive(Clone)]
 struct Source {
     peers: Peers,
+    /// The log's pull policy, if the node keeps a log.
+    policy: Option<LogPolicy>,
     syncer: Option<logsync::Syncer>,
     upstream: Option<RegistryClient>,
     publisher_key: Vec<u8>,
@@ -205,7 +208,20 @@ impl ContentSource for Source {
     }
 
     fn fetch_manifest(&self, repository: RepositoryName, digest: Digest) -> BoxedBool {
-        self.peers.manifest(repository, digest)
+        let this = self.clone();
+        Box::pin(async move {
+            // The manifest itself is fetched either way, so that a refusal
+            // can say why; its layers only if the log includes it, so that
+            // asking for any digest cannot make the node download anything.
+            let prefetch = match this.policy.clone() {
+                Some(policy) => {
+                    let (r, d) = (repository.clone(), digest);
+                    tokio::task::spawn_blocking(move || policy.included(&r, &d)).await.unwrap_or(false)
+                }
+                None => true,
+            };
+            this.peers.manifest(repository, digest, prefetch).await
+        })
     }
 
     fn resolve_tag(
@@ -387,8 +403,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Some(_) => anyhow::bail!("--upstream needs the log's signing key: only the authority publishes what it pulls"),
         None => None,
     };
-    let source =
-        Source { peers: Peers::new(store.clone(), net), syncer, upstream, publisher_key: publisher_key.clone() };
+    let source = Source {
+        peers: Peers::new(store.clone(), net),
+        policy: log.clone().map(|log| LogPolicy { log, store: store.clone() }),
+        syncer,
+        upstream,
+        publisher_key: publisher_key.clone(),
+    };
     let mut registry = Registry::new(store.clone()).content_source(source);
     if let Some(log) = log {
         registry = registry.pull_policy(LogPolicy { log: log.clone(), store }).routes(http::routes(log.clone()));

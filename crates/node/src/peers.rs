@@ -385,8 +385,9 @@ impl Peers {
     /// references, without waiting for that: a client pulling the image
     /// asks for the blobs next and follows their transfers. Child manifests
     /// of an index are fetched when asked for, so a pull of one platform
-    /// does not bring all of them.
-    pub(crate) fn manifest(&self, repo: RepositoryName, digest: Digest) -> BoxedBool {
+    /// does not bring all of them. `prefetch` false records the manifest
+    /// but leaves its blobs until they are asked for.
+    pub(crate) fn manifest(&self, repo: RepositoryName, digest: Digest, prefetch: bool) -> BoxedBool {
         let this = self.clone();
         Box::pin(async move {
             if !this.blob(digest).await {
@@ -408,6 +409,9 @@ impl Peers {
                 }
                 Err(_) => return false,
             };
+            if !prefetch {
+                return true;
+            }
             let wanted: Vec<(Digest, u64)> =
                 parsed.blobs.iter().filter(|d| !d.external).map(|d| (d.digest, d.size)).collect();
             let prefetch = this.clone();

@@ -257,6 +257,28 @@ fn image_published_on_the_authority_is_pulled_by_tag_from_a_mirror_over_libp2p()
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("not included in the trusted log"), "{err}");
 
+    // Asking a mirror for a digest A holds but never published brings the
+    // manifest (so the refusal can say why) but none of its layers.
+    let hidden_layout = sample_image(dir, "hidden");
+    let src = format!("oci:{}:v1", hidden_layout.display());
+    let hidden: Value =
+        serde_json::from_slice(&ok(Command::new("skopeo").args(["inspect", &src]).output().unwrap(), "inspect").stdout)
+            .unwrap();
+    let (hdigest, hlayer) = (hidden["Digest"].as_str().unwrap(), hidden["Layers"][0].as_str().unwrap());
+    ok(
+        skopeo(&["copy", "--dest-tls-verify=false", &src, &format!("docker://{}/team/hidden@{hdigest}", a.registry())]),
+        "push by digest to A",
+    );
+    std::thread::sleep(Duration::from_secs(2)); // A announces what it holds
+    let denied =
+        skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/team/hidden@{hdigest}", b.registry())]);
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("not included in the trusted log"), "{err}");
+    std::thread::sleep(Duration::from_secs(1));
+    let hlayer = hlayer.trim_start_matches("sha256:").to_owned();
+    assert!(!blob_files(&dir.join("b/store")).contains(&hlayer), "B fetched the layer of an unpublished image");
+
     // podman pulls the published image from the mirror.
     if Command::new("podman").arg("--version").output().is_ok_and(|o| o.status.success()) && common::is_root() {
         let image = format!("{}/team/sample:v1", b.registry());
