@@ -112,18 +112,22 @@ fn sample_image(dir: &Path, salt: &str) -> PathBuf {
     bytes.extend_from_slice(salt.as_bytes());
     std::fs::write(&bin, bytes).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let layout = dir.join(format!("layout-{salt}"));
+    layout_of(&bin, &dir.join(format!("layout-{salt}")))
+}
+
+/// `sealpod image from-binary FILE`, tagged v1, into `layout`.
+fn layout_of(file: &Path, layout: &Path) -> PathBuf {
     ok(
         Command::new(SEALPOD)
             .args(["image", "from-binary"])
-            .arg(&bin)
+            .arg(file)
             .args(["--tag", "v1", "--out"])
-            .arg(&layout)
+            .arg(layout)
             .output()
             .unwrap(),
         "image from-binary",
     );
-    layout
+    layout.to_owned()
 }
 
 fn push(layout: &Path, registry: &str, image: &str) -> Output {
@@ -611,18 +615,7 @@ fn large_image(dir: &Path, mib: usize) -> PathBuf {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     std::fs::write(&file, bytes).unwrap();
-    let layout = dir.join("layout-large");
-    ok(
-        Command::new(SEALPOD)
-            .args(["image", "from-binary"])
-            .arg(&file)
-            .args(["--tag", "v1", "--out"])
-            .arg(&layout)
-            .output()
-            .unwrap(),
-        "image from-binary",
-    );
-    layout
+    layout_of(&file, &dir.join("layout-large"))
 }
 
 #[test]
