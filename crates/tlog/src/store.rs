@@ -127,6 +127,12 @@ pub struct FileStore {
     dir: PathBuf,
     files: Vec<File>,
     lens: Vec<u64>,
+    /// Levels written since the last sync: only those are synced, about
+    /// two per appended leaf rather than every level of the tree.
+    dirty: Vec<bool>,
+    /// A level file was created since the last sync, so the directory
+    /// entry must be made durable too.
+    dir_dirty: bool,
 }
 
 impl FileStore {
@@ -134,7 +140,7 @@ impl FileStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
-        let mut store = FileStore { dir, files: Vec::new(), lens: Vec::new() };
+        let mut store = FileStore { dir, files: Vec::new(), lens: Vec::new(), dirty: Vec::new(), dir_dirty: false };
         for level in 0..MAX_LEVELS as u8 {
             let path = store.path(level);
             if !path.exists() {
@@ -157,6 +163,7 @@ impl FileStore {
     fn open_level(&mut self, level: u8) -> Result<(), StoreError> {
         let path = self.path(level);
         let io = |source| StoreError::Io { path: path.clone(), source };
+        let created = !path.exists();
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
         let bytes = file.metadata().map_err(io)?.len();
         let whole = bytes / HASH_SIZE as u64;
@@ -166,6 +173,8 @@ impl FileStore {
         }
         self.files.push(file);
         self.lens.push(whole);
+        self.dirty.push(bytes % HASH_SIZE as u64 != 0);
+        self.dir_dirty |= created;
         Ok(())
     }
 }
@@ -194,6 +203,7 @@ impl HashStore for FileStore {
         }
         self.files[l].write_all(hash).map_err(|source| StoreError::Io { path: self.path(level), source })?;
         self.lens[l] += 1;
+        self.dirty[l] = true;
         Ok(())
     }
 
@@ -204,15 +214,23 @@ impl HashStore for FileStore {
                 .set_len(len * HASH_SIZE as u64)
                 .map_err(|source| StoreError::Io { path: self.path(level), source })?;
             self.lens[l] = len;
+            self.dirty[l] = true;
         }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
         for (l, f) in self.files.iter().enumerate() {
-            f.sync_data().map_err(|source| StoreError::Io { path: self.path(l as u8), source })?;
+            if self.dirty[l] {
+                f.sync_data().map_err(|source| StoreError::Io { path: self.path(l as u8), source })?;
+                self.dirty[l] = false;
+            }
         }
-        let dir = File::open(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
-        dir.sync_all().map_err(|source| StoreError::Io { path: self.dir.clone(), source })
+        if self.dir_dirty {
+            let dir = File::open(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+            dir.sync_all().map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+            self.dir_dirty = false;
+        }
+        Ok(())
     }
 }
