@@ -15,12 +15,21 @@ const SIZE: usize = 64 << 20;
 
 struct One(String, Arc<Vec<u8>>);
 
+/// The blob, shared rather than copied for each request.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl BlobSource for One {
     fn open(&self, digest: &str, offset: u64) -> std::io::Result<Option<(u64, Box<dyn std::io::Read + Send>)>> {
         if digest != self.0 {
             return Ok(None);
         }
-        let mut c = Cursor::new(self.1.as_ref().clone());
+        let mut c = Cursor::new(Shared(self.1.clone()));
         c.set_position(offset);
         Ok(Some((self.1.len() as u64, Box::new(c))))
     }
@@ -65,6 +74,22 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let mut sink = tokio::io::sink();
                 let (_, n) = client.fetch_blob(peer, &digest, 0, 0, &mut sink).await.unwrap();
+                assert_eq!(n as usize, SIZE);
+            })
+        })
+    });
+    group.bench_function("libp2p_blob_protocol_4_streams", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let quarter = (SIZE / 4) as u64;
+                let parts = (0..4u64).map(|i| {
+                    let (client, digest) = (client.clone(), digest.clone());
+                    async move {
+                        let mut sink = tokio::io::sink();
+                        client.fetch_blob(peer, &digest, i * quarter, quarter, &mut sink).await.unwrap().1
+                    }
+                });
+                let n: u64 = futures::future::join_all(parts).await.into_iter().sum();
                 assert_eq!(n as usize, SIZE);
             })
         })

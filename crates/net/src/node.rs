@@ -418,8 +418,9 @@ impl Node {
         length: u64,
         sink: &mut W,
     ) -> Result<(u64, u64), crate::blob::BlobError> {
-        let mut control = self.streams.clone();
-        crate::blob::fetch(&mut control, peer, digest, offset, length, sink).await
+        let incoming = self.open_blob(peer, digest, offset, length).await?;
+        let size = incoming.size;
+        Ok((size, incoming.copy_to(sink).await?))
     }
 
     /// Asks `peer` for a range of blob `digest` and returns once it has

@@ -126,3 +126,34 @@ async fn blob_is_found_on_the_dht_and_fetched_from_two_peers_at_once() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ranges_of_one_blob_stream_from_one_peer_at_once() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let data = blob(32 << 20, 3);
+        let digest = digest_of(&data);
+        let (_srv, addr) = server(vec![data.clone()], vec![]).await;
+        let c = client(vec![]).await;
+        let peer = c.dial(&addr).await.unwrap();
+        for round in 0..3 {
+            let quarter = (data.len() / 4) as u64;
+            let parts = (0..4u64).map(|i| {
+                let (c, digest) = (c.clone(), digest.clone());
+                async move {
+                    let mut part = Vec::new();
+                    c.fetch_blob(peer, &digest, i * quarter, quarter, &mut part).await.map(|_| part)
+                }
+            });
+            let parts = futures::future::join_all(parts).await;
+            let whole: Vec<u8> = parts
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, p)| p.unwrap_or_else(|e| panic!("round {round}, range {i}: {e}")))
+                .collect();
+            assert!(whole == data, "round {round}: the ranges do not make up the blob");
+        }
+    })
+    .await
+    .unwrap();
+}
