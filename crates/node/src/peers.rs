@@ -70,6 +70,9 @@ struct Progress {
     front: u64,
     /// `None` while running; then whether the blob is in the store.
     outcome: Option<Result<(), String>>,
+    /// The bytes in the followed file did not match: followers fail, and
+    /// new requests wait for the outcome and read the store.
+    abandoned: bool,
 }
 
 /// One blob being fetched, shared by everyone waiting for it.
@@ -174,7 +177,11 @@ impl Peers {
         let transfer = self.transfer(digest, None);
         let mut rx = transfer.progress.subscribe();
         let size = {
-            let p = rx.wait_for(|p| p.outcome.is_some() || (p.size.is_some() && transfer.file.get().is_some())).await;
+            let p = rx
+                .wait_for(|p| {
+                    p.outcome.is_some() || (!p.abandoned && p.size.is_some() && transfer.file.get().is_some())
+                })
+                .await;
             let p = p.ok()?;
             if p.outcome.is_some() {
                 // Stored already (the store serves it) or failed.
@@ -211,13 +218,50 @@ impl Peers {
             self.in_order(digest, &holders, writer, transfer).await?
         };
         let size = writer.written();
-        tokio::task::spawn_blocking(move || writer.commit())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("what the peers sent is not {digest}: {e}"))?;
-        tracing::info!(%digest, size, peers = holders.len().min(MAX_PEERS), "fetched blob from peers");
+        let committed = tokio::task::spawn_blocking(move || writer.commit()).await.map_err(|e| e.to_string())?;
+        match committed {
+            Ok(_) => tracing::info!(%digest, size, peers = holders.len().min(MAX_PEERS), "fetched blob from peers"),
+            Err(e) if holders.len() > 1 => {
+                // Some holder sent wrong bytes, and pieces do not say which.
+                // Clients following this attempt are cut off; the blob is
+                // fetched again from one holder at a time, so one bad peer
+                // cannot keep it from everyone.
+                tracing::warn!(%digest, error = %e, "what the peers sent is not the blob; asking each holder alone");
+                transfer.update(|p| p.abandoned = true);
+                self.one_by_one(digest, &holders, transfer).await?;
+            }
+            Err(e) => return Err(format!("what {} sent is not {digest}: {e}", holders[0])),
+        }
         let _ = self.net.provide_blob(&digest.to_string()).await;
         Ok(())
+    }
+
+    /// The whole blob from each holder in turn, each into a fresh writer,
+    /// until one matches; names the holders whose content did not.
+    async fn one_by_one(&self, digest: Digest, holders: &[PeerId], transfer: &Transfer) -> Result<(), String> {
+        for &peer in holders {
+            let store = self.store.clone();
+            let size_hint = transfer.progress.borrow().size;
+            let writer = tokio::task::spawn_blocking(move || store.writer_expecting(digest, size_hint))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let writer = match self.in_order(digest, &[peer], writer, transfer).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::info!(%digest, %peer, error = %e, "holder could not send the blob");
+                    continue;
+                }
+            };
+            match tokio::task::spawn_blocking(move || writer.commit()).await.map_err(|e| e.to_string())? {
+                Ok(_) => {
+                    tracing::info!(%digest, %peer, "fetched blob from one holder after a mismatch");
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(%digest, %peer, error = %e, "holder sent content that is not the blob"),
+            }
+        }
+        Err(format!("no holder of {digest} sent content that matches it"))
     }
 
     /// One stream after another into the writer, each resuming where the
@@ -599,6 +643,9 @@ impl std::io::Read for Follower {
         loop {
             let (front, outcome) = {
                 let p = self.rx.borrow_and_update();
+                if p.abandoned {
+                    return Err(std::io::Error::other("what the peers sent did not match the digest"));
+                }
                 (p.front, p.outcome.clone())
             };
             let ready = front.saturating_sub(self.position);

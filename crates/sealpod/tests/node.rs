@@ -619,7 +619,7 @@ fn large_image(dir: &Path, mib: usize) -> PathBuf {
 }
 
 #[test]
-fn a_large_layer_comes_in_pieces_from_every_holder_while_the_client_already_reads_it() {
+fn a_large_layer_comes_in_pieces_from_every_holder_streams_to_the_client_and_survives_a_bad_holder() {
     if !have_skopeo() {
         eprintln!("skipped: needs skopeo");
         return;
@@ -639,6 +639,7 @@ fn a_large_layer_comes_in_pieces_from_every_holder_while_the_client_already_read
     assert!(b.output().contains("serving a blob to a client while it arrives"), "{}", b.output());
 
     // C finds A and B holding the layer and takes pieces from both.
+    let vkey_d = vkey.clone();
     let c = start_node(dir, "c", &[a.addr(), b.addr()], &["--log-key".into(), vkey]);
     let pulled = pull_until(&c.registry(), "big/app:1", &dir.join("pulled-c"), Duration::from_secs(45));
     assert!(pulled.status.success(), "pull from C: {}\nC: {}", String::from_utf8_lossy(&pulled.stderr), c.output());
@@ -661,4 +662,23 @@ fn a_large_layer_comes_in_pieces_from_every_holder_while_the_client_already_read
         .expect("no large layer in C's pull");
     let name = layer.file_name().unwrap().to_string_lossy().into_owned();
     assert!(blob_files(&dir.join("c/store")).contains(&name), "C does not hold layer {name}");
+
+    // B's copy goes bad on disk, a byte in every MiB, so any piece B sends
+    // is wrong. D, finding A and B, gets a mismatch from the pieces, asks
+    // each holder alone, and ends up with A's good copy.
+    c.stop();
+    let on_b =
+        walk(&dir.join("b/store")).into_iter().find(|p| p.file_name().unwrap().to_string_lossy() == name).unwrap();
+    let mut bytes = std::fs::read(&on_b).unwrap();
+    for i in (0..bytes.len()).step_by(1 << 20) {
+        bytes[i] ^= 0x55;
+    }
+    std::fs::write(&on_b, bytes).unwrap();
+    let d = start_node(dir, "d", &[a.addr(), b.addr()], &["--log-key".into(), vkey_d]);
+    let pulled = pull_until(&d.registry(), "big/app:1", &dir.join("pulled-d"), Duration::from_secs(60));
+    assert!(pulled.status.success(), "pull from D: {}\nD: {}", String::from_utf8_lossy(&pulled.stderr), d.output());
+    let log = d.output();
+    assert!(log.contains("what the peers sent is not the blob"), "{log}");
+    assert!(log.contains("fetched blob from one holder after a mismatch"), "{log}");
+    assert!(blob_files(&dir.join("d/store")).contains(&name), "D does not hold the good layer");
 }
