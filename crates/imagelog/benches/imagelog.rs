@@ -46,6 +46,7 @@ fn open(dir: &std::path::Path, signer: &Ed25519Signer, authority: bool) -> Image
         signer: authority.then(|| signer.clone()),
         witnesses: Vec::new(),
         cosigner: None,
+        witness_quorum: 0,
     })
     .unwrap()
 }

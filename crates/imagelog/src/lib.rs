@@ -181,6 +181,10 @@ pub struct ImageLogConfig {
     pub witnesses: Vec<CosignatureVerifier>,
     /// This node's witness key: it cosigns every checkpoint it accepts.
     pub cosigner: Option<CosignatureSigner>,
+    /// How many of `witnesses` must have cosigned a checkpoint before its
+    /// entries count as witnessed ([`ImageLog::witnessed_size`]); 0 trusts
+    /// the log key's signature alone.
+    pub witness_quorum: usize,
 }
 
 /// What a peer's checkpoint means for the trusted log.
@@ -257,6 +261,12 @@ pub struct Status {
     pub checkpoint: Option<String>,
     /// Valid cosignatures on it from known witnesses.
     pub cosigners: Vec<Cosigner>,
+    /// Cosignatures from distinct known witnesses a checkpoint needs before
+    /// its entries are served (0: none).
+    pub witness_quorum: usize,
+    /// The largest size at which a checkpoint reached the quorum: entries
+    /// below it are witnessed. Equals `size` when the quorum is 0.
+    pub witnessed_size: u64,
     /// Forks noticed, oldest first.
     pub forks: Vec<ForkReport>,
 }
@@ -285,6 +295,8 @@ struct State {
     by_image: HashMap<String, Vec<u64>>,
     by_digest: HashMap<String, Vec<u64>>,
     forks: Vec<ForkReport>,
+    /// See [`ImageLog::witnessed_size`].
+    witnessed: u64,
 }
 
 /// One node's copy of the log. Cheap to clone; all clones share state.
@@ -300,6 +312,7 @@ struct Inner {
     signer: Option<Ed25519Signer>,
     witnesses: Vec<CosignatureVerifier>,
     cosigner: Option<CosignatureSigner>,
+    witness_quorum: usize,
     state: Mutex<State>,
     _lock: nix::fcntl::Flock<File>,
 }
@@ -338,6 +351,13 @@ impl ImageLog {
     /// Opens (creating if needed) the log in `config.dir`. An authority
     /// with an empty log signs the empty checkpoint.
     pub fn open(config: ImageLogConfig) -> Result<ImageLog, LogError> {
+        if config.witness_quorum > config.witnesses.len() + usize::from(config.cosigner.is_some()) {
+            return Err(LogError::Key(format!(
+                "a quorum of {} witnesses cannot be met by the {} witness keys given",
+                config.witness_quorum,
+                config.witnesses.len()
+            )));
+        }
         let dir = config.dir;
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let lock_path = dir.join("lock");
@@ -398,8 +418,23 @@ impl ImageLog {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| LogError::Corrupt(format!("forks.json: {e}")))?,
             Err(_) => Vec::new(),
         };
-        let mut state =
-            State { tree, entries, trusted, note, by_image: HashMap::new(), by_digest: HashMap::new(), forks };
+        // What was witnessed survives a restart even if the current
+        // checkpoint has not gathered its cosignatures yet.
+        let witnessed = std::fs::read_to_string(dir.join("witnessed"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(trusted.size);
+        let mut state = State {
+            tree,
+            entries,
+            trusted,
+            note,
+            by_image: HashMap::new(),
+            by_digest: HashMap::new(),
+            forks,
+            witnessed,
+        };
         for i in 0..state.trusted.size {
             let e =
                 LogEntry::decode(&state.entries.get(i)?).map_err(|e| LogError::Corrupt(format!("entry {i}: {e}")))?;
@@ -413,6 +448,7 @@ impl ImageLog {
                 signer: config.signer,
                 witnesses,
                 cosigner: config.cosigner,
+                witness_quorum: config.witness_quorum,
                 state: Mutex::new(state),
                 _lock: lock,
             }),
@@ -421,6 +457,7 @@ impl ImageLog {
             let mut state = log.state();
             log.sign_and_store(&mut state)?;
         }
+        log.note_witnessing(&mut log.state())?;
         Ok(log)
     }
 
@@ -479,7 +516,50 @@ impl ImageLog {
         write_atomic(&self.inner.dir.join("checkpoint"), &note.to_bytes())?;
         state.trusted = checkpoint;
         state.note = Some(note);
+        self.note_witnessing(state)
+    }
+
+    /// Valid cosignatures on `note` from distinct known witnesses.
+    fn cosigners_of(&self, note: &Note) -> Vec<Cosigner> {
+        let mut out: Vec<Cosigner> = Vec::new();
+        for s in note.signatures() {
+            let Some(w) = self.inner.witnesses.iter().find(|w| w.name() == s.name && w.key_id() == s.key_id) else {
+                continue;
+            };
+            let Some(time_unix) = w.verify_cosignature(note.text().as_bytes(), &s.signature) else { continue };
+            if !out.iter().any(|c| c.name == s.name) {
+                out.push(Cosigner { name: s.name.clone(), time_unix });
+            }
+        }
+        out
+    }
+
+    /// Moves the witnessed size up to the trusted checkpoint once that has
+    /// its quorum of cosignatures, and keeps it on disk.
+    fn note_witnessing(&self, state: &mut State) -> Result<(), LogError> {
+        let size = state.trusted.size;
+        let met = self.inner.witness_quorum == 0
+            || state.note.as_ref().is_some_and(|n| self.cosigners_of(n).len() >= self.inner.witness_quorum);
+        if met && size > state.witnessed {
+            if self.inner.witness_quorum > 0 {
+                write_atomic(&self.inner.dir.join("witnessed"), size.to_string().as_bytes())?;
+                tracing::info!(origin = %self.inner.origin, size, quorum = self.inner.witness_quorum, "checkpoint witnessed");
+            }
+            state.witnessed = size;
+        }
         Ok(())
+    }
+
+    /// Entries below this index are witnessed: a checkpoint at least this
+    /// large carried cosignatures from the quorum of known witnesses (with
+    /// no quorum, every trusted entry is). A node serves only these.
+    pub fn witnessed_size(&self) -> u64 {
+        self.state().witnessed
+    }
+
+    /// Cosignatures from distinct known witnesses a checkpoint needs.
+    pub fn witness_quorum(&self) -> usize {
+        self.inner.witness_quorum
     }
 
     /// Appends an entry (authority only) and signs a new checkpoint.
@@ -589,6 +669,7 @@ impl ImageLog {
         let bytes = kept.to_bytes();
         state.note = Some(kept);
         tracing::info!(origin = %self.inner.origin, size = state.trusted.size, %peer, "log extended");
+        self.note_witnessing(&mut state)?;
         Ok(bytes)
     }
 
@@ -629,6 +710,7 @@ impl ImageLog {
         }
         if added > 0 {
             write_atomic(&self.inner.dir.join("checkpoint"), &current.to_bytes())?;
+            self.note_witnessing(state)?;
         }
         Ok(added)
     }
@@ -814,16 +896,7 @@ impl ImageLog {
     /// What this node holds.
     pub fn status(&self) -> Status {
         let state = self.state();
-        let cosigners = state
-            .note
-            .iter()
-            .flat_map(|n| n.signatures().iter().map(move |s| (n, s)))
-            .filter_map(|(n, s)| {
-                let w = self.inner.witnesses.iter().find(|w| w.name() == s.name && w.key_id() == s.key_id)?;
-                let time_unix = w.verify_cosignature(n.text().as_bytes(), &s.signature)?;
-                Some(Cosigner { name: s.name.clone(), time_unix })
-            })
-            .collect();
+        let cosigners = state.note.as_ref().map(|n| self.cosigners_of(n)).unwrap_or_default();
         Status {
             origin: self.inner.origin.clone(),
             log_key: self.inner.log_key.vkey(),
@@ -832,6 +905,8 @@ impl ImageLog {
             root: hex::encode(state.trusted.root),
             checkpoint: state.note.as_ref().map(Note::to_string),
             cosigners,
+            witness_quorum: self.inner.witness_quorum,
+            witnessed_size: state.witnessed,
             forks: state.forks.clone(),
         }
     }

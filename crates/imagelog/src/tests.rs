@@ -12,6 +12,7 @@ fn open(dir: &Path, signer: &Ed25519Signer, authority: bool) -> ImageLog {
         signer: authority.then(|| signer.clone()),
         witnesses: Vec::new(),
         cosigner: None,
+        witness_quorum: 0,
     })
     .unwrap()
 }
@@ -74,6 +75,7 @@ fn a_second_process_cannot_open_the_same_log() {
         signer: None,
         witnesses: Vec::new(),
         cosigner: None,
+        witness_quorum: 0,
     });
     assert!(matches!(second, Err(LogError::Locked(_))));
 }
@@ -189,6 +191,7 @@ fn witnesses_cosign_what_they_accept_and_the_authority_keeps_valid_cosignatures(
         signer: Some(key.clone()),
         witnesses: vec![witness_key.verifier()],
         cosigner: None,
+        witness_quorum: 0,
     })
     .unwrap();
     let witness = ImageLog::open(ImageLogConfig {
@@ -197,6 +200,7 @@ fn witnesses_cosign_what_they_accept_and_the_authority_keeps_valid_cosignatures(
         signer: None,
         witnesses: Vec::new(),
         cosigner: Some(witness_key.clone()),
+        witness_quorum: 0,
     })
     .unwrap();
     authority.publish(&entry("team/app:1", 1)).unwrap();
@@ -267,4 +271,49 @@ fn image_repository_strips_the_tag_but_not_a_registry_port() {
     assert_eq!(image_repository("team/app:1"), "team/app");
     assert_eq!(image_repository("localhost:5000/team/app:1"), "localhost:5000/team/app");
     assert_eq!(image_repository("app"), "app");
+}
+
+#[test]
+fn with_a_quorum_entries_count_as_witnessed_only_once_a_checkpoint_is_cosigned() {
+    let (a, w, m) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = signer();
+    let witness_key = CosignatureSigner::generate("witness.test").unwrap();
+    let config = |dir: &Path, signer: Option<Ed25519Signer>, cosigner: Option<CosignatureSigner>, quorum: usize| {
+        ImageLogConfig {
+            dir: dir.to_owned(),
+            log_key: key.verifier().vkey(),
+            signer,
+            witnesses: if quorum > 0 { vec![witness_key.verifier()] } else { Vec::new() },
+            cosigner,
+            witness_quorum: quorum,
+        }
+    };
+    let authority = ImageLog::open(config(a.path(), Some(key.clone()), None, 0)).unwrap();
+    let witness = ImageLog::open(config(w.path(), None, Some(witness_key.clone()), 0)).unwrap();
+    let mirror = ImageLog::open(config(m.path(), None, None, 1)).unwrap();
+    assert_eq!((authority.witnessed_size(), mirror.witness_quorum()), (0, 1));
+
+    authority.publish(&entry("team/app:1", 1)).unwrap();
+    assert_eq!(authority.witnessed_size(), 1, "without a quorum every trusted entry counts");
+    sync(&mirror, &authority).unwrap();
+    assert_eq!((mirror.checkpoint().size, mirror.witnessed_size()), (1, 0));
+
+    // The witness's cosignature brings the mirror's quorum.
+    sync(&witness, &authority).unwrap();
+    assert_eq!(mirror.add_cosignatures(&witness.signed_checkpoint().unwrap()).unwrap(), 1);
+    assert_eq!(mirror.witnessed_size(), 1);
+    assert_eq!(mirror.status().witnessed_size, 1);
+
+    // A newer, uncosigned checkpoint does not move it, and a restart keeps it.
+    authority.publish(&entry("team/app:2", 2)).unwrap();
+    sync(&mirror, &authority).unwrap();
+    assert_eq!((mirror.checkpoint().size, mirror.witnessed_size()), (2, 1));
+    drop(mirror);
+    let mirror = ImageLog::open(config(m.path(), None, None, 1)).unwrap();
+    assert_eq!((mirror.checkpoint().size, mirror.witnessed_size()), (2, 1));
+
+    // A quorum the given witnesses cannot meet is refused at open.
+    let mut impossible = config(&m.path().join("unused"), None, None, 1);
+    impossible.witness_quorum = 2;
+    assert!(matches!(ImageLog::open(impossible), Err(LogError::Key(_))));
 }

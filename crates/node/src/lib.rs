@@ -59,6 +59,9 @@ pub struct LogSettings {
     pub witness_key: Option<String>,
     /// On the authority, publish every manifest pushed by tag.
     pub publish_on_push: bool,
+    /// Serve an entry only once a checkpoint covering it carries
+    /// cosignatures from this many of `witnesses` (0: the log key alone).
+    pub witness_quorum: usize,
 }
 
 /// How an artifact node is set up.
@@ -106,19 +109,25 @@ struct LogPolicy {
 }
 
 impl LogPolicy {
+    /// Whether a witnessed entry of the log publishes `digest` under
+    /// `repository` (see `ImageLog::witnessed_size`).
     fn included(&self, repository: &RepositoryName, digest: &Digest) -> bool {
         let repo = repository.as_str();
-        if self.log.find_digest(repo, &digest.to_string()).is_some() {
+        let witnessed = self.log.witnessed_size();
+        let published = |d: &str| self.log.find_digest(repo, d).is_some_and(|e| e.index < witnessed);
+        if published(&digest.to_string()) {
             return true;
         }
         // A platform manifest is included through the index that lists it.
-        self.log.digests_of(repo).iter().filter_map(|d| d.parse::<Digest>().ok()).any(|index| {
-            self.store
-                .read_to_vec(&index, sealpod_store::MAX_MANIFEST_SIZE)
-                .ok()
-                .and_then(|b| ParsedManifest::parse(&b, None).ok())
-                .is_some_and(|p| p.manifests.iter().any(|m| m.digest == *digest))
-        })
+        self.log.digests_of(repo).iter().filter(|d| published(d)).filter_map(|d| d.parse::<Digest>().ok()).any(
+            |index| {
+                self.store
+                    .read_to_vec(&index, sealpod_store::MAX_MANIFEST_SIZE)
+                    .ok()
+                    .and_then(|b| ParsedManifest::parse(&b, None).ok())
+                    .is_some_and(|p| p.manifests.iter().any(|m| m.digest == *digest))
+            },
+        )
     }
 }
 
@@ -133,10 +142,22 @@ impl sealpod_registry::PullPolicy for LogPolicy {
             return Ok(());
         }
         let c = self.log.checkpoint();
-        let mut reason = format!(
-            "manifest {} of {repository} is not included in the trusted log {} (size {})",
-            manifest.digest, c.origin, c.size
-        );
+        let witnessed = self.log.witnessed_size();
+        let mut reason = match self.log.find_digest(repository.as_str(), &manifest.digest.to_string()) {
+            Some(e) if e.index >= witnessed => format!(
+                "manifest {} of {repository} is entry {} of log {}, which no checkpoint cosigned by {} witness(es) \
+                 covers yet (witnessed up to size {witnessed} of {})",
+                manifest.digest,
+                e.index,
+                c.origin,
+                self.log.witness_quorum(),
+                c.size
+            ),
+            _ => format!(
+                "manifest {} of {repository} is not included in the trusted log {} (size {})",
+                manifest.digest, c.origin, c.size
+            ),
+        };
         if let Reference::Tag(tag) = reference {
             reason.push_str(&format!("; the log has no entry for {repository}:{tag}"));
         }
@@ -233,7 +254,15 @@ impl ContentSource for Source {
         Box::pin(async move {
             let syncer = this.syncer.clone()?;
             let image = format!("{repository}:{tag}");
-            let lookup = |log: &ImageLog| log.lookup(&image).and_then(|e| e.manifest_digest.parse::<Digest>().ok());
+            // The latest witnessed entry for the tag; if none is witnessed
+            // yet, the latest entry, which the pull policy then refuses
+            // with the reason.
+            let lookup = |log: &ImageLog| {
+                let witnessed = log.witnessed_size();
+                let history = log.history(&image);
+                let chosen = history.iter().rev().find(|e| e.index < witnessed).or(history.last());
+                chosen.and_then(|e| e.manifest_digest.parse::<Digest>().ok())
+            };
             if let Some(d) = lookup(&syncer.log) {
                 return Some(d);
             }
@@ -271,6 +300,7 @@ fn open_log(dir: &std::path::Path, settings: &LogSettings) -> anyhow::Result<Ima
         signer,
         witnesses,
         cosigner,
+        witness_quorum: settings.witness_quorum,
     })?)
 }
 

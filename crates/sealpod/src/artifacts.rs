@@ -46,6 +46,12 @@ pub struct NodeRunArgs {
     /// This node's witness key file: it cosigns each checkpoint it accepts.
     #[arg(long, value_name = "FILE")]
     witness_key: Option<PathBuf>,
+    /// Serve an image only once a checkpoint that includes it is cosigned
+    /// by this many of the --witness keys (0: the log key's signature is
+    /// enough). Guards against an authority showing this node a view of
+    /// the log it shows nobody else.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    witness_quorum: usize,
     /// On the authority, do not publish tagged pushes.
     #[arg(long)]
     no_publish_on_push: bool,
@@ -124,6 +130,7 @@ pub fn node_run(args: NodeRunArgs) -> Result<()> {
             witnesses: args.witnesses.iter().map(|w| key_arg(w)).collect::<Result<_>>()?,
             witness_key: args.witness_key.as_deref().map(read_secret).transpose()?,
             publish_on_push: !args.no_publish_on_push,
+            witness_quorum: args.witness_quorum,
         }),
         None => None,
     };
@@ -279,6 +286,12 @@ pub fn log(command: LogCommand, json: bool) -> Result<()> {
             println!("root      {}", status["root"].as_str().unwrap_or(""));
             for c in status["cosigners"].as_array().into_iter().flatten() {
                 println!("cosigned  {} at {}", c["name"].as_str().unwrap_or(""), c["time_unix"]);
+            }
+            if status["witness_quorum"].as_u64().is_some_and(|q| q > 0) {
+                println!(
+                    "witnessed {} of {} entries (quorum: {} witness cosignatures)",
+                    status["witnessed_size"], status["size"], status["witness_quorum"]
+                );
             }
             for f in status["forks"].as_array().into_iter().flatten() {
                 println!(

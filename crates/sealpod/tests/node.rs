@@ -314,7 +314,21 @@ fn three_nodes_publish_pull_cosign_and_refuse_tampered_blobs_and_forks() {
         &[a.addr()],
         &["--log-key".into(), vkey.clone(), "--witness-key".into(), witness_key.display().to_string()],
     );
-    let c = start_node(dir, "c", &[b.addr()], &["--log-key".into(), vkey.clone(), "--witness".into(), witness_vkey]);
+    // C serves only what B has witnessed.
+    let c = start_node(
+        dir,
+        "c",
+        &[b.addr()],
+        &["--log-key".into(), vkey.clone(), "--witness".into(), witness_vkey, "--witness-quorum".into(), "1".into()],
+    );
+    // D wants a witness that never cosigns anything.
+    let (_, absent_vkey) = keygen(dir, "witness-absent.test", true);
+    let d = start_node(
+        dir,
+        "d",
+        &[a.addr()],
+        &["--log-key".into(), vkey.clone(), "--witness".into(), absent_vkey, "--witness-quorum".into(), "1".into()],
+    );
 
     // Publish on A, pull on C (which only knows B).
     let one = sample_image(dir, "one");
@@ -323,6 +337,17 @@ fn three_nodes_publish_pull_cosign_and_refuse_tampered_blobs_and_forks() {
     let pulled = pull_until(&c.registry(), "team/app:1", &dir.join("pulled-1"), Duration::from_secs(60));
     assert!(pulled.status.success(), "pull on C: {}\nC: {}", String::from_utf8_lossy(&pulled.stderr), c.output());
     assert_eq!(inspect_digest(&c.registry(), "team/app:1"), digest);
+    assert_eq!(checkpoint(&c)["witnessed_size"], 1);
+
+    // D holds the entry too, but no checkpoint its witness cosigned covers
+    // it: refused, saying so.
+    wait_for("D to sync", Duration::from_secs(30), || checkpoint(&d)["size"] == 1);
+    assert_eq!(checkpoint(&d)["witnessed_size"], 0);
+    let unwitnessed = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/team/app:1", d.registry())]);
+    assert!(!unwitnessed.status.success());
+    let err = String::from_utf8_lossy(&unwitnessed.stderr);
+    assert!(err.contains("which no checkpoint cosigned by 1 witness(es) covers yet"), "{err}");
+    d.stop();
 
     // B, a witness, cosigned the checkpoint and A kept the cosignature.
     wait_for("B's cosignature on A", Duration::from_secs(30), || {

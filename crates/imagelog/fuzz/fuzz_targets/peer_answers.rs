@@ -25,6 +25,7 @@ fn fixture() -> &'static Fixture {
             signer: None,
             witnesses: Vec::new(),
             cosigner: None,
+            witness_quorum: 0,
         })
         .unwrap();
         Fixture { mirror, _dir: dir }
