@@ -240,25 +240,6 @@ impl IncomingBlob {
     }
 }
 
-/// Fetches `length` bytes (0: to the end) of blob `digest` from `peer`,
-/// starting at `offset`, into `sink`. Returns the blob's total size and the
-/// number of bytes written.
-pub async fn fetch<W>(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-    digest: &str,
-    offset: u64,
-    length: u64,
-    sink: &mut W,
-) -> Result<(u64, u64), BlobError>
-where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let incoming = open(control, peer, digest, offset, length).await?;
-    let size = incoming.size;
-    Ok((size, incoming.copy_to(sink).await?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

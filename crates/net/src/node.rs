@@ -408,8 +408,10 @@ impl Node {
         self.ask(|reply| Command::FindProviders { key, reply }).await
     }
 
-    /// Fetches a range of blob `digest` from `peer` into `sink` (see
-    /// [`crate::blob::fetch`]); the bytes are not verified here.
+    /// Fetches `length` bytes (0: to the end) of blob `digest` from `peer`,
+    /// starting at `offset`, into `sink` ([`Node::open_blob`], then
+    /// [`crate::blob::IncomingBlob::copy_to`]). Returns the blob's total
+    /// size and the bytes written; the bytes are not verified here.
     pub async fn fetch_blob<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         peer: PeerId,
