@@ -205,11 +205,7 @@ impl Peers {
         if holders.is_empty() {
             return Err("no peer announces holding it".into());
         }
-        let (store, size_hint) = (self.store.clone(), transfer.progress.borrow().size);
-        let writer = tokio::task::spawn_blocking(move || store.writer_expecting(digest, size_hint))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let writer = self.writer(digest, transfer).await?;
         let _ = transfer.file.set(writer.follower().map_err(|e| e.to_string())?);
         transfer.update(|_| {});
         let writer = if holders.len() > 1 {
@@ -218,8 +214,7 @@ impl Peers {
             self.in_order(digest, &holders, writer, transfer).await?
         };
         let size = writer.written();
-        let committed = tokio::task::spawn_blocking(move || writer.commit()).await.map_err(|e| e.to_string())?;
-        match committed {
+        match commit(writer).await? {
             Ok(_) => tracing::info!(%digest, size, peers = holders.len().min(MAX_PEERS), "fetched blob from peers"),
             Err(e) if holders.len() > 1 => {
                 // Some holder sent wrong bytes, and pieces do not say which.
@@ -236,16 +231,21 @@ impl Peers {
         Ok(())
     }
 
+    /// A fresh store writer for `digest`, expecting the size the transfer
+    /// knows, if any.
+    async fn writer(&self, digest: Digest, transfer: &Transfer) -> Result<sealpod_store::Writer, String> {
+        let (store, size_hint) = (self.store.clone(), transfer.progress.borrow().size);
+        tokio::task::spawn_blocking(move || store.writer_expecting(digest, size_hint))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// The whole blob from each holder in turn, each into a fresh writer,
     /// until one matches; names the holders whose content did not.
     async fn one_by_one(&self, digest: Digest, holders: &[PeerId], transfer: &Transfer) -> Result<(), String> {
         for &peer in holders {
-            let store = self.store.clone();
-            let size_hint = transfer.progress.borrow().size;
-            let writer = tokio::task::spawn_blocking(move || store.writer_expecting(digest, size_hint))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let writer = self.writer(digest, transfer).await?;
             let writer = match self.in_order(digest, &[peer], writer, transfer).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -253,7 +253,7 @@ impl Peers {
                     continue;
                 }
             };
-            match tokio::task::spawn_blocking(move || writer.commit()).await.map_err(|e| e.to_string())? {
+            match commit(writer).await? {
                 Ok(_) => {
                     tracing::info!(%digest, %peer, "fetched blob from one holder after a mismatch");
                     return Ok(());
@@ -474,6 +474,12 @@ impl Peers {
             true
         })
     }
+}
+
+/// Verifies and stores what `writer` holds, on a blocking thread. The outer
+/// error is the thread's; the inner one is the store's verdict.
+async fn commit(writer: sealpod_store::Writer) -> Result<Result<Digest, sealpod_store::StoreError>, String> {
+    tokio::task::spawn_blocking(move || writer.commit()).await.map_err(|e| e.to_string())
 }
 
 /// What a piece worker reports.
