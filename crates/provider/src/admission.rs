@@ -19,6 +19,8 @@ pub struct Admitted {
     pub listeners: Vec<TcpListener>,
     /// Each container's image manifest bytes, in container order.
     pub image_manifests: Vec<Vec<u8>>,
+    /// Secret volumes' bytes, for the shim's pipe only.
+    pub secrets: Vec<sealpod_runtime::Secret>,
 }
 
 fn invalid(field: String, message: impl Into<String>) -> Error {
@@ -43,14 +45,36 @@ pub fn admit(
     }
     let mut names = std::collections::HashSet::new();
     let mut volumes = Vec::new();
+    let mut secrets = Vec::new();
+    let mut secret_bytes = 0usize;
     for (i, v) in pod.volumes.iter().enumerate() {
         let field = format!("pod.volumes[{i}]");
         check_name(&v.name, &field)?;
         let kind = match &v.kind {
             Some(volume::Kind::EmptyDir(e)) if e.memory => VolumeKind::Memory { size_bytes: e.size_limit_bytes },
             Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => VolumeKind::EmptyDir,
-            Some(volume::Kind::Secret(_)) => {
-                return Err(invalid(field, "secret volumes are not supported by this provider yet"))
+            Some(volume::Kind::Secret(s)) => {
+                let file_name = if s.file_name.is_empty() { v.name.clone() } else { s.file_name.clone() };
+                let plain = !file_name.is_empty()
+                    && file_name.len() <= 255
+                    && file_name != "."
+                    && file_name != ".."
+                    && !file_name.contains(['/', '\0']);
+                if !plain {
+                    return Err(invalid(format!("{field}.secret.file_name"), "must be a plain file name"));
+                }
+                secret_bytes = secret_bytes.saturating_add(s.contents.len());
+                if secret_bytes > sealpod_runtime::secrets::MAX_SECRET_BYTES {
+                    return Err(invalid(
+                        format!("{field}.secret"),
+                        format!("secrets of one pod may hold {} bytes at most", sealpod_runtime::secrets::MAX_SECRET_BYTES),
+                    ));
+                }
+                secrets.push(sealpod_runtime::Secret {
+                    volume: v.name.clone(),
+                    contents: zeroize::Zeroizing::new(s.contents.clone()),
+                });
+                VolumeKind::Secret { file_name }
             }
             None => return Err(invalid(field, "volume has no kind (emptyDir, persistent or secret)")),
         };
@@ -183,6 +207,7 @@ pub fn admit(
         spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards, egress },
         listeners,
         image_manifests,
+        secrets,
     })
 }
 

@@ -7,8 +7,13 @@
 //! remembers the pod and its owner so that a restarted provider re-attaches
 //! every running pod.
 //!
-//! Not here yet: TEE attestation (answered with a clear "unavailable"), payload
-//! manifests, payment channels, content-addressed images.
+//! Attestation (`/apocryph/attest/0.0.1`) is answered by the configured
+//! [`sealpod_attest::tsm::Attestor`]: configfs-tsm evidence in a TDX or SNP
+//! guest, the insecure dev statement, or "unavailable". Secret volumes'
+//! bytes pass through this process only in memory, on their way to the
+//! pod's shim.
+//!
+//! Not here yet: payment channels.
 
 pub mod admission;
 pub mod images;
@@ -57,6 +62,13 @@ pub struct ProviderConfig {
     pub ready_file: Option<PathBuf>,
     /// Keystore, whitelist and outbound rules for payload manifests.
     pub trust_dir: PathBuf,
+    /// The attestor: `auto`, `tdx`, `snp`, `insecure-dev` or `none`.
+    pub attestor: String,
+    /// The configfs-tsm report directory.
+    pub tsm_root: PathBuf,
+    /// What is shipped with the evidence: DCAP collateral JSON (TDX) or the
+    /// VCEK chain (SNP hosts that leave `auxblob` empty).
+    pub attestor_collateral: Option<PathBuf>,
 }
 
 /// Resources the provider offers in total.
@@ -97,6 +109,8 @@ pub struct Provider {
     trust: Mutex<TrustSettings>,
     /// The node's own sockets, which no pod may reach.
     own_sockets: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
+    /// The attestor and the node's public key (protobuf), set once the node key is loaded.
+    attestor: std::sync::OnceLock<(sealpod_attest::tsm::Attestor, Vec<u8>)>,
 }
 
 /// What the provider's node is reachable at.
@@ -125,6 +139,7 @@ impl Provider {
             admitting: Mutex::new(()),
             trust: Mutex::new(trust),
             own_sockets: std::sync::OnceLock::new(),
+            attestor: std::sync::OnceLock::new(),
         };
         provider.reattach()?;
         Ok(provider)
@@ -162,6 +177,21 @@ impl Provider {
     /// Serves requests until the process is told to stop. Pods keep running.
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
         let keypair = sealpod_net::load_or_create_keypair(&self.config.state_dir.join("node.key"))?;
+        let attestor = sealpod_attest::tsm::Attestor::configure(
+            &self.config.attestor,
+            &self.config.tsm_root,
+            self.config.attestor_collateral.as_deref(),
+            &keypair,
+        )
+        .map_err(|e| anyhow::anyhow!("--attestor {}: {e}", self.config.attestor))?;
+        match attestor.kind() {
+            Some(sealpod_attest::Kind::InsecureDev) => tracing::warn!(
+                "attestor: INSECURE DEV (a node-key signature, no TEE); publishers accept it only with --allow-insecure-dev"
+            ),
+            Some(kind) => tracing::info!(%kind, "attestor: {attestor:?}"),
+            None => tracing::info!("attestor: none; attestation requests are answered unavailable"),
+        }
+        let _ = self.attestor.set((attestor, keypair.public().encode_protobuf()));
         let mut node_config = NodeConfig::client(keypair);
         node_config.listen = self.config.listen.clone();
         node_config.bootstrap = self.config.bootstrap.clone();
@@ -204,12 +234,15 @@ impl Provider {
 
     fn handle(&self, request: InboundRequest) {
         match request {
-            InboundRequest::Attest { peer, responder, .. } => {
-                tracing::debug!(%peer, "attest request");
-                responder.respond(AttestResponse {
-                    error: Some(Error::new(ErrorCode::Unavailable, "this provider has no TEE attestor configured")),
-                    evidence: None,
-                });
+            InboundRequest::Attest { peer, request, responder } => {
+                let response = match self.attest(&request) {
+                    Ok(evidence) => AttestResponse { error: None, evidence: Some(evidence) },
+                    Err(error) => {
+                        tracing::info!(%peer, %error, "attestation not given");
+                        AttestResponse { error: Some(error), evidence: None }
+                    }
+                };
+                responder.respond(response);
             }
             InboundRequest::Capacity { request, responder, .. } => responder.respond(self.capacity(&request)),
             InboundRequest::Provision { peer, request, responder } => {
@@ -236,6 +269,30 @@ impl Provider {
         }
     }
 
+    /// Evidence binding this node's key to the publisher's nonce.
+    fn attest(&self, request: &sealpod_proto::AttestRequest) -> Result<sealpod_proto::Evidence, Error> {
+        use sealpod_attest::tsm::Attestor;
+        let Some((attestor, public_key)) = self.attestor.get() else {
+            return Err(Error::new(ErrorCode::Unavailable, "the provider is still starting"));
+        };
+        if matches!(attestor, Attestor::None) {
+            return Err(Error::new(ErrorCode::Unavailable, "this provider has no TEE attestor configured"));
+        }
+        if request.nonce.len() != sealpod_attest::NONCE_LEN {
+            return Err(Error {
+                code: ErrorCode::InvalidRequest as i32,
+                message: format!("the nonce must be {} bytes, not {}", sealpod_attest::NONCE_LEN, request.nonce.len()),
+                field: "nonce".into(),
+            });
+        }
+        let report_data = sealpod_attest::report_data(public_key, &request.nonce);
+        let evidence = attestor.evidence(&report_data).map_err(|e| {
+            tracing::error!(error = %e, "producing attestation evidence failed");
+            Error::new(ErrorCode::Internal, format!("producing evidence failed: {e}"))
+        })?;
+        Ok(evidence.to_proto())
+    }
+
     fn reserved(&self) -> (u64, u64) {
         self.store.all().unwrap_or_default().iter().fold((0, 0), |(c, m), r| (c + r.cpu_millicores, m + r.memory_bytes))
     }
@@ -259,8 +316,8 @@ impl Provider {
         CapacityResponse { error: None, available, free: Some(free), offer: None }
     }
 
-    fn provision(&self, peer: PeerId, request: ProvisionPodRequest) -> Result<PodStatus, Error> {
-        let pod = request.pod.ok_or_else(|| Error {
+    fn provision(&self, peer: PeerId, mut request: ProvisionPodRequest) -> Result<PodStatus, Error> {
+        let mut pod = request.pod.take().ok_or_else(|| Error {
             code: ErrorCode::InvalidRequest as i32,
             message: "the request carries no pod".into(),
             field: "pod".into(),
@@ -287,7 +344,14 @@ impl Provider {
                 ),
             ));
         }
-        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress)?;
+        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress);
+        // The admitted copy is the only one left; the request's goes now.
+        for v in &mut pod.volumes {
+            if let Some(sealpod_proto::volume::Kind::Secret(s)) = &mut v.kind {
+                zeroize::Zeroize::zeroize(&mut s.contents);
+            }
+        }
+        let admitted = admitted?;
         if let Some(v) = &verified {
             // The manifest speaks for the image it names, and for no other.
             for (i, c) in admitted.spec.containers.iter().enumerate() {
@@ -322,7 +386,7 @@ impl Provider {
         // that re-attachment resolves, never a pod nobody knows of.
         self.store.put(&record).map_err(internal)?;
         self.update_deny_file();
-        match self.runtime.create(&admitted.spec, admitted.listeners) {
+        match self.runtime.create(&admitted.spec, admitted.listeners, admitted.secrets) {
             Ok(state) => {
                 tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
                 Ok(status(&record, &state))

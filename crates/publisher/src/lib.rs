@@ -4,8 +4,15 @@
 //! deploys belong to that identity) and a local record of which provider runs
 //! which of its pods, so that `status`, `logs` and `delete` need only a pod id.
 //!
+//! Before anything secret leaves this machine, the provider is attested on
+//! the same libp2p connection the secret then travels on: a fresh nonce, the
+//! provider's evidence bound to its peer key and that nonce, verified against
+//! the publisher's policy ([`AttestOptions`]). A pod that carries a secret
+//! volume is never sent to a provider whose evidence failed.
+//!
 //! It leaves parsing manifests to `sealpod-manifest` (it takes the wire
-//! [`Pod`]), transport to `sealpod-net`, and presentation to the CLI.
+//! [`Pod`]), transport to `sealpod-net`, verification to `sealpod-attest`,
+//! and presentation to the CLI.
 
 // A provider's error travels whole to the CLI once per command; boxing it
 // would buy nothing.
@@ -57,6 +64,49 @@ pub enum PublisherError {
     /// A provider address without its peer id.
     #[error("provider address {0} must end in /p2p/<peer id>")]
     AddressWithoutPeer(Multiaddr),
+    /// The provider's attestation failed: nothing secret was sent.
+    #[error("attestation of provider {peer} failed, nothing secret was sent: {error}")]
+    Attestation {
+        /// The provider.
+        peer: PeerId,
+        /// The failed check.
+        error: sealpod_attest::AttestError,
+    },
+    /// The provider could not attest at all.
+    #[error("provider {peer} cannot attest, nothing secret was sent: {message}")]
+    NoAttestation {
+        /// The provider.
+        peer: PeerId,
+        /// What it said.
+        message: String,
+    },
+}
+
+/// When and how to attest a provider.
+#[derive(Debug, Clone, Default)]
+pub struct AttestOptions {
+    /// The publisher's policy.
+    pub policy: sealpod_attest::Policy,
+    /// Accept the insecure dev kind (a node-key signature, no TEE).
+    pub allow_insecure_dev: bool,
+    /// Attest even when the pod carries no secret.
+    pub require: bool,
+}
+
+/// A verified attestation and what it was bound to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attested {
+    /// The provider.
+    pub provider: String,
+    /// The nonce this publisher sent, hex.
+    pub nonce: String,
+    /// What the evidence says.
+    pub claims: sealpod_attest::Claims,
+}
+
+/// Whether a wire pod carries anything secret.
+pub fn carries_secrets(pod: &Pod) -> bool {
+    pod.volumes.iter().any(|v| matches!(v.kind, Some(sealpod_proto::volume::Kind::Secret(_))))
 }
 
 /// Where a deployed pod runs.
@@ -104,15 +154,47 @@ impl Publisher {
         self.node.peer_id()
     }
 
+    /// Asks `peer` for evidence bound to `nonce`, unverified.
+    pub async fn evidence(&self, peer: PeerId, nonce: &[u8]) -> Result<sealpod_attest::Evidence, PublisherError> {
+        let response = self.node.attest(peer, sealpod_proto::AttestRequest { nonce: nonce.to_vec() }).await?;
+        if let Some(error) = response.error {
+            return Err(PublisherError::NoAttestation { peer, message: error.message });
+        }
+        let evidence = response.evidence.ok_or(PublisherError::Incomplete(peer))?;
+        sealpod_attest::Evidence::from_proto(&evidence).map_err(|error| PublisherError::Attestation { peer, error })
+    }
+
+    /// Attests a connected provider with a fresh nonce and verifies its
+    /// evidence against `options`.
+    pub async fn attest_peer(&self, peer: PeerId, options: &AttestOptions) -> Result<Attested, PublisherError> {
+        let nonce: [u8; sealpod_attest::NONCE_LEN] = rand::random();
+        let evidence = self.evidence(peer, &nonce).await?;
+        let claims = verify_for(peer, &nonce, &evidence, options, std::time::SystemTime::now())
+            .map_err(|error| PublisherError::Attestation { peer, error })?;
+        Ok(Attested { provider: peer.to_string(), nonce: hex::encode(nonce), claims })
+    }
+
+    /// Dials a provider and attests it.
+    pub async fn attest(&self, addr: &Multiaddr, options: &AttestOptions) -> Result<Attested, PublisherError> {
+        let (_, Some(_)) = sealpod_net::split_peer_id(addr) else {
+            return Err(PublisherError::AddressWithoutPeer(addr.clone()));
+        };
+        let peer = self.node.dial(addr).await?;
+        self.attest_peer(peer, options).await
+    }
+
     /// Deploys `pod` and records where it runs.
     /// With a signed payload manifest, the provider holds the pod to it.
+    /// A pod with a secret volume (or `attest.require`) goes only to a
+    /// provider that passed attestation on this connection just before.
     pub async fn deploy(
         &self,
         pod: Pod,
         name: &str,
         target: Target,
         payload_manifest: Option<sealpod_proto::PayloadManifest>,
-    ) -> Result<(PodRef, PodStatus), PublisherError> {
+        attest: &AttestOptions,
+    ) -> Result<(PodRef, PodStatus, Option<Attested>), PublisherError> {
         let (peer, addrs) = match target {
             Target::Address(addr) => {
                 let (_, Some(_)) = sealpod_net::split_peer_id(&addr) else {
@@ -126,6 +208,11 @@ impl Publisher {
                 let addrs = self.node.peer_addr(peer).await.map(|a| format!("{a}/p2p/{peer}")).into_iter().collect();
                 (peer, addrs)
             }
+        };
+        let attested = if attest.require || carries_secrets(&pod) {
+            Some(self.attest_peer(peer, attest).await?)
+        } else {
+            None
         };
         let request = ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest, name: name.to_owned() };
         let response = self.node.provision(peer, request).await?;
@@ -142,7 +229,7 @@ impl Publisher {
         let mut records = self.records()?;
         records.insert(pod_ref.pod_id.clone(), pod_ref.clone());
         self.save_records(&records)?;
-        Ok((pod_ref, status))
+        Ok((pod_ref, status, attested))
     }
 
     /// Finds a provider with room for `pod`.
@@ -308,4 +395,34 @@ impl Publisher {
         std::fs::write(&tmp, serde_json::to_vec_pretty(records).expect("records serialize")).map_err(state)?;
         std::fs::rename(&tmp, &path).map_err(state)
     }
+}
+
+/// Verifies `evidence` as the answer of `peer` to `nonce`: the binding to the
+/// peer's public key (recovered from its Ed25519 peer id) and the nonce, the
+/// vendor roots, and the policy.
+pub fn verify_for(
+    peer: PeerId,
+    nonce: &[u8],
+    evidence: &sealpod_attest::Evidence,
+    options: &AttestOptions,
+    now: std::time::SystemTime,
+) -> Result<sealpod_attest::Claims, sealpod_attest::AttestError> {
+    let key = provider_public_key(&peer).ok_or_else(|| sealpod_attest::AttestError::Malformed {
+        what: "provider peer id",
+        reason: "does not embed its public key (only Ed25519 peer ids do)".into(),
+    })?;
+    let report_data = sealpod_attest::report_data(&key, nonce);
+    let expect = sealpod_attest::Expectation {
+        report_data: Some(&report_data),
+        provider_public_key: Some(&key),
+        now,
+        allow_insecure_dev: options.allow_insecure_dev,
+    };
+    sealpod_attest::verify(evidence, &expect, &options.policy, &sealpod_attest::Roots::pinned())
+}
+
+/// The protobuf public key inside an identity-hashed (Ed25519) peer id.
+pub fn provider_public_key(peer: &PeerId) -> Option<Vec<u8>> {
+    let mh = peer.as_ref();
+    (mh.code() == 0).then(|| mh.digest().to_vec())
 }

@@ -22,11 +22,13 @@ pub mod logs;
 pub mod netns;
 mod pod;
 pub mod shim;
+pub mod secrets;
 pub mod spec;
 pub mod status;
 
 pub use egress::{AllowedUrl, EgressPolicy};
 pub use pod::Runtime;
+pub use secrets::Secret;
 pub use spec::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
 pub use status::{ContainerState, DenialRecord, Phase, PodState, RunState};
 

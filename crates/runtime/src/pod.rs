@@ -36,7 +36,13 @@ impl Runtime {
     /// Starts a shim for `spec`, handing it `listeners` (one per entry of
     /// `spec.ports`), and waits until every container was started once, or
     /// something failed. Returns the pod's state at that point.
-    pub fn create(&self, spec: &PodSpec, listeners: Vec<std::net::TcpListener>) -> Result<PodState, RuntimeError> {
+    /// Secret volumes' bytes go to the shim through its standard input.
+    pub fn create(
+        &self,
+        spec: &PodSpec,
+        listeners: Vec<std::net::TcpListener>,
+        secrets: Vec<crate::Secret>,
+    ) -> Result<PodState, RuntimeError> {
         assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
         let dir = self.pod_dir(&spec.pod_id);
         std::fs::create_dir_all(&dir)?;
@@ -55,7 +61,7 @@ impl Runtime {
             .collect::<Result<_, _>>()?;
         let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
         let mut cmd = Command::new(&self.shim_exe);
-        cmd.arg("shim").arg("--pod-dir").arg(&dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.arg("shim").arg("--pod-dir").arg(&dir).stdin(Stdio::piped()).stdout(log.try_clone()?).stderr(log);
         // SAFETY: only async-signal-safe calls (setsid, dup2) run between fork
         // and exec.
         unsafe {
@@ -69,9 +75,16 @@ impl Runtime {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         drop(high);
         drop(listeners);
+        if let Some(stdin) = child.stdin.take() {
+            // The shim reads this first; a shim that died early is reported below.
+            if let Err(e) = crate::secrets::send(stdin, &secrets) {
+                tracing::warn!(pod = %spec.pod_id, error = %e, "could not hand secrets to the shim");
+            }
+        }
+        drop(secrets);
         // Reaped by a thread of its own so an exited shim never lingers as a
         // zombie of a long-running provider. If the provider goes first, the
         // shim is re-parented to init, which reaps it.

@@ -43,6 +43,8 @@ const MAX_FORWARDED_CONNECTIONS: usize = 1024;
 /// the binary to re-exec for `start-container`.
 pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     let spec: PodSpec = serde_json::from_slice(&fs::read(pod_dir.join("spec.json"))?)?;
+    // Secret volumes' bytes come on standard input, never from a file.
+    let secrets = crate::secrets::receive(std::io::stdin().lock())?;
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
     // Take ownership of the inherited listeners before anything else opens fds.
     let listeners: Vec<std::net::TcpListener> = (0..spec.ports.len())
@@ -75,7 +77,9 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     };
     state.save(pod_dir)?;
 
-    let netns = match prepare(pod_dir, &spec) {
+    let prepared = prepare(pod_dir, &spec, &secrets);
+    drop(secrets);
+    let netns = match prepared {
         Ok(ns) => ns,
         Err(e) => {
             state.phase = Phase::Failed;
@@ -99,11 +103,23 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
 }
 
 /// Creates the network namespace, volumes and container root filesystems.
-fn prepare(pod_dir: &Path, spec: &PodSpec) -> Result<NetNs, RuntimeError> {
+fn prepare(pod_dir: &Path, spec: &PodSpec, secrets: &[crate::secrets::Secret]) -> Result<NetNs, RuntimeError> {
     let netns = NetNs::create()?;
     fs::write(pod_dir.join("hosts"), format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n", spec.pod_id))?;
     fs::write(pod_dir.join("hostname"), format!("{}\n", spec.pod_id))?;
+    let secret_volumes: Vec<(String, String)> = spec
+        .volumes
+        .iter()
+        .filter_map(|v| match &v.kind {
+            VolumeKind::Secret { file_name } => Some((v.name.clone(), file_name.clone())),
+            _ => None,
+        })
+        .collect();
+    crate::secrets::mount_pod_secrets(&spec.pod_id, &secret_volumes, secrets)?;
     for v in &spec.volumes {
+        if matches!(v.kind, VolumeKind::Secret { .. }) {
+            continue;
+        }
         let path = volume_path(pod_dir, &v.name);
         fs::create_dir_all(&path)?;
         if let VolumeKind::Memory { size_bytes } = v.kind {
@@ -646,6 +662,7 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
         unmount_all(&rootfs, &mut problems);
     }
     unmount_all(&pod_dir.join("volumes"), &mut problems);
+    crate::secrets::unmount_pod_secrets(&spec.pod_id, &mut problems);
     remove_pod_cgroups(&spec.pod_id, &mut problems);
     if problems.is_empty() {
         Ok(())

@@ -96,6 +96,12 @@ pub enum VolumeKind {
         /// Size limit.
         size_bytes: u64,
     },
+    /// One read-only file on the pod's secret tmpfs; its bytes reach the
+    /// shim through a pipe and never this spec.
+    Secret {
+        /// The file's name inside the volume.
+        file_name: String,
+    },
 }
 
 /// A volume mounted into a container.
@@ -188,7 +194,17 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
         json!({"destination": "/etc/hostname", "type": "bind", "source": pod_dir.join("hostname"), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
     ];
     for m in &c.mounts {
-        if !pod.volumes.iter().any(|v| v.name == m.volume) {
+        let Some(volume) = pod.volumes.iter().find(|v| v.name == m.volume) else {
+            continue;
+        };
+        if let VolumeKind::Secret { file_name } = &volume.kind {
+            // The mount path names the file itself, read-only whatever was asked.
+            mounts.push(json!({
+                "destination": m.path,
+                "type": "bind",
+                "source": crate::secrets::secret_file(&pod.pod_id, &m.volume, file_name),
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
+            }));
             continue;
         }
         let mut options = vec!["rbind", "nosuid", "nodev"];

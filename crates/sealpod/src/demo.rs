@@ -96,6 +96,8 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let log = std::fs::File::create(dir.join("provider.log"))?;
     let child = Command::new(&exe)
         .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
+        // No TEE on a demo machine: the dev attestor signs with the node key.
+        .args(["--attestor", "insecure-dev"])
         .arg("--state-dir")
         .arg(dir.join("provider"))
         .arg("--image-root")
@@ -119,7 +121,10 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let addr = info.addresses.first().context("provider reported no address")?.clone();
     say(&format!("   provider {addr}"));
 
-    say("3. deploying a two-container pod over /apocryph/provision-pod/0.0.1 …");
+    say("3. deploying a two-container pod with a secret volume: the provider is attested first …");
+    let secret: [u8; 16] = rand::random();
+    let secret = format!("demo-token-{}\n", hex::encode(secret));
+    std::fs::write(dir.join("greeting.secret"), &secret)?;
     let manifest = dir.join("demo-pod.yaml");
     let image_ref = format!("oci:{}:demo", image_dir.display());
     std::fs::write(
@@ -133,10 +138,15 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
       - port: 0
         targetPort: 8080
     resources: {{cpu: 250m, memory: 64Mi}}
+    volumeMounts:
+      - {{name: greeting, mountPath: /run/secrets/greeting}}
   - name: client
     image: {image_ref}
     args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "500"]
     resources: {{cpu: 100m, memory: 32Mi}}
+volumes:
+  - name: greeting
+    secret: {{file: greeting.secret}}
 "#
         ),
     )?;
@@ -145,15 +155,34 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let result = rt.block_on(async {
         let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
         let t0 = Instant::now();
-        let (pod_ref, status) = publisher.deploy(pod, "demo", Target::Address(addr.parse()?), None).await?;
+        // The demo opts in to the dev attestor, and says so: on a real
+        // provider the policy would demand TDX or SNP evidence.
+        let options = sealpod_publisher::AttestOptions { allow_insecure_dev: true, ..Default::default() };
+        let (pod_ref, status, attested) =
+            publisher.deploy(pod, "demo", Target::Address(addr.parse()?), None, &options).await?;
         let deploy_time = t0.elapsed();
+        let attested = attested.context("a pod with a secret must have been attested")?;
         if !json {
+            println!("   attested provider {}: kind {}", attested.provider, attested.claims.kind);
+            println!("   ACCEPTED ONLY BECAUSE THE DEMO PASSES --allow-insecure-dev: this machine has no TEE,");
+            println!("   so the evidence is a signature by the provider's node key, bound to a fresh nonce;");
+            println!("   the secret went over that same connection, and the provider kept it off its disk");
             print!("{}", crate::output::status_text(&status));
             println!("   deployed in {:.0} ms", deploy_time.as_secs_f64() * 1000.0);
         }
-        let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await;
+        let checked = async {
+            let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await?;
+            say("6. the web container reads its secret volume (a read-only tmpfs file):");
+            let read_back = read_secret(&publisher, &pod_ref.pod_id).await?;
+            if read_back != secret {
+                bail!("the secret read in the pod differs from the one sent");
+            }
+            say(&format!("   /run/secrets/greeting: {} bytes, identical to what the publisher sent", read_back.len()));
+            Ok(checked)
+        }
+        .await;
         if checked.is_err() || !args.keep {
-            say("6. deleting the pod …");
+            say("7. deleting the pod …");
             publisher.delete(&pod_ref.pod_id).await?;
             say("   deleted: no process, mount, network namespace or cgroup left");
         }
@@ -172,6 +201,7 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
             "page": page,
             "deploy_ms": deploy_time.as_secs_f64() * 1000.0,
             "client_log": client_log,
+            "attestation": attested,
         }))
     });
     if args.keep {
@@ -252,4 +282,25 @@ async fn check_pod(
         bail!("the client container never reached the server; its log: {client_log}");
     }
     Ok((url, page, client_log))
+}
+
+/// Reads the demo's secret inside the web container through exec.
+async fn read_secret(publisher: &Publisher, pod_id: &str) -> Result<String> {
+    let argv = ["/app/sealpod", "sample", "cat", "/run/secrets/greeting"].map(String::from).to_vec();
+    let exec_id = publisher.exec(pod_id, "web", argv).await?;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for _ in 0..200 {
+        let chunk = publisher.exec_output(pod_id, &exec_id, offset).await?;
+        out.extend_from_slice(&chunk.data);
+        offset = chunk.next_offset;
+        if chunk.finished {
+            if chunk.exit_code != 0 {
+                bail!("reading the secret in the pod failed ({}): {}", chunk.exit_code, String::from_utf8_lossy(&out));
+            }
+            return Ok(String::from_utf8_lossy(&out).into_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("reading the secret in the pod did not finish")
 }

@@ -2,6 +2,7 @@
 //! library crates; see docs/architecture.md.
 
 mod artifacts;
+mod attest;
 mod demo;
 mod output;
 mod sample;
@@ -60,7 +61,12 @@ enum Command {
         discovery: Discovery,
         #[command(flatten)]
         payload: trust::PayloadArgs,
+        #[command(flatten)]
+        attestation: attest::DeployAttestArgs,
     },
+    /// Attest a provider (a TEE quote bound to its peer key and a fresh
+    /// nonce), or verify evidence files offline (`attest verify`).
+    Attest(attest::AttestCommand),
     /// Manage the provider's trusted certificates (for payload manifests).
     Keystore {
         #[command(subcommand)]
@@ -214,6 +220,18 @@ struct ProviderArgs {
     /// Keystore, whitelist and rules for payload manifests (default: STATE_DIR/trust).
     #[arg(long)]
     trust_dir: Option<PathBuf>,
+    /// How to answer attestation requests: auto (configfs-tsm when present,
+    /// else none), tdx, snp, insecure-dev (node-key signature, no TEE) or none.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tdx", "snp", "insecure-dev", "none"])]
+    attestor: String,
+    /// The configfs-tsm report directory.
+    #[arg(long, default_value = sealpod_attest::tsm::DEFAULT_TSM_ROOT)]
+    tsm_root: PathBuf,
+    /// Shipped with every quote so publishers verify offline: DCAP collateral
+    /// JSON (TDX, from the operator's PCCS cache), or the VCEK chain (SNP,
+    /// when the host leaves auxblob empty).
+    #[arg(long, value_name = "FILE")]
+    attestor_collateral: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -373,7 +391,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rule { command } => trust::rule(command, json),
         Command::Manifest { command: ManifestCommand::Sign(args) } => trust::sign(args, json),
         Command::Manifest { command: ManifestCommand::Verify { payload, dir } } => trust::verify(payload, dir, json),
-        Command::Deploy { manifest, name, discovery, payload } => runtime()?.block_on(async {
+        Command::Attest(cmd) => attest::run(cmd, &home, json),
+        Command::Deploy { manifest, name, discovery, payload, attestation } => runtime()?.block_on(async {
+            let options = attestation.attest.options(&home, attestation.require_attestation)?;
             let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
             let payload_manifest = payload.load()?;
             let name = name.unwrap_or_else(|| {
@@ -384,8 +404,14 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?),
                 None => Target::Discover,
             };
-            let (pod_ref, status) = publisher.deploy(pod, &name, target, payload_manifest).await?;
-            output::print_deployed(&pod_ref, &status, json)
+            let (pod_ref, status, attested) = publisher.deploy(pod, &name, target, payload_manifest, &options).await?;
+            if let Some(a) = &attested {
+                attest::warn_if_insecure(&a.claims);
+                if !json {
+                    println!("provider {} attested ({}) before anything secret was sent", a.provider, a.claims.kind);
+                }
+            }
+            output::print_deployed(&pod_ref, &status, attested.as_ref(), json)
         }),
         Command::Pods { status } => runtime()?.block_on(async {
             let publisher =
@@ -524,6 +550,9 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         shim_exe: std::env::current_exe()?,
         capacity,
         ready_file: args.ready_file,
+        attestor: args.attestor,
+        tsm_root: args.tsm_root,
+        attestor_collateral: args.attestor_collateral,
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

@@ -39,9 +39,14 @@ pub fn status_text(s: &PodStatus) -> String {
 }
 
 /// Prints the result of a deployment.
-pub fn print_deployed(pod_ref: &PodRef, status: &PodStatus, json: bool) -> Result<()> {
+pub fn print_deployed(
+    pod_ref: &PodRef,
+    status: &PodStatus,
+    attested: Option<&sealpod_publisher::Attested>,
+    json: bool,
+) -> Result<()> {
     if json {
-        let v = serde_json::json!({"pod": pod_ref, "status": status});
+        let v = serde_json::json!({"pod": pod_ref, "status": status, "attestation": attested});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("deployed to provider {}", pod_ref.provider);

@@ -4,7 +4,8 @@
 //! `serve --port P --text T` answers every request with T and the number of
 //! requests served; `fetch --url http://127.0.0.1:P/ [--interval-ms N]` fetches
 //! a page every N ms and prints the body; `exit --code N` exits with N after
-//! printing a line (for restart tests).
+//! printing a line (for restart tests); `cat FILE` prints a file (for
+//! secret-volume checks through exec).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -45,13 +46,27 @@ pub fn main(args: &[String]) -> i32 {
             // The exit code tells whether the last fetch worked.
             code
         }
+        Some("cat") => match args.get(1).map(std::fs::read) {
+            Some(Ok(bytes)) => {
+                let _ = std::io::stdout().write_all(&bytes);
+                0
+            }
+            Some(Err(e)) => {
+                eprintln!("cat: {e}");
+                1
+            }
+            None => {
+                eprintln!("usage: cat FILE");
+                2
+            }
+        },
         Some("exit") => {
             let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
             println!("exiting with {code}");
             code
         }
         _ => {
-            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N");
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE");
             2
         }
     }
