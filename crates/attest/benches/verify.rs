@@ -20,7 +20,12 @@ fn bench(c: &mut Criterion) {
     let public = key.public().encode_protobuf();
     let data = report_data(&public, &[1; 32]);
     let dev = sealpod_attest::dev::attest(&key, &data).unwrap();
-    let expect = Expectation { report_data: Some(&data), provider_public_key: Some(&public), now: SystemTime::now(), allow_insecure_dev: true };
+    let expect = Expectation {
+        report_data: Some(&data),
+        provider_public_key: Some(&public),
+        now: SystemTime::now(),
+        allow_insecure_dev: true,
+    };
     c.bench_function("verify insecure-dev statement", |b| b.iter(|| verify(&dev, &expect, &policy, &roots).unwrap()));
 
     let Some(v) = std::env::var_os("SEALPOD_TEST_VECTORS").map(std::path::PathBuf::from) else {
@@ -46,7 +51,9 @@ fn bench(c: &mut Criterion) {
     };
     // 2026-01-01, inside the VCEK's validity.
     let snp_expect = offline(at(1_767_225_600));
-    c.bench_function("verify SNP report + VCEK (Milan)", |b| b.iter(|| verify(&snp, &snp_expect, &policy, &roots).unwrap()));
+    c.bench_function("verify SNP report + VCEK (Milan)", |b| {
+        b.iter(|| verify(&snp, &snp_expect, &policy, &roots).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -26,7 +26,8 @@ pub struct DevClaims {
 pub fn attest(key: &Keypair, report_data: &[u8; 64]) -> Result<Evidence, AttestError> {
     let mut report = MAGIC.to_vec();
     report.extend_from_slice(report_data);
-    let signature = key.sign(&report).map_err(|e| AttestError::Source { path: "node key".into(), reason: e.to_string() })?;
+    let signature =
+        key.sign(&report).map_err(|e| AttestError::Source { path: "node key".into(), reason: e.to_string() })?;
     Ok(Evidence { kind: Kind::InsecureDev, report, collateral: vec![signature] })
 }
 

@@ -25,8 +25,8 @@
 //! the report signature over the raw bytes, VCEK extension checks, certificate
 //! validity, and every policy rule.
 
-mod error;
 pub mod dev;
+mod error;
 pub mod policy;
 pub mod snp;
 pub mod tdx;

@@ -247,7 +247,8 @@ impl Policy {
             ("sgx.accepted_tcb_status", &self.sgx.dcap.accepted_tcb_status),
         ] {
             for s in statuses {
-                let parsed: Result<dcap_qvl::TcbStatus, _> = serde_json::from_value(serde_json::Value::String(s.clone()));
+                let parsed: Result<dcap_qvl::TcbStatus, _> =
+                    serde_json::from_value(serde_json::Value::String(s.clone()));
                 match parsed {
                     Ok(dcap_qvl::TcbStatus::Revoked) => {
                         return Err(format!("{rule}: Revoked can never be accepted"));
@@ -267,7 +268,12 @@ pub(crate) fn check_age(rule: &str, issued_unix: u64, now_unix: u64, max_days: u
     if age > max_days.saturating_mul(86_400) {
         return Err(AttestError::policy(
             rule,
-            format!("issued {} ({} days before {})", crate::rfc3339(issued_unix), age / 86_400, crate::rfc3339(now_unix)),
+            format!(
+                "issued {} ({} days before {})",
+                crate::rfc3339(issued_unix),
+                age / 86_400,
+                crate::rfc3339(now_unix)
+            ),
             format!("at most {max_days} days old"),
         ));
     }

@@ -192,7 +192,9 @@ fn verify_report_signature(raw: &[u8], vek: &x509_cert::Certificate) -> Result<(
     use p384::ecdsa::signature::Verifier;
     let sig_algo = u32::from_le_bytes([raw[0x34], raw[0x35], raw[0x36], raw[0x37]]);
     if sig_algo != 1 {
-        return Err(AttestError::Signature(format!("signature algorithm {sig_algo}, expected 1 (ECDSA P-384 with SHA-384)")));
+        return Err(AttestError::Signature(format!(
+            "signature algorithm {sig_algo}, expected 1 (ECDSA P-384 with SHA-384)"
+        )));
     }
     let sig = &raw[SIGNED_LEN..];
     let (r, rest) = sig.split_at(72);
@@ -297,7 +299,10 @@ pub(crate) fn verify(evidence: &Evidence, now: SystemTime, policy: &Policy) -> R
     if root.generation == "Turin" {
         let fmc = spl(&vek, OID_FMC_SPL, "fmcSPL")?;
         if fmc != reported.fmc {
-            return Err(AttestError::Signature(format!("reported TCB fmc is {} but the VEK certifies {fmc}", reported.fmc)));
+            return Err(AttestError::Signature(format!(
+                "reported TCB fmc is {} but the VEK certifies {fmc}",
+                reported.fmc
+            )));
         }
     }
     if !is_vlek {
@@ -318,7 +323,11 @@ pub(crate) fn verify(evidence: &Evidence, now: SystemTime, policy: &Policy) -> R
         return Err(AttestError::policy("allow_debug", "a guest policy that allows debugging", "debug off"));
     }
     if report.policy.migrate_ma_allowed() && !p.allow_migrate_ma {
-        return Err(AttestError::policy("snp.allow_migrate_ma", "a guest policy that allows a migration agent", "none"));
+        return Err(AttestError::policy(
+            "snp.allow_migrate_ma",
+            "a guest policy that allows a migration agent",
+            "none",
+        ));
     }
     if report.vmpl > p.max_vmpl {
         return Err(AttestError::policy("snp.max_vmpl", report.vmpl, format!("at most {}", p.max_vmpl)));
@@ -373,7 +382,12 @@ pub(crate) fn verify(evidence: &Evidence, now: SystemTime, policy: &Policy) -> R
         committed_tcb: committed,
         guest_svn: report.guest_svn,
     };
-    Ok(Claims { kind: crate::Kind::Snp, report_data: hex::encode(report.report_data), details: Details::Snp(claims), notes })
+    Ok(Claims {
+        kind: crate::Kind::Snp,
+        report_data: hex::encode(report.report_data),
+        details: Details::Snp(claims),
+        notes,
+    })
 }
 
 /// Splits an SNP certificate table (the `auxblob` of a configfs-tsm report,

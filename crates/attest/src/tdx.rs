@@ -109,7 +109,8 @@ pub fn parse_collateral(bytes: &[u8]) -> Result<QuoteCollateralV3, AttestError> 
 fn issue_window(json: &str, what: &'static str) -> Result<(u64, u64), AttestError> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| AttestError::malformed(what, e))?;
     let date = |field: &str| -> Result<u64, AttestError> {
-        let s = v.get(field).and_then(|s| s.as_str()).ok_or_else(|| AttestError::malformed(what, format!("no {field}")))?;
+        let s =
+            v.get(field).and_then(|s| s.as_str()).ok_or_else(|| AttestError::malformed(what, format!("no {field}")))?;
         chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp().max(0) as u64)
             .map_err(|e| AttestError::malformed(what, format!("{field} {s:?}: {e}")))
@@ -117,7 +118,12 @@ fn issue_window(json: &str, what: &'static str) -> Result<(u64, u64), AttestErro
     Ok((date("issueDate")?, date("nextUpdate")?))
 }
 
-pub(crate) fn verify(evidence: &Evidence, now: SystemTime, policy: &Policy, roots: &Roots) -> Result<Claims, AttestError> {
+pub(crate) fn verify(
+    evidence: &Evidence,
+    now: SystemTime,
+    policy: &Policy,
+    roots: &Roots,
+) -> Result<Claims, AttestError> {
     let collateral_bytes = evidence
         .collateral
         .first()
@@ -242,7 +248,9 @@ pub(crate) fn check_dcap_rules(
     if verdict.tcb_status != "UpToDate" {
         notes.push(format!("TCB status {} accepted by the policy's explicit list", verdict.tcb_status));
     }
-    if let Some(a) = verdict.advisory_ids.iter().find(|a| rules.rejected_advisories.iter().any(|r| r.eq_ignore_ascii_case(a))) {
+    if let Some(a) =
+        verdict.advisory_ids.iter().find(|a| rules.rejected_advisories.iter().any(|r| r.eq_ignore_ascii_case(a)))
+    {
         return Err(AttestError::policy(
             &format!("{prefix}.rejected_advisories"),
             format!("advisory {a}"),

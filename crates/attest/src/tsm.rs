@@ -116,7 +116,10 @@ impl TsmAttestor {
     /// loads the collateral file.
     pub fn open(root: &Path, collateral: Option<&Path>) -> Result<TsmAttestor, AttestError> {
         if !root.is_dir() {
-            return Err(source(root, "no configfs-tsm report directory (is this a TDX or SNP guest with kernel 6.7+?)"));
+            return Err(source(
+                root,
+                "no configfs-tsm report directory (is this a TDX or SNP guest with kernel 6.7+?)",
+            ));
         }
         let entry = Entry::create(root)?;
         let kind = entry.kind()?;

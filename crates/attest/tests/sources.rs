@@ -91,7 +91,12 @@ fn tsm_attestor_refuses_another_tee_than_asked_and_a_missing_root() {
 }
 
 fn dev_expect<'a>(data: &'a [u8; 64], key: &'a [u8], allow: bool) -> Expectation<'a> {
-    Expectation { report_data: Some(data), provider_public_key: Some(key), now: SystemTime::now(), allow_insecure_dev: allow }
+    Expectation {
+        report_data: Some(data),
+        provider_public_key: Some(key),
+        now: SystemTime::now(),
+        allow_insecure_dev: allow,
+    }
 }
 
 #[test]
@@ -99,10 +104,8 @@ fn dev_evidence_verifies_only_with_opt_in_for_its_key_and_nonce() {
     let key = Keypair::generate_ed25519();
     let public = key.public().encode_protobuf();
     let data = report_data(&public, &[9; 32]);
-    let evidence = Attestor::configure("insecure-dev", Path::new("/nonexistent"), None, &key)
-        .unwrap()
-        .evidence(&data)
-        .unwrap();
+    let evidence =
+        Attestor::configure("insecure-dev", Path::new("/nonexistent"), None, &key).unwrap().evidence(&data).unwrap();
     let claims = verify(&evidence, &dev_expect(&data, &public, true), &Policy::default(), &Roots::pinned()).unwrap();
     assert_eq!(claims.kind, Kind::InsecureDev);
     assert!(claims.notes.iter().any(|n| n.contains("INSECURE")));
@@ -113,7 +116,8 @@ fn dev_evidence_verifies_only_with_opt_in_for_its_key_and_nonce() {
     let other_data = report_data(&other, &[9; 32]);
     assert!(verify(&evidence, &dev_expect(&other_data, &other, true), &Policy::default(), &Roots::pinned()).is_err());
     let new_nonce = report_data(&public, &[10; 32]);
-    let err = verify(&evidence, &dev_expect(&new_nonce, &public, true), &Policy::default(), &Roots::pinned()).unwrap_err();
+    let err =
+        verify(&evidence, &dev_expect(&new_nonce, &public, true), &Policy::default(), &Roots::pinned()).unwrap_err();
     assert!(matches!(err, AttestError::Binding { .. }), "{err}");
     // A flipped bit anywhere in the statement or signature: refused.
     for i in 0..evidence.report.len() {

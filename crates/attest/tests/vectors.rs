@@ -234,13 +234,17 @@ fn a_flipped_bit_anywhere_in_an_snp_report_is_refused() {
     // Every byte of the report; every bit of the signed body's first bytes
     // (version, policy, TCB) and of the signature's scalars, one rotating
     // bit elsewhere (each check costs milliseconds; the sweep stays short).
-    let all_bits = |byte: usize| byte < 0x40 || (0x2a0..0x2a0 + 48).contains(&byte) || (0x2e8..0x2e8 + 48).contains(&byte);
+    let all_bits =
+        |byte: usize| byte < 0x40 || (0x2a0..0x2a0 + 48).contains(&byte) || (0x2e8..0x2e8 + 48).contains(&byte);
     for byte in 0..ev.report.len() {
         let bits: Vec<u8> = if all_bits(byte) { (0..8).collect() } else { vec![(byte % 8) as u8] };
         for bit in bits {
             let mut bad = ev.clone();
             bad.report[byte] ^= 1 << bit;
-            assert!(check(&bad, at(SNP_NOW), &Policy::default()).is_err(), "bit {bit} of byte {byte:#x} went unnoticed");
+            assert!(
+                check(&bad, at(SNP_NOW), &Policy::default()).is_err(),
+                "bit {bit} of byte {byte:#x} went unnoticed"
+            );
         }
     }
 }
@@ -254,7 +258,10 @@ fn snp_policy_rules_name_the_rule_and_both_values() {
     let mut p = Policy::default();
     p.snp.measurement = vec!["ab".repeat(48)];
     let text = check(&ev, at(SNP_NOW), &p).unwrap_err().to_string();
-    assert!(text.contains("snp.measurement") && text.contains(&s.measurement) && text.contains(&"ab".repeat(48)), "{text}");
+    assert!(
+        text.contains("snp.measurement") && text.contains(&s.measurement) && text.contains(&"ab".repeat(48)),
+        "{text}"
+    );
     let mut p = Policy::default();
     p.snp.measurement = vec![s.measurement.clone()];
     p.snp.chip_ids = vec![s.chip_id.clone()];
@@ -275,7 +282,11 @@ fn trustee_vcek_and_vlek_reports_verify_and_the_invalid_vceks_are_refused() {
     const SNP_NOW: &str = "2025-06-01T00:00:00Z";
     let Some(root) = vectors("trustee_vcek_and_vlek_reports_verify_and_the_invalid_vceks_are_refused") else { return };
     let report = read(&root, "snp/trustee/test-report.bin");
-    let ev = Evidence { kind: Kind::Snp, report: report.clone(), collateral: vec![read(&root, "snp/trustee/test-vcek.der")] };
+    let ev = Evidence {
+        kind: Kind::Snp,
+        report: report.clone(),
+        collateral: vec![read(&root, "snp/trustee/test-vcek.der")],
+    };
     let claims = check(&ev, at(SNP_NOW), &Policy::default()).unwrap();
     eprintln!("{}", serde_json::to_string(&claims).unwrap());
     let vlek = Evidence {
@@ -294,7 +305,11 @@ fn trustee_vcek_and_vlek_reports_verify_and_the_invalid_vceks_are_refused() {
     p.snp.allow_vlek = false;
     assert!(check(&vlek, at(SNP_NOW), &p).unwrap_err().to_string().contains("snp.allow_vlek"));
     for bad in ["test-vcek-invalid-legacy.der", "test-vcek-invalid-new.der"] {
-        let ev = Evidence { kind: Kind::Snp, report: report.clone(), collateral: vec![read(&root, &format!("snp/trustee/{bad}"))] };
+        let ev = Evidence {
+            kind: Kind::Snp,
+            report: report.clone(),
+            collateral: vec![read(&root, &format!("snp/trustee/{bad}"))],
+        };
         let err = check(&ev, at(SNP_NOW), &Policy::default()).unwrap_err();
         eprintln!("{bad}: {err}");
     }

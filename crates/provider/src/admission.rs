@@ -67,7 +67,10 @@ pub fn admit(
                 if secret_bytes > sealpod_runtime::secrets::MAX_SECRET_BYTES {
                     return Err(invalid(
                         format!("{field}.secret"),
-                        format!("secrets of one pod may hold {} bytes at most", sealpod_runtime::secrets::MAX_SECRET_BYTES),
+                        format!(
+                            "secrets of one pod may hold {} bytes at most",
+                            sealpod_runtime::secrets::MAX_SECRET_BYTES
+                        ),
                     ));
                 }
                 secrets.push(sealpod_runtime::Secret {

@@ -154,6 +154,15 @@ impl Publisher {
         self.node.peer_id()
     }
 
+    /// Asks a connected provider what it has free for `request`.
+    pub async fn capacity(
+        &self,
+        peer: PeerId,
+        request: CapacityRequest,
+    ) -> Result<sealpod_proto::CapacityResponse, PublisherError> {
+        Ok(self.node.capacity(peer, request).await?)
+    }
+
     /// Asks `peer` for evidence bound to `nonce`, unverified.
     pub async fn evidence(&self, peer: PeerId, nonce: &[u8]) -> Result<sealpod_attest::Evidence, PublisherError> {
         let response = self.node.attest(peer, sealpod_proto::AttestRequest { nonce: nonce.to_vec() }).await?;
@@ -209,11 +218,8 @@ impl Publisher {
                 (peer, addrs)
             }
         };
-        let attested = if attest.require || carries_secrets(&pod) {
-            Some(self.attest_peer(peer, attest).await?)
-        } else {
-            None
-        };
+        let attested =
+            if attest.require || carries_secrets(&pod) { Some(self.attest_peer(peer, attest).await?) } else { None };
         let request = ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest, name: name.to_owned() };
         let response = self.node.provision(peer, request).await?;
         if let Some(error) = response.error {

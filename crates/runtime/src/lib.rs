@@ -21,8 +21,8 @@ pub mod egress;
 pub mod logs;
 pub mod netns;
 mod pod;
-pub mod shim;
 pub mod secrets;
+pub mod shim;
 pub mod spec;
 pub mod status;
 

@@ -69,7 +69,8 @@ pub(crate) fn receive(from: impl Read) -> Result<Vec<Secret>, RuntimeError> {
     }
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8], RuntimeError> {
-        let s = buf.get(at..at.checked_add(n).ok_or_else(|| bad("length overflow"))?).ok_or_else(|| bad("truncated"))?;
+        let s =
+            buf.get(at..at.checked_add(n).ok_or_else(|| bad("length overflow"))?).ok_or_else(|| bad("truncated"))?;
         at += n;
         Ok(s)
     };

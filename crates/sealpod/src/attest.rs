@@ -166,7 +166,10 @@ pub fn claims_text(c: &Claims) -> String {
             line("td_attributes", &t.td_attributes);
             line("tcb_status", &t.tcb.tcb_status);
             line("advisories", &t.tcb.advisory_ids.join(", "));
-            line("collateral", &format!("issued {}, next update {}", t.tcb.tcb_info_issue_date, t.tcb.tcb_info_next_update));
+            line(
+                "collateral",
+                &format!("issued {}, next update {}", t.tcb.tcb_info_issue_date, t.tcb.tcb_info_next_update),
+            );
         }
         Details::Sgx(s) => {
             line("mr_enclave", &s.mr_enclave);
@@ -183,7 +186,10 @@ pub fn claims_text(c: &Claims) -> String {
             line("vmpl", &s.vmpl.to_string());
             line("guest_policy", &format!("{} debug={}", s.guest_policy, s.debug));
             let t = &s.reported_tcb;
-            line("reported_tcb", &format!("bl={} tee={} snp={} ucode={} fmc={}", t.bootloader, t.tee, t.snp, t.microcode, t.fmc));
+            line(
+                "reported_tcb",
+                &format!("bl={} tee={} snp={} ucode={} fmc={}", t.bootloader, t.tee, t.snp, t.microcode, t.fmc),
+            );
         }
         Details::InsecureDev(d) => {
             line("INSECURE", &d.accepted_because);
@@ -222,7 +228,8 @@ fn verify(args: VerifyArgs, home: &Path, json: bool) -> Result<()> {
         let bytes = read_bounded(path, sealpod_attest::MAX_COLLATERAL)?;
         match kind {
             Kind::Snp => collateral.extend(
-                sealpod_attest::tsm::split_certificates(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                sealpod_attest::tsm::split_certificates(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             ),
             _ => collateral.push(bytes),
         }

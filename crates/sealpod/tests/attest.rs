@@ -137,10 +137,8 @@ fn a_provider_without_an_attestor_gets_no_secret() {
     let secret_file = dir.join("token.txt");
     std::fs::write(&secret_file, "never-sent-7c1d").unwrap();
     let manifest = secret_pod(dir, &secret_file);
-    let out = sealpod(
-        &home,
-        &["deploy", manifest.to_str().unwrap(), "--provider", &provider.addr, "--allow-insecure-dev"],
-    );
+    let out =
+        sealpod(&home, &["deploy", manifest.to_str().unwrap(), "--provider", &provider.addr, "--allow-insecure-dev"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot attest") && err.contains("nothing secret was sent"), "{err}");

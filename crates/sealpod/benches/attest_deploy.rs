@@ -1,0 +1,124 @@
+//! What attestation adds to a deploy, on loopback, side by side in one run.
+//!
+//! A provider process with the insecure dev attestor; one publisher (this
+//! process). Measures, interleaved:
+//!   * an attestation round trip (nonce out, evidence back, verified) next to
+//!     a capacity round trip (the obvious alternative: the cheapest request
+//!     on the same connection);
+//!   * a deploy of a one-container pod without attestation next to the same
+//!     deploy with `require: true` (attest, then provision), each deleted
+//!     after.
+//!
+//! Needs root (it runs pods): `cargo bench -p sealpod --bench attest_deploy`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealpod_publisher::{AttestOptions, Publisher, Target};
+
+const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
+const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
+
+fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    // `cargo test --benches` lists and runs harness-less benches; do nothing then.
+    if std::env::args().any(|a| a == "--list" || a == "--test") || !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false);
+    if !root {
+        eprintln!("attest_deploy: skipped (running pods needs root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let st = Command::new(SEALPOD)
+        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
+        .arg(dir.join("images/sample"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ready = dir.join("ready.json");
+    let mut provider = Command::new(SEALPOD)
+        .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--attestor", "insecure-dev"])
+        .arg("--state-dir")
+        .arg(dir.join("provider"))
+        .arg("--image-root")
+        .arg(dir.join("images"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "provider did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    let addr: sealpod_net::Multiaddr = info["addresses"][0].as_str().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result = rt.block_on(run(dir, addr));
+    let _ = Command::new("kill").arg(provider.id().to_string()).status();
+    let _ = provider.wait();
+    result.unwrap();
+}
+
+async fn run(dir: &Path, addr: sealpod_net::Multiaddr) -> anyhow::Result<()> {
+    let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
+    let dev = AttestOptions { allow_insecure_dev: true, ..Default::default() };
+    let peer: sealpod_net::PeerId = publisher.attest(&addr, &dev).await?.provider.parse()?;
+    let (mut attest, mut capacity) = (Vec::new(), Vec::new());
+    for _ in 0..300 {
+        let t = Instant::now();
+        publisher.attest_peer(peer, &dev).await?;
+        attest.push(ms(t.elapsed()));
+        let t = Instant::now();
+        publisher.capacity(peer, Default::default()).await?;
+        capacity.push(ms(t.elapsed()));
+    }
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let text = format!(
+        "containers:\n  - name: web\n    image: {image}\n    args: [serve, --port, \"8080\"]\n    resources: {{cpu: 100m, memory: 32Mi}}\n"
+    );
+    let pod = sealpod_manifest::parse_pod_manifest(&text, sealpod_manifest::Format::Yaml, "bench", None)?;
+    let (mut plain, mut attested) = (Vec::new(), Vec::new());
+    let require = AttestOptions { require: true, ..dev.clone() };
+    for i in 0..12 {
+        for (opts, out) in [(&AttestOptions::default(), &mut plain), (&require, &mut attested)] {
+            let t = Instant::now();
+            let (pod_ref, _, _) =
+                publisher.deploy(pod.clone(), &format!("b{i}"), Target::Address(addr.clone()), None, opts).await?;
+            out.push(ms(t.elapsed()));
+            publisher.delete(&pod_ref.pod_id).await?;
+        }
+    }
+    let row = |name: &str, v: &Vec<f64>| {
+        println!(
+            "| {name} ({} runs) | {:.3} ms | {:.3} ms |",
+            v.len(),
+            percentile(v.clone(), 50),
+            percentile(v.clone(), 90)
+        )
+    };
+    println!("| measurement, loopback | median | p90 |");
+    println!("|---|---|---|");
+    row("capacity round trip (baseline)", &capacity);
+    row("attestation round trip (insecure-dev, verified)", &attest);
+    row("deploy, no attestation", &plain);
+    row("deploy, attested first", &attested);
+    Ok(())
+}
