@@ -23,6 +23,8 @@ pub struct Policy {
     pub accept: Vec<Kind>,
     /// Accept evidence from a debuggable TD, enclave or guest. Never in production.
     pub allow_debug: bool,
+    /// Attest before every deploy, not only those that carry a secret.
+    pub require_attestation: bool,
     /// Intel TDX rules.
     pub tdx: TdxPolicy,
     /// Intel SGX rules.
@@ -36,6 +38,7 @@ impl Default for Policy {
         Policy {
             accept: vec![Kind::Tdx, Kind::Snp],
             allow_debug: false,
+            require_attestation: false,
             tdx: TdxPolicy::default(),
             sgx: SgxPolicy::default(),
             snp: SnpPolicy::default(),

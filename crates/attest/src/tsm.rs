@@ -66,7 +66,13 @@ impl Attestor {
             "insecure-dev" | "dev" => Ok(Attestor::InsecureDev(node_key.clone())),
             "tdx" => tsm(Some(Kind::Tdx)),
             "snp" => tsm(Some(Kind::Snp)),
-            "auto" if tsm_root.is_dir() => tsm(None),
+            "auto" if tsm_root.is_dir() => match tsm(None) {
+                Ok(a) => Ok(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "configfs-tsm is present but gives no evidence; no attestor");
+                    Ok(Attestor::None)
+                }
+            },
             "auto" => Ok(Attestor::None),
             other => Err(AttestError::Source {
                 path: "--attestor".into(),

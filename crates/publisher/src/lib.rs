@@ -218,8 +218,11 @@ impl Publisher {
                 (peer, addrs)
             }
         };
-        let attested =
-            if attest.require || carries_secrets(&pod) { Some(self.attest_peer(peer, attest).await?) } else { None };
+        let attested = if attest.require || attest.policy.require_attestation || carries_secrets(&pod) {
+            Some(self.attest_peer(peer, attest).await?)
+        } else {
+            None
+        };
         let request = ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest, name: name.to_owned() };
         let response = self.node.provision(peer, request).await?;
         if let Some(error) = response.error {
