@@ -198,6 +198,8 @@ pub struct Claims {
 /// The measured values of one kind of evidence, hex-encoded.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+// One per attestation, moved a few times: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Details {
     /// An Intel TDX quote.
     Tdx(tdx::TdxClaims),

@@ -67,7 +67,7 @@ fn tsm_report_raced_by_another_writer_is_discarded() {
     // Generation jumps by two: someone else wrote between our write and read.
     let kernel = fake_configfs(root.path(), "sev_guest", 2, stop.clone());
     let attestor = TsmAttestor::open(root.path(), None).unwrap();
-    let err = attestor.evidence(&[1; 64]).err().expect("raced report accepted");
+    let err = attestor.evidence(&[1; 64]).expect_err("raced report accepted");
     assert!(err.to_string().contains("raced"), "{err}");
     stop.store(true, Ordering::Relaxed);
     kernel.join().unwrap();
@@ -79,7 +79,7 @@ fn tsm_attestor_refuses_another_tee_than_asked_and_a_missing_root() {
     let stop = Arc::new(AtomicBool::new(false));
     let kernel = fake_configfs(root.path(), "sev_guest", 1, stop.clone());
     let key = Keypair::generate_ed25519();
-    let err = Attestor::configure("tdx", root.path(), None, &key).err().expect("SNP host taken for TDX");
+    let err = Attestor::configure("tdx", root.path(), None, &key).expect_err("SNP host taken for TDX");
     assert!(matches!(err, AttestError::WrongKind { .. }), "{err}");
     assert_eq!(Attestor::configure("auto", root.path(), None, &key).unwrap().kind(), Some(Kind::Snp));
     stop.store(true, Ordering::Relaxed);

@@ -22,7 +22,7 @@ fn at(rfc3339: &str) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(t)
 }
 
-fn read(root: &PathBuf, path: &str) -> Vec<u8> {
+fn read(root: &std::path::Path, path: &str) -> Vec<u8> {
     std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -31,7 +31,7 @@ fn check(evidence: &Evidence, now: SystemTime, policy: &Policy) -> Result<sealpo
     verify(evidence, &expect, policy, &Roots::pinned())
 }
 
-fn tdx(root: &PathBuf, name: &str) -> Evidence {
+fn tdx(root: &std::path::Path, name: &str) -> Evidence {
     Evidence {
         kind: Kind::Tdx,
         report: read(root, &format!("tdx/{name}")),
@@ -173,13 +173,13 @@ fn truncated_garbage_and_oversized_quotes_get_typed_errors() {
 
 const SNP_NOW: &str = "2026-01-01T00:00:00Z";
 
-fn milan(root: &PathBuf) -> Evidence {
+fn milan(root: &std::path::Path) -> Evidence {
     let hex_text = String::from_utf8(read(root, "snp/report_milan.hex")).unwrap();
     let report = hex::decode(hex_text.split_whitespace().collect::<String>()).unwrap();
     Evidence { kind: Kind::Snp, report, collateral: vec![read(root, "snp/vcek_milan.der")] }
 }
 
-fn chain(root: &PathBuf, name: &str) -> Vec<Vec<u8>> {
+fn chain(root: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
     sealpod_attest::tsm::split_certificates(&read(root, name)).unwrap()
 }
 
@@ -271,8 +271,7 @@ fn snp_policy_rules_name_the_rule_and_both_values() {
     let mut p = Policy::default();
     p.snp.min_tcb.snp = s.reported_tcb.snp.saturating_add(1);
     assert!(check(&ev, at(SNP_NOW), &p).unwrap_err().to_string().contains("snp.min_tcb.snp"));
-    let mut p = Policy::default();
-    p.accept = vec![Kind::Tdx];
+    let p = Policy { accept: vec![Kind::Tdx], ..Policy::default() };
     assert!(matches!(check(&ev, at(SNP_NOW), &p), Err(AttestError::KindNotAccepted(Kind::Snp, _))));
 }
 

@@ -212,7 +212,7 @@ fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>> {
 /// Raw bytes, or hex text decoded.
 fn raw_or_hex(bytes: Vec<u8>) -> Vec<u8> {
     let text: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !text.is_empty() && text.len() % 2 == 0 && text.iter().all(|b| b.is_ascii_hexdigit()) {
+    if !text.is_empty() && text.len().is_multiple_of(2) && text.iter().all(|b| b.is_ascii_hexdigit()) {
         if let Ok(decoded) = hex::decode(&text) {
             return decoded;
         }
