@@ -7,7 +7,7 @@
 //! provider's state directory (`/run/sealpod/secrets/<pod>`), writes each
 //! file, remounts it read-only and zeroizes its copy. The tmpfs lives as
 //! long as the pod: a provider restart leaves it mounted, and teardown
-//! unmounts it.
+//! unmounts it. The tmpfs is mounted `noswap` where the kernel allows it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -112,8 +112,17 @@ pub(crate) fn mount_pod_secrets(
     let size = (total + volumes.len() * 4096 + 64 * 1024).next_multiple_of(4096);
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let setup = |what: &str, e: nix::Error| RuntimeError::Setup(format!("{what} {}: {e}", dir.display()));
-    mount(Some("sealpod-secrets"), &dir, Some("tmpfs"), flags, Some(format!("size={size},mode=0755").as_str()))
-        .map_err(|e| setup("mount tmpfs on", e))?;
+    // `noswap` (Linux 6.4+) keeps the pages out of swap, which may be a disk.
+    let options = format!("size={size},mode=0755");
+    match mount(Some("sealpod-secrets"), &dir, Some("tmpfs"), flags, Some(format!("{options},noswap").as_str())) {
+        Ok(()) => {}
+        Err(nix::Error::EINVAL) => {
+            tracing::warn!(pod = pod_id, "this kernel's tmpfs has no noswap: secrets may be swapped out");
+            mount(Some("sealpod-secrets"), &dir, Some("tmpfs"), flags, Some(options.as_str()))
+                .map_err(|e| setup("mount tmpfs on", e))?;
+        }
+        Err(e) => return Err(setup("mount tmpfs on", e)),
+    }
     for (volume, file_name) in volumes {
         let secret = secrets
             .iter()
