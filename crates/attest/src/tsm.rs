@@ -104,7 +104,16 @@ impl Attestor {
 pub struct TsmAttestor {
     root: PathBuf,
     kind: Kind,
-    collateral: Vec<Vec<u8>>,
+    collateral: Collateral,
+}
+
+/// Where the collateral shipped with each quote comes from.
+enum Collateral {
+    /// The same items every time (a DCAP collateral file, an SNP chain), or none.
+    Fixed(Vec<Vec<u8>>),
+    /// A PCCS cache directory: `<FMSPC>.json` per platform, read for each
+    /// quote so the operator's refresh job takes effect at once.
+    TdxDirectory(PathBuf),
 }
 
 static ENTRY: AtomicU64 = AtomicU64::new(0);
@@ -131,8 +140,9 @@ impl TsmAttestor {
         let kind = entry.kind()?;
         drop(entry);
         let collateral = match collateral {
-            None => Vec::new(),
-            Some(path) => {
+            None => Collateral::Fixed(Vec::new()),
+            Some(path) if path.is_dir() && kind == Kind::Tdx => Collateral::TdxDirectory(path.to_owned()),
+            Some(path) => Collateral::Fixed({
                 let bytes = std::fs::read(path).map_err(|e| source(path, e))?;
                 match kind {
                     Kind::Tdx | Kind::Sgx => {
@@ -141,9 +151,9 @@ impl TsmAttestor {
                     }
                     _ => split_certificates(&bytes).map_err(|e| source(path, e))?,
                 }
-            }
+            }),
         };
-        if kind == Kind::Tdx && collateral.is_empty() {
+        if kind == Kind::Tdx && matches!(&collateral, Collateral::Fixed(c) if c.is_empty()) {
             tracing::warn!("TDX attestor without --attestor-collateral: publishers cannot verify quotes offline");
         }
         Ok(TsmAttestor { root: root.to_owned(), kind, collateral })
@@ -167,12 +177,42 @@ impl TsmAttestor {
                 format!("generation went from {before} to {after}: another writer raced this report, discarded"),
             ));
         }
-        let collateral = match kind {
-            Kind::Snp if !aux.is_empty() => crate::snp::certs_from_table(&aux)?,
-            _ => self.collateral.clone(),
+        let collateral = match (&self.collateral, kind) {
+            (_, Kind::Snp) if !aux.is_empty() => crate::snp::certs_from_table(&aux)?,
+            (Collateral::TdxDirectory(dir), _) => vec![collateral_for_quote(dir, &report)?],
+            (Collateral::Fixed(items), _) => items.clone(),
         };
         Ok(Evidence { kind, report, collateral })
     }
+}
+
+/// The DCAP collateral for a quote's platform from a PCCS cache directory:
+/// `<FMSPC>.json` (either case), or the directory's only `.json` file.
+fn collateral_for_quote(dir: &Path, quote: &[u8]) -> Result<Vec<u8>, AttestError> {
+    let parsed = dcap_qvl::quote::Quote::parse(quote).map_err(|e| AttestError::malformed("quote", e))?;
+    let fmspc = dcap_qvl::intel::quote_fmspc(&parsed).map_err(|e| AttestError::malformed("quote PCK certificate", e))?;
+    let fmspc = hex::encode_upper(fmspc);
+    let mut candidates = vec![dir.join(format!("{fmspc}.json")), dir.join(format!("{}.json", fmspc.to_lowercase()))];
+    let jsons: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| source(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    if jsons.len() == 1 {
+        candidates.push(jsons[0].clone());
+    }
+    let path = candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| source(dir, format!("no DCAP collateral for FMSPC {fmspc} ({fmspc}.json)")))?;
+    let meta = std::fs::metadata(&path).map_err(|e| source(&path, e))?;
+    if meta.len() > crate::MAX_COLLATERAL as u64 {
+        return Err(source(&path, format!("larger than {} bytes", crate::MAX_COLLATERAL)));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| source(&path, e))?;
+    crate::tdx::parse_collateral(&bytes).map_err(|e| source(&path, e))?;
+    Ok(bytes)
 }
 
 /// One report entry, removed when dropped.

@@ -15,6 +15,17 @@ use sealpod_attest::{report_data, verify, AttestError, Expectation, Kind, Policy
 /// `provider` and `generation` at once, and answers a written `inblob` with
 /// an `outblob` of `prefix || inblob`, bumping `generation` by `bump`.
 fn fake_configfs(root: &Path, provider: &'static str, bump: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    fake_configfs_answering(root, provider, bump, stop, None)
+}
+
+/// As [`fake_configfs`], answering with `fixed` instead when given.
+fn fake_configfs_answering(
+    root: &Path,
+    provider: &'static str,
+    bump: u64,
+    stop: Arc<AtomicBool>,
+    fixed: Option<Vec<u8>>,
+) -> std::thread::JoinHandle<()> {
     let root = root.to_owned();
     std::thread::spawn(move || {
         let mut seen = std::collections::HashSet::<PathBuf>::new();
@@ -31,8 +42,11 @@ fn fake_configfs(root: &Path, provider: &'static str, bump: u64, stop: Arc<Atomi
                         if inblob.len() == 64 {
                             answered.insert(d.clone());
                             std::fs::write(d.join("generation"), format!("{bump}\n")).unwrap();
-                            let mut out = b"QUOTE:".to_vec();
-                            out.extend(inblob);
+                            let out = fixed.clone().unwrap_or_else(|| {
+                                let mut out = b"QUOTE:".to_vec();
+                                out.extend(&inblob);
+                                out
+                            });
                             std::fs::write(d.join("outblob"), out).unwrap();
                         }
                     }
@@ -172,4 +186,36 @@ fn snp_certificate_table_is_split_into_vek_ask_ark() {
     let mut outside = table.clone();
     outside[16..20].copy_from_slice(&10_000u32.to_le_bytes());
     assert!(sealpod_attest::snp::certs_from_table(&outside).is_err());
+}
+
+#[test]
+fn tdx_collateral_comes_from_the_pccs_cache_directory_by_fmspc() {
+    let Some(v) = std::env::var_os("SEALPOD_TEST_VECTORS").map(PathBuf::from) else {
+        eprintln!("skipped: SEALPOD_TEST_VECTORS is not set");
+        return;
+    };
+    let quote = std::fs::read(v.join("tdx/tdx_quote")).unwrap();
+    let collateral = std::fs::read(v.join("tdx/tdx_quote_collateral.json")).unwrap();
+    let fmspc = hex::encode_upper(
+        dcap_qvl::intel::quote_fmspc(&dcap_qvl::quote::Quote::parse(&quote).unwrap()).unwrap(),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join(format!("{fmspc}.json")), &collateral).unwrap();
+    std::fs::write(cache.path().join("00906EA10000.json"), b"{}").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let kernel = fake_configfs_answering(root.path(), "tdx_guest", 1, stop.clone(), Some(quote.clone()));
+    let attestor = TsmAttestor::open(root.path(), Some(cache.path())).unwrap();
+    let evidence = attestor.evidence(&[0; 64]).unwrap();
+    assert_eq!(evidence.collateral, vec![collateral]);
+    // The vector verifies with what the provider shipped, inside its window.
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_751_328_000);
+    let expect = Expectation { report_data: None, provider_public_key: None, now, allow_insecure_dev: false };
+    verify(&evidence, &expect, &Policy::default(), &Roots::pinned()).unwrap();
+    // No file for this platform: the error names the FMSPC.
+    std::fs::remove_file(cache.path().join(format!("{fmspc}.json"))).unwrap();
+    let err = attestor.evidence(&[0; 64]).expect_err("quote without its collateral");
+    assert!(err.to_string().contains(&fmspc) || err.to_string().contains("DCAP collateral"), "{err}");
+    stop.store(true, Ordering::Relaxed);
+    kernel.join().unwrap();
 }

@@ -227,10 +227,11 @@ struct ProviderArgs {
     /// The configfs-tsm report directory.
     #[arg(long, default_value = sealpod_attest::tsm::DEFAULT_TSM_ROOT)]
     tsm_root: PathBuf,
-    /// Shipped with every quote so publishers verify offline: DCAP collateral
-    /// JSON (TDX, from the operator's PCCS cache), or the VCEK chain (SNP,
-    /// when the host leaves auxblob empty).
-    #[arg(long, value_name = "FILE")]
+    /// Shipped with every quote so publishers verify offline: TDX, a DCAP
+    /// collateral JSON file, or a PCCS cache directory of `<FMSPC>.json`
+    /// files (read per quote); SNP, the VCEK chain (PEM or DER) when the
+    /// host leaves auxblob empty.
+    #[arg(long, value_name = "FILE|DIR")]
     attestor_collateral: Option<PathBuf>,
 }
 
