@@ -47,7 +47,7 @@ pub enum AttestError {
     MissingCollateral(String),
     /// A signature or certificate chain failed, or collateral is out of its
     /// validity window (the vendor library's own words follow).
-    #[error("signature: {0}")]
+    #[error("verification: {0}")]
     Signature(String),
     /// A certificate is not valid at the verification time.
     #[error("certificate validity: {subject} is valid {not_before} to {not_after}, not at {now}")]

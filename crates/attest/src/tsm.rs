@@ -190,7 +190,8 @@ impl TsmAttestor {
 /// `<FMSPC>.json` (either case), or the directory's only `.json` file.
 fn collateral_for_quote(dir: &Path, quote: &[u8]) -> Result<Vec<u8>, AttestError> {
     let parsed = dcap_qvl::quote::Quote::parse(quote).map_err(|e| AttestError::malformed("quote", e))?;
-    let fmspc = dcap_qvl::intel::quote_fmspc(&parsed).map_err(|e| AttestError::malformed("quote PCK certificate", e))?;
+    let fmspc =
+        dcap_qvl::intel::quote_fmspc(&parsed).map_err(|e| AttestError::malformed("quote PCK certificate", e))?;
     let fmspc = hex::encode_upper(fmspc);
     let mut candidates = vec![dir.join(format!("{fmspc}.json")), dir.join(format!("{}.json", fmspc.to_lowercase()))];
     let jsons: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -196,9 +196,8 @@ fn tdx_collateral_comes_from_the_pccs_cache_directory_by_fmspc() {
     };
     let quote = std::fs::read(v.join("tdx/tdx_quote")).unwrap();
     let collateral = std::fs::read(v.join("tdx/tdx_quote_collateral.json")).unwrap();
-    let fmspc = hex::encode_upper(
-        dcap_qvl::intel::quote_fmspc(&dcap_qvl::quote::Quote::parse(&quote).unwrap()).unwrap(),
-    );
+    let fmspc =
+        hex::encode_upper(dcap_qvl::intel::quote_fmspc(&dcap_qvl::quote::Quote::parse(&quote).unwrap()).unwrap());
     let root = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(cache.path().join(format!("{fmspc}.json")), &collateral).unwrap();

@@ -253,11 +253,28 @@ fn verify(args: VerifyArgs, home: &Path, json: bool) -> Result<()> {
         }
         None => None,
     };
+    let own_policy = args.policy.is_some() || home.join("attestation-policy.toml").exists();
     let mut policy = load_policy(args.policy.as_deref(), home)?;
-    if args.policy.is_none() && !policy.accept.contains(&kind) {
-        // Verifying a file of a kind names that kind: the default policy's
-        // other rules still apply.
-        policy.accept.push(kind);
+    if !own_policy {
+        // Inspecting a file without a policy asks "is this genuine evidence
+        // of this kind?": the kind is accepted and every TCB status but
+        // Revoked is reported rather than refused. Deploys keep the strict
+        // default (UpToDate only).
+        if !policy.accept.contains(&kind) {
+            policy.accept.push(kind);
+        }
+        let all = [
+            "UpToDate",
+            "SWHardeningNeeded",
+            "ConfigurationNeeded",
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDate",
+            "OutOfDateConfigurationNeeded",
+            "TDRelaunchAdvised",
+            "TDRelaunchAdvisedConfigurationNeeded",
+        ];
+        policy.tdx.dcap.accepted_tcb_status = all.map(String::from).to_vec();
+        policy.sgx.dcap.accepted_tcb_status = all.map(String::from).to_vec();
     }
     let evidence = Evidence { kind, report, collateral };
     let expect = sealpod_attest::Expectation {
@@ -267,7 +284,14 @@ fn verify(args: VerifyArgs, home: &Path, json: bool) -> Result<()> {
         allow_insecure_dev: false,
     };
     match sealpod_attest::verify(&evidence, &expect, &policy, &sealpod_attest::Roots::pinned()) {
-        Ok(claims) => {
+        Ok(mut claims) => {
+            if !own_policy {
+                claims.notes.push(
+                    "no policy given: any TCB status but Revoked is reported, not refused; deploys require UpToDate \
+                     unless a policy lists more"
+                        .into(),
+                );
+            }
             if json {
                 let mut v = serde_json::to_value(&claims)?;
                 v["accepted"] = true.into();

@@ -199,7 +199,7 @@ fn evidence_replayed_by_another_provider_or_for_another_nonce_is_refused() {
         verify_for(peer_a, &nonce, &captured, &options, now).expect("A's own answer verifies");
         // B hands over A's evidence for the same nonce: bound to A's key, refused.
         let err = verify_for(peer_b, &nonce, &captured, &options, now).unwrap_err();
-        assert!(err.to_string().contains("binding") || err.to_string().contains("signature"), "{err}");
+        assert!(err.to_string().contains("binding") || err.to_string().contains("did not sign"), "{err}");
         // A's old answer for a new nonce: refused.
         let err = verify_for(peer_a, &[8u8; 32], &captured, &options, now).unwrap_err();
         assert!(err.to_string().contains("binding"), "{err}");
@@ -309,4 +309,38 @@ fn attest_verify_accepts_the_snp_vector_with_its_chain_in_pem() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{out:?}");
+}
+
+#[test]
+fn attest_verify_reports_the_sgx_vectors_status_and_a_policy_can_refuse_it() {
+    let Some(v) = vectors() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let quote = v.join("tdx/sgx_quote");
+    let coll = v.join("tdx/sgx_quote_collateral.json");
+    let base = [
+        "--json",
+        "attest",
+        "verify",
+        "--kind",
+        "sgx",
+        "--evidence",
+        quote.to_str().unwrap(),
+        "--collateral",
+        coll.to_str().unwrap(),
+        "--at",
+        "2025-07-01T00:00:00Z",
+    ];
+    let claims = ok_json(sealpod(home.path(), &base));
+    assert_eq!(claims["tcb_status"], "ConfigurationAndSWHardeningNeeded");
+    let advisories = claims["advisory_ids"].to_string();
+    assert!(advisories.contains("INTEL-SA-00289") && advisories.contains("INTEL-SA-00615"), "{advisories}");
+    // A policy that wants UpToDate refuses it, naming the rule.
+    let policy = home.path().join("strict.toml");
+    std::fs::write(&policy, "accept = [\"sgx\"]\n").unwrap();
+    let mut strict = base.to_vec();
+    let p = policy.to_str().unwrap();
+    strict.extend(["--policy", p]);
+    let out = sealpod(home.path(), &strict);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sgx.accepted_tcb_status"), "{out:?}");
 }
