@@ -11,14 +11,13 @@
 //!
 //! Needs root (it runs pods): `cargo bench -p sealpod --bench attest_deploy`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sealpod_publisher::{AttestOptions, Publisher, Target};
-
-const SEALPOD: &str = env!("CARGO_BIN_EXE_sealpod");
-const SAMPLE: &str = env!("CARGO_BIN_EXE_sealpod-sample");
 
 fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -34,46 +33,18 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") || !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false);
-    if !root {
+    if !common::is_root() {
         eprintln!("attest_deploy: skipped (running pods needs root)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let st = Command::new(SEALPOD)
-        .args(["image", "from-binary", SAMPLE, "--tag", "v1", "--out"])
-        .arg(dir.join("images/sample"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let ready = dir.join("ready.json");
-    let mut provider = Command::new(SEALPOD)
-        .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--attestor", "insecure-dev"])
-        .arg("--state-dir")
-        .arg(dir.join("provider"))
-        .arg("--image-root")
-        .arg(dir.join("images"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !ready.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "provider did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
-    let addr: sealpod_net::Multiaddr = info["addresses"][0].as_str().unwrap().parse().unwrap();
+    common::build_sample_image(dir);
+    let provider = common::Provider::start_with(dir, common::free_port(), &["--attestor", "insecure-dev"]);
+    let addr: sealpod_net::Multiaddr = provider.addr.parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt.block_on(run(dir, addr));
-    let _ = Command::new("kill").arg(provider.id().to_string()).status();
-    let _ = provider.wait();
+    drop(provider);
     result.unwrap();
 }
 

@@ -63,16 +63,9 @@ fn exec_cat(home: &Path, pod: &str, path: &str) -> String {
 
 #[test]
 fn secret_volume_goes_only_to_an_attested_provider_and_never_to_its_disk_or_logs() {
-    if !is_root() {
-        eprintln!("skipped: running pods needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, provider, home)) = fixture_with("alice", &["--attestor", "insecure-dev"]) else { return };
     let dir = tmp.path();
-    build_sample_image(dir);
-    let port = free_port();
-    let provider = Provider::start_with(dir, port, &["--attestor", "insecure-dev"]);
-    let home = dir.join("alice");
+    let port = provider.port();
     let secret = format!("s3cret-{}", hex::encode(rand_bytes()));
     let secret_file = dir.join("token.txt");
     std::fs::write(&secret_file, &secret).unwrap();

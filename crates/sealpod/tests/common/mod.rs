@@ -80,6 +80,11 @@ impl Provider {
         Provider { child, addr, quic_addr }
     }
 
+    /// The TCP port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.split("/tcp/").nth(1).and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).unwrap()
+    }
+
     pub fn kill_hard(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -140,13 +145,18 @@ pub fn build_sample_image(dir: &Path) {
 /// A temporary directory with the sample image built and a provider running,
 /// and the publisher home `dir/<publisher>`; `None` (test skipped) unless root.
 pub fn fixture(publisher: &str) -> Option<(tempfile::TempDir, Provider, PathBuf)> {
+    fixture_with(publisher, &[])
+}
+
+/// As [`fixture`], with extra `provider run` arguments.
+pub fn fixture_with(publisher: &str, extra: &[&str]) -> Option<(tempfile::TempDir, Provider, PathBuf)> {
     if !is_root() {
         eprintln!("skipped: running pods needs root");
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     build_sample_image(tmp.path());
-    let provider = Provider::start(tmp.path(), free_port());
+    let provider = Provider::start_with(tmp.path(), free_port(), extra);
     let home = tmp.path().join(publisher);
     Some((tmp, provider, home))
 }
