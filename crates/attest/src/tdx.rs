@@ -129,6 +129,8 @@ pub(crate) fn verify(
         .first()
         .ok_or_else(|| AttestError::MissingCollateral("DCAP collateral JSON is required as collateral[0]".into()))?;
     let collateral = parse_collateral(collateral_bytes)?;
+    let (tcb_issue, tcb_next) = issue_window(&collateral.tcb_info, "TCB info")?;
+    let (qe_issue, _) = issue_window(&collateral.qe_identity, "QE identity")?;
     let quote = dcap_qvl::quote::Quote::parse(&evidence.report).map_err(|e| AttestError::malformed("quote", e))?;
     let found_kind = if quote.report.is_sgx() { Kind::Sgx } else { Kind::Tdx };
     if found_kind != evidence.kind {
@@ -138,15 +140,13 @@ pub(crate) fn verify(
     // Debug is a policy decision, made below with the rule's name.
     let verifier = dcap_qvl::verify::QuoteVerifier::new(roots.intel_root_der.clone()).allow_debug(true);
     let claims = verifier
-        .verify_with_policy(&evidence.report, collateral.clone(), now_unix, &QuotePolicy::claims_only(now_unix))
+        .verify_with_policy(&evidence.report, collateral, now_unix, &QuotePolicy::claims_only(now_unix))
         .map_err(|e| AttestError::Signature(format!("{e:#}")))?;
 
     let (rules, prefix) = match found_kind {
         Kind::Sgx => (&policy.sgx.dcap, "sgx"),
         _ => (&policy.tdx.dcap, "tdx"),
     };
-    let (tcb_issue, tcb_next) = issue_window(&collateral.tcb_info, "TCB info")?;
-    let (qe_issue, _) = issue_window(&collateral.qe_identity, "QE identity")?;
     let mut notes = Vec::new();
     let verdict = DcapVerdict {
         tcb_status: claims.tcb.status.to_string(),

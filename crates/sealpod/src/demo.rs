@@ -287,20 +287,16 @@ async fn check_pod(
 /// Reads the demo's secret inside the web container through exec.
 async fn read_secret(publisher: &Publisher, pod_id: &str) -> Result<String> {
     let argv = ["/app/sealpod", "sample", "cat", "/run/secrets/greeting"].map(String::from).to_vec();
-    let exec_id = publisher.exec(pod_id, "web", argv).await?;
     let mut out = Vec::new();
-    let mut offset = 0;
-    for _ in 0..200 {
-        let chunk = publisher.exec_output(pod_id, &exec_id, offset).await?;
-        out.extend_from_slice(&chunk.data);
-        offset = chunk.next_offset;
-        if chunk.finished {
-            if chunk.exit_code != 0 {
-                bail!("reading the secret in the pod failed ({}): {}", chunk.exit_code, String::from_utf8_lossy(&out));
-            }
-            return Ok(String::from_utf8_lossy(&out).into_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    let read = crate::follow_exec(publisher, pod_id, "web", argv, |data| {
+        out.extend_from_slice(data);
+        Ok(())
+    });
+    let (_, code) = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .context("reading the secret in the pod did not finish")??;
+    if code != 0 {
+        bail!("reading the secret in the pod failed ({code}): {}", String::from_utf8_lossy(&out));
     }
-    bail!("reading the secret in the pod did not finish")
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }

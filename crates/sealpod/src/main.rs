@@ -497,26 +497,43 @@ async fn follow_logs(publisher: &Publisher, pod: &str, container: &str, follow: 
 
 async fn run_exec(publisher: &Publisher, pod: &str, container: &str, argv: Vec<String>, json: bool) -> Result<i32> {
     use std::io::Write;
-    let exec_id = publisher.exec(pod, container, argv).await?;
-    let mut offset = 0;
     let mut out = std::io::stdout().lock();
     let mut collected = Vec::new();
-    loop {
-        let chunk = publisher.exec_output(pod, &exec_id, offset).await?;
+    let (exec_id, code) = follow_exec(publisher, pod, container, argv, |data| {
         if json {
-            collected.extend_from_slice(&chunk.data);
+            collected.extend_from_slice(data);
         } else {
-            out.write_all(&chunk.data)?;
+            out.write_all(data)?;
             out.flush()?;
         }
+        Ok(())
+    })
+    .await?;
+    if json {
+        let v =
+            serde_json::json!({"exec_id": exec_id, "exit_code": code, "output": String::from_utf8_lossy(&collected)});
+        writeln!(out, "{v}")?;
+    }
+    Ok(code)
+}
+
+/// Runs `argv` in a container and hands its output to `on_output` as it
+/// arrives; returns the exec id and the exit code.
+pub(crate) async fn follow_exec(
+    publisher: &Publisher,
+    pod: &str,
+    container: &str,
+    argv: Vec<String>,
+    mut on_output: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(String, i32)> {
+    let exec_id = publisher.exec(pod, container, argv).await?;
+    let mut offset = 0;
+    loop {
+        let chunk = publisher.exec_output(pod, &exec_id, offset).await?;
+        on_output(&chunk.data)?;
         offset = chunk.next_offset;
         if chunk.finished {
-            if json {
-                let v = serde_json::json!({"exec_id": exec_id, "exit_code": chunk.exit_code,
-                    "output": String::from_utf8_lossy(&collected)});
-                writeln!(out, "{v}")?;
-            }
-            return Ok(chunk.exit_code);
+            return Ok((exec_id, chunk.exit_code));
         }
         if chunk.data.is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -259,47 +259,26 @@ fn attest_verify_accepts_the_tdx_vector_in_its_window_and_refuses_it_after() {
     assert_eq!(v["accepted"], false);
 }
 
+/// `sealpod attest verify` of the Milan report with its VCEK and the chain `chain`.
+fn snp_verify(home: &Path, v: &Path, chain: &str, extra: &[&str]) -> std::process::Output {
+    let (report, vcek, chain) =
+        (v.join("snp/report_milan.hex"), v.join("snp/vcek_milan.der"), v.join("snp").join(chain));
+    let mut args = vec!["attest", "verify", "--kind", "snp", "--evidence", report.to_str().unwrap()];
+    args.extend(["--collateral", vcek.to_str().unwrap(), "--collateral", chain.to_str().unwrap()]);
+    args.extend(extra);
+    sealpod(home, &args)
+}
+
 #[test]
 fn attest_verify_accepts_the_snp_vector_with_its_chain_in_pem() {
     let Some(v) = vectors() else { return };
     let home = tempfile::tempdir().unwrap();
-    let out = sealpod(
-        home.path(),
-        &[
-            "--json",
-            "attest",
-            "verify",
-            "--kind",
-            "snp",
-            "--evidence",
-            v.join("snp/report_milan.hex").to_str().unwrap(),
-            "--collateral",
-            v.join("snp/vcek_milan.der").to_str().unwrap(),
-            "--collateral",
-            v.join("snp/cert_chain_milan").to_str().unwrap(),
-            "--at",
-            "2026-01-01T00:00:00Z",
-        ],
-    );
+    let out = snp_verify(home.path(), &v, "cert_chain_milan", &["--json", "--at", "2026-01-01T00:00:00Z"]);
     let claims = ok_json(out);
     assert_eq!(claims["kind"], "snp");
     assert_eq!(claims["measurement"].as_str().unwrap().len(), 96);
     // The Turin chain is another root: refused, with a non-zero exit.
-    let out = sealpod(
-        home.path(),
-        &[
-            "attest",
-            "verify",
-            "--kind",
-            "snp",
-            "--evidence",
-            v.join("snp/report_milan.hex").to_str().unwrap(),
-            "--collateral",
-            v.join("snp/vcek_milan.der").to_str().unwrap(),
-            "--collateral",
-            v.join("snp/cert_chain_turin").to_str().unwrap(),
-        ],
-    );
+    let out = snp_verify(home.path(), &v, "cert_chain_turin", &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{out:?}");
 }
