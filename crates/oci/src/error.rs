@@ -191,6 +191,32 @@ pub enum OciError {
         source: io::Error,
     },
 
+    /// An encrypted layer's keys or options could not be read.
+    #[error("{layer}: {source}")]
+    Crypt {
+        /// The layer.
+        layer: String,
+        /// What the ocicrypt layer said.
+        #[source]
+        source: sealpod_ocicrypt::CryptError,
+    },
+
+    /// An encrypted layer failed its HMAC or plaintext digest check.
+    #[error("{layer}: decryption refused: {reason}")]
+    Decryption {
+        /// The layer.
+        layer: String,
+        /// Which check failed.
+        reason: String,
+    },
+
+    /// An encrypted layer was to be read without any key.
+    #[error("{layer} is encrypted (ocicrypt); a private key of one of its recipients is needed")]
+    KeyNeeded {
+        /// The layer.
+        layer: String,
+    },
+
     /// `ldd` could not be run or its output not understood.
     #[error("cannot list shared libraries of {}: {reason}", binary.display())]
     Ldd {
@@ -226,7 +252,7 @@ fn list_or_none(items: &[String]) -> String {
 
 fn hint_for_media_type(media_type: &str) -> &'static str {
     if media_type.contains("+encrypted") {
-        " (encrypted layers are not supported yet; decrypt the image first)"
+        " (sealpod decrypts ocicrypt layers of the OCI tar, tar+gzip and tar+zstd types only)"
     } else {
         ""
     }

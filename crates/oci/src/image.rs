@@ -133,34 +133,37 @@ impl ImageConfig {
 
 /// How to read and check one layer.
 #[derive(Debug, Clone)]
-struct LayerPlan {
+pub(crate) struct LayerPlan {
     /// Human name for errors: `layer 2 of 3 (sha256:…)`.
-    name: String,
+    pub(crate) name: String,
     /// Path inside the layout or archive.
-    location: String,
-    digest: BlobDigest,
-    size: u64,
-    encoding: LayerEncoding,
+    pub(crate) location: String,
+    pub(crate) digest: BlobDigest,
+    pub(crate) size: u64,
+    pub(crate) encoding: LayerEncoding,
     /// The uncompressed digest from the config, checked too when it differs
     /// from `digest`.
-    diff_id: Option<BlobDigest>,
+    pub(crate) diff_id: Option<BlobDigest>,
     /// `docker save` archives address layers by their uncompressed digest:
     /// `digest` and `size` then describe the decompressed tar.
-    digest_of_decoded: bool,
+    pub(crate) digest_of_decoded: bool,
+    /// The descriptor's annotations, for an ocicrypt layer (`+encrypted`):
+    /// its wrapped keys and public options.
+    pub(crate) encrypted: Option<std::collections::HashMap<String, String>>,
 }
 
 /// One image, resolved to a single manifest, with its manifest and config
 /// read and verified. Layers are verified as [`LocalImage::unpack`] streams
 /// them.
 pub struct LocalImage {
-    reference: ImageReference,
-    source: BlobSource,
-    manifest_digest: String,
-    manifest_bytes: Vec<u8>,
-    manifest: ImageManifest,
-    config_bytes: Vec<u8>,
-    config: ImageConfig,
-    layers: Vec<LayerPlan>,
+    pub(crate) reference: ImageReference,
+    pub(crate) source: BlobSource,
+    pub(crate) manifest_digest: String,
+    pub(crate) manifest_bytes: Vec<u8>,
+    pub(crate) manifest: ImageManifest,
+    pub(crate) config_bytes: Vec<u8>,
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<LayerPlan>,
 }
 
 impl fmt::Debug for LocalImage {
@@ -283,15 +286,52 @@ impl LocalImage {
     /// layer were written, so on any error the caller must discard `dest`.
     /// See the [`unpack`](crate::unpack) module for the layer semantics.
     pub fn unpack(&self, dest: &Path) -> Result<(), OciError> {
+        self.unpack_with_keys(dest, &[])
+    }
+
+    /// Like [`LocalImage::unpack`], decrypting ocicrypt layers with the
+    /// first of `keys` that each layer is wrapped for. An encrypted layer's
+    /// HMAC and plaintext digest are known only at its end, so, as for every
+    /// layer, `dest` must be discarded on any error.
+    pub fn unpack_with_keys(&self, dest: &Path, keys: &[sealpod_ocicrypt::PrivateKey]) -> Result<(), OciError> {
+        // Every layer key is unwrapped before anything is written.
+        let layer_keys = self.layer_keys(keys)?;
         prepare_destination(dest)?;
         let mut unpacker = Unpacker::new(dest);
-        for plan in &self.layers {
-            self.apply_layer(plan, &mut unpacker)?;
+        for (plan, key) in self.layers.iter().zip(&layer_keys) {
+            self.apply_layer(plan, key.as_ref(), &mut unpacker)?;
         }
         unpacker.finish()
     }
 
-    fn apply_layer(&self, plan: &LayerPlan, unpacker: &mut Unpacker) -> Result<(), OciError> {
+    /// Whether any layer is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.layers.iter().any(|l| l.encrypted.is_some())
+    }
+
+    /// The unwrapped key of each encrypted layer (`None` for plain ones).
+    pub(crate) fn layer_keys(
+        &self,
+        keys: &[sealpod_ocicrypt::PrivateKey],
+    ) -> Result<Vec<Option<sealpod_ocicrypt::LayerKey>>, OciError> {
+        self.layers
+            .iter()
+            .map(|plan| match &plan.encrypted {
+                None => Ok(None),
+                Some(_) if keys.is_empty() => Err(OciError::KeyNeeded { layer: plan.name.clone() }),
+                Some(annotations) => sealpod_ocicrypt::layer::unwrap_layer(annotations, keys)
+                    .map(Some)
+                    .map_err(|source| OciError::Crypt { layer: plan.name.clone(), source }),
+            })
+            .collect()
+    }
+
+    fn apply_layer(
+        &self,
+        plan: &LayerPlan,
+        key: Option<&sealpod_ocicrypt::LayerKey>,
+        unpacker: &mut Unpacker,
+    ) -> Result<(), OciError> {
         let layer_error = |context: &str, source: io::Error| OciError::Layer {
             layer: plan.name.clone(),
             context: context.to_owned(),
@@ -307,6 +347,7 @@ impl LocalImage {
         // tampered layer is then reported as tampered, not as whatever the
         // decompressor or tar parser tripped over.
         let mut checks: Vec<(Verdict, String)> = Vec::new();
+        let mut decrypting = None;
         let (mut top, mut stored_bytes): (Box<dyn Read>, Option<SharedReader>) = if plan.digest_of_decoded {
             let decoded = decoder(raw, LayerEncoding::Sniff).map_err(|e| layer_error("decompressing", e))?;
             let v = VerifyingReader::new(decoded, plan.name.clone(), &plan.digest, Some(plan.size));
@@ -315,7 +356,14 @@ impl LocalImage {
         } else {
             let v = VerifyingReader::new(raw, plan.name.clone(), &plan.digest, Some(plan.size));
             checks.push((v.verdict(), plan.name.clone()));
-            let shared = Shared::new(Box::new(v) as Box<dyn Read>);
+            let shared = match key {
+                Some(key) => {
+                    let d = Shared::new(sealpod_ocicrypt::DecryptingReader::new(v, &key.private, &key.public));
+                    decrypting = Some(d.clone());
+                    Shared::new(Box::new(d) as Box<dyn Read>)
+                }
+                None => Shared::new(Box::new(v) as Box<dyn Read>),
+            };
             let decoded = decoder(shared.clone(), plan.encoding).map_err(|e| layer_error("decompressing", e))?;
             let top: Box<dyn Read> = match &plan.diff_id {
                 Some(diff_id)
@@ -342,7 +390,15 @@ impl LocalImage {
             if let Some(mismatch) = checks.iter().find_map(|(v, blob)| v.failure(blob)) {
                 return Err(mismatch);
             }
+            if let Some(failed) = decrypting.as_ref().and_then(|d| decryption_failure(d, &plan.name)) {
+                return Err(failed);
+            }
             return Err(err);
+        }
+        if let Some(d) = &decrypting {
+            if let Some(failed) = decryption_failure(d, &plan.name) {
+                return Err(failed);
+            }
         }
         for (verdict, blob) in &checks {
             if let Some(mismatch) = verdict.failure(blob) {
@@ -358,7 +414,7 @@ impl LocalImage {
         Ok(())
     }
 
-    fn open_blob(&self, location: &str, blob: &str) -> Result<(Box<dyn Read + Send>, u64), OciError> {
+    pub(crate) fn open_blob(&self, location: &str, blob: &str) -> Result<(Box<dyn Read + Send>, u64), OciError> {
         self.source
             .open(location)?
             .ok_or_else(|| OciError::BlobMissing { blob: blob.to_owned(), location: self.source.describe(location) })
@@ -366,6 +422,20 @@ impl LocalImage {
 }
 
 type SharedReader = Shared<Box<dyn Read>>;
+
+/// Why a decrypting stream failed its end checks (or never reached its end).
+fn decryption_failure<R: Read>(d: &Shared<sealpod_ocicrypt::DecryptingReader<R>>, layer: &str) -> Option<OciError> {
+    match d.0.borrow().verdict() {
+        sealpod_ocicrypt::Verdict::Verified => None,
+        sealpod_ocicrypt::Verdict::Failed(reason) => {
+            Some(OciError::Decryption { layer: layer.to_owned(), reason: reason.clone() })
+        }
+        sealpod_ocicrypt::Verdict::Pending => Some(OciError::Decryption {
+            layer: layer.to_owned(),
+            reason: "the encrypted layer was not read to its end, so it is unverified".into(),
+        }),
+    }
+}
 
 /// A reader shared between a decoder that consumes it and the code that
 /// drains it after a failure.
@@ -482,8 +552,15 @@ fn open_oci(
     for (i, (d, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
         let name = format!("layer {} of {count} ({})", i + 1, d.digest());
         let media_type = d.media_type().to_string();
-        let encoding = layer_encoding(&media_type)
-            .ok_or_else(|| OciError::UnsupportedMediaType { blob: name.clone(), media_type })?;
+        let encrypted = sealpod_ocicrypt::layer::is_encrypted(&media_type);
+        let plain_type = if encrypted {
+            sealpod_ocicrypt::layer::decrypted_media_type(&media_type)
+                .map_err(|source| OciError::Crypt { layer: name.clone(), source })?
+        } else {
+            &media_type
+        };
+        let encoding = layer_encoding(plain_type)
+            .ok_or_else(|| OciError::UnsupportedMediaType { blob: name.clone(), media_type: media_type.clone() })?;
         let digest = BlobDigest::parse(&name, d.digest().as_ref())?;
         let location = digest.layout_path();
         let (_, stored) = source
@@ -500,7 +577,15 @@ fn open_oci(
             encoding,
             diff_id: Some(diff_id),
             digest_of_decoded: false,
+            encrypted: encrypted.then(|| d.annotations().clone().unwrap_or_default()),
         });
+    }
+    // Two parsers that keep different ones of a duplicated key would see
+    // different keys or options; an encrypted image must say one thing.
+    if layers.iter().any(|l| l.encrypted.is_some()) {
+        if let Some(key) = sealpod_ocicrypt::layer::duplicate_json_key(&manifest_bytes) {
+            return Err(OciError::InvalidDocument { blob, reason: format!("key {key:?} appears twice in one object") });
+        }
     }
 
     Ok(LocalImage {
@@ -779,6 +864,7 @@ fn open_docker(reference: &ImageReference, source: BlobSource, name: Option<&str
             encoding: LayerEncoding::Sniff,
             diff_id: None,
             digest_of_decoded: true,
+            encrypted: None,
         });
     }
 

@@ -45,6 +45,7 @@
 
 mod build;
 mod compression;
+pub mod crypt;
 mod digest;
 mod error;
 mod image;
@@ -55,6 +56,7 @@ pub mod unpack;
 
 pub use build::{binary_rootfs_files, BuiltImage, ImageBuilder};
 pub use compression::Compression;
+pub use crypt::{LayerAction, LayerChange, Transformed};
 pub use digest::sha256_digest;
 pub use error::OciError;
 pub use image::{ImageConfig, LocalImage, Platform, MAX_JSON_SIZE, REF_NAME_ANNOTATION};
@@ -65,3 +67,5 @@ pub use unpack::apply_layer;
 /// The `oci-spec` crate this API uses for descriptors and manifests, so
 /// callers name the same types.
 pub use oci_spec;
+/// The ocicrypt crate this API takes keys and recipients from.
+pub use sealpod_ocicrypt as ocicrypt;

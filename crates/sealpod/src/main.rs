@@ -4,6 +4,7 @@
 mod artifacts;
 mod attest;
 mod demo;
+mod imagecrypt;
 mod output;
 mod sample;
 mod trust;
@@ -269,10 +270,16 @@ enum ManifestCommand {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    /// Build an OCI image layout holding one binary and the libraries it links.
     /// Publish an image through the artifact node holding the log's key:
     /// its blobs go into the node's store, its digest into the log.
     Push(artifacts::ImagePushArgs),
+    /// Encrypt an image (ocicrypt, as `skopeo copy --encryption-key jwe:…`)
+    /// into an OCI layout; or add recipients to an encrypted one.
+    Encrypt(imagecrypt::EncryptArgs),
+    /// Decrypt an ocicrypt image into an OCI layout; every layer is checked
+    /// (HMAC and digest) before it is written.
+    Decrypt(imagecrypt::DecryptArgs),
+    /// Build an OCI image layout holding one binary and the libraries it links.
     FromBinary {
         /// The executable.
         binary: PathBuf,
@@ -387,6 +394,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Image { command: ImageCommand::Push(args) } => artifacts::image_push(args, json),
+        Command::Image { command: ImageCommand::Encrypt(args) } => imagecrypt::encrypt(args, json),
+        Command::Image { command: ImageCommand::Decrypt(args) } => imagecrypt::decrypt(args, json),
         Command::Keystore { command } => trust::keystore(command, json),
         Command::Whitelist { command } => trust::whitelist(command, json),
         Command::Rule { command } => trust::rule(command, json),
