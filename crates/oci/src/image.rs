@@ -164,6 +164,8 @@ pub struct LocalImage {
     pub(crate) config_bytes: Vec<u8>,
     pub(crate) config: ImageConfig,
     pub(crate) layers: Vec<LayerPlan>,
+    /// Most bytes all layers may decompress to (compression bombs).
+    pub(crate) unpack_limit: Option<u64>,
 }
 
 impl fmt::Debug for LocalImage {
@@ -298,10 +300,19 @@ impl LocalImage {
         let layer_keys = self.layer_keys(keys)?;
         prepare_destination(dest)?;
         let mut unpacker = Unpacker::new(dest);
+        let budget = Rc::new(std::cell::Cell::new(self.unpack_limit.unwrap_or(u64::MAX)));
         for (plan, key) in self.layers.iter().zip(&layer_keys) {
-            self.apply_layer(plan, key.as_ref(), &mut unpacker)?;
+            self.apply_layer(plan, key.as_ref(), &mut unpacker, &budget)?;
         }
         unpacker.finish()
+    }
+
+    /// Caps what unpacking may write: the layers' decompressed tar streams,
+    /// together, may be at most `bytes` long. Beyond it unpacking fails (a
+    /// compression bomb, or an image larger than the caller allows).
+    pub fn with_unpack_limit(mut self, bytes: u64) -> LocalImage {
+        self.unpack_limit = Some(bytes);
+        self
     }
 
     /// Whether any layer is encrypted.
@@ -331,6 +342,7 @@ impl LocalImage {
         plan: &LayerPlan,
         key: Option<&sealpod_ocicrypt::LayerKey>,
         unpacker: &mut Unpacker,
+        budget: &Rc<std::cell::Cell<u64>>,
     ) -> Result<(), OciError> {
         let layer_error = |context: &str, source: io::Error| OciError::Layer {
             layer: plan.name.clone(),
@@ -348,7 +360,7 @@ impl LocalImage {
         // decompressor or tar parser tripped over.
         let mut checks: Vec<(Verdict, String)> = Vec::new();
         let mut decrypting = None;
-        let (mut top, mut stored_bytes): (Box<dyn Read>, Option<SharedReader>) = if plan.digest_of_decoded {
+        let (top, mut stored_bytes): (Box<dyn Read>, Option<SharedReader>) = if plan.digest_of_decoded {
             let decoded = decoder(raw, LayerEncoding::Sniff).map_err(|e| layer_error("decompressing", e))?;
             let v = VerifyingReader::new(decoded, plan.name.clone(), &plan.digest, Some(plan.size));
             checks.push((v.verdict(), plan.name.clone()));
@@ -379,6 +391,8 @@ impl LocalImage {
             (top, Some(shared))
         };
 
+        let limit = self.unpack_limit.unwrap_or(u64::MAX);
+        let mut top = Budgeted { inner: top, budget: Rc::clone(budget), limit };
         let result = unpacker.apply(&mut top, &plan.name).and_then(|()| {
             io::copy(&mut top, &mut io::sink()).map(drop).map_err(|e| layer_error("reading past the end of the tar", e))
         });
@@ -392,6 +406,9 @@ impl LocalImage {
             }
             if let Some(failed) = decrypting.as_ref().and_then(|d| decryption_failure(d, &plan.name)) {
                 return Err(failed);
+            }
+            if budget.get() == 0 {
+                return Err(layer_error("decompressing", io::Error::new(io::ErrorKind::InvalidData, bomb(limit))));
             }
             return Err(err);
         }
@@ -422,6 +439,30 @@ impl LocalImage {
 }
 
 type SharedReader = Shared<Box<dyn Read>>;
+
+fn bomb(limit: u64) -> String {
+    format!("the image decompresses to more than the {limit} bytes allowed (a compression bomb?)")
+}
+
+/// Counts decompressed bytes against what all layers may write together.
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<std::cell::Cell<u64>>,
+    limit: u64,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let left = self.budget.get();
+        if n as u64 > left {
+            self.budget.set(0);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, bomb(self.limit)));
+        }
+        self.budget.set(left - n as u64);
+        Ok(n)
+    }
+}
 
 /// Why a decrypting stream failed its end checks (or never reached its end).
 fn decryption_failure<R: Read>(d: &Shared<sealpod_ocicrypt::DecryptingReader<R>>, layer: &str) -> Option<OciError> {
@@ -597,6 +638,7 @@ fn open_oci(
         config: ImageConfig::from_spec(&config),
         config_bytes,
         layers,
+        unpack_limit: None,
     })
 }
 
@@ -886,6 +928,7 @@ fn open_docker(reference: &ImageReference, source: BlobSource, name: Option<&str
         config: ImageConfig::from_spec(&config),
         config_bytes,
         layers,
+        unpack_limit: None,
     })
 }
 

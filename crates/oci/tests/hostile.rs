@@ -194,15 +194,23 @@ fn digests_that_could_escape_the_layout_are_rejected() {
 }
 
 #[test]
-fn encrypted_layers_are_refused_with_a_hint() {
+fn encrypted_layers_need_a_key_and_unknown_encrypted_types_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, reference) = valid_layout(dir.path());
     let mut manifest = manifest_json(&layout);
     manifest["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip+encrypted");
     replace_manifest(&layout, &manifest);
+    let image = LocalImage::open(&reference).unwrap();
+    assert!(image.is_encrypted());
+    let err = image.unpack(&dir.path().join("root")).unwrap_err();
+    assert!(matches!(err, OciError::KeyNeeded { .. }), "{err}");
+    assert!(!dir.path().join("root").exists(), "nothing is created before the keys are unwrapped");
+
+    manifest["layers"][0]["mediaType"] = json!("application/wasm+encrypted");
+    replace_manifest(&layout, &manifest);
     let err = open_err(&reference);
-    assert!(matches!(err, OciError::UnsupportedMediaType { .. }));
-    assert!(err.to_string().contains("encrypted layers are not supported"), "{err}");
+    assert!(matches!(err, OciError::Crypt { .. }), "{err}");
+    assert!(err.to_string().contains("application/wasm+encrypted"), "{err}");
 }
 
 #[test]
