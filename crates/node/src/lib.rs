@@ -131,6 +131,56 @@ impl LogPolicy {
     }
 }
 
+impl LogPolicy {
+    /// A private image needs no log entry: its digest came to the asker
+    /// over an authenticated connection, and its content is unreadable
+    /// without the key that came with it. So that this is no way around the
+    /// log for public images, the rule holds only for manifests asked for
+    /// by digest whose every layer is ocicrypt-encrypted.
+    fn check_private(&self, reference: &Reference, digest: &Digest) -> Result<(), PullDenied> {
+        let deny = |reason: String| {
+            tracing::info!(%reason, "private pull refused");
+            Err(PullDenied { reason })
+        };
+        if let Reference::Tag(tag) = reference {
+            return deny(format!(
+                "{}:{tag}: private images are addressed by digest only",
+                sealpod_store::PRIVATE_REPOSITORY
+            ));
+        }
+        match encrypted_layers(&self.store, digest) {
+            Ok(()) => Ok(()),
+            Err(why) => deny(format!("manifest {digest} in {}: {why}", sealpod_store::PRIVATE_REPOSITORY)),
+        }
+    }
+}
+
+/// Whether `digest` is an image manifest whose layers are all encrypted.
+fn encrypted_layers(store: &Store, digest: &Digest) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Layer {
+        #[serde(rename = "mediaType")]
+        media_type: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    let bytes = store.read_to_vec(digest, sealpod_store::MAX_MANIFEST_SIZE).map_err(|e| e.to_string())?;
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| format!("not an image manifest: {e}"))?;
+    if m.layers.is_empty() {
+        return Err("has no layers; only encrypted images are served without a log entry".into());
+    }
+    if let Some(plain) = m.layers.iter().find(|l| !l.media_type.ends_with("+encrypted")) {
+        return Err(format!(
+            "has a plain layer ({}); only encrypted images are served without a log entry",
+            plain.media_type
+        ));
+    }
+    Ok(())
+}
+
 impl sealpod_registry::PullPolicy for LogPolicy {
     fn check_manifest(
         &self,
@@ -138,6 +188,9 @@ impl sealpod_registry::PullPolicy for LogPolicy {
         reference: &Reference,
         manifest: &StoredManifest,
     ) -> Result<(), PullDenied> {
+        if repository.as_str() == sealpod_store::PRIVATE_REPOSITORY {
+            return self.check_private(reference, &manifest.digest);
+        }
         if self.included(repository, &manifest.digest) {
             return Ok(());
         }
@@ -235,6 +288,9 @@ impl ContentSource for Source {
             // can say why; its layers only if the log includes it, so that
             // asking for any digest cannot make the node download anything.
             let prefetch = match this.policy.clone() {
+                // Asked for by digest: its layers are wanted (and the pull
+                // policy refuses the manifest unless they are encrypted).
+                Some(_) if repository.as_str() == sealpod_store::PRIVATE_REPOSITORY => true,
                 Some(policy) => {
                     let (r, d) = (repository.clone(), digest);
                     tokio::task::spawn_blocking(move || policy.included(&r, &d)).await.unwrap_or(false)

@@ -107,9 +107,15 @@ pub fn admit(
                 };
                 prepared.map_err(|e| image_error(e, &field))?
             }
-            // Decryption keys (ocicrypt) are not handled yet: an encrypted
-            // layer fails to unpack with a clear error.
-            Some(Source::Content(c)) => images.prepare_network(&c.digest).map_err(|e| image_error(e, &field))?,
+            Some(Source::Content(content)) => match &content.key {
+                Some(key) => {
+                    let key = decryption_key(key).map_err(|m| invalid(format!("{field}.image.content.key"), m))?;
+                    images
+                        .prepare_private(&content.digest, &key, pod_id, &c.name)
+                        .map_err(|e| image_error(e, &field))?
+                }
+                None => images.prepare_network(&content.digest).map_err(|e| image_error(e, &field))?,
+            },
             None => return Err(invalid(format!("{field}.image"), "container has no image")),
         };
         let args = process_args(c, &image).map_err(|m| invalid(format!("{field}.command"), m))?;
@@ -286,6 +292,18 @@ fn lookup(path: &Path, pred: impl Fn(&[&str]) -> bool, want: usize) -> Option<u3
     }
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| pred(f)).and_then(|f| f.get(want)?.parse().ok())
+}
+
+/// The private key a wire `DecryptionKey` holds.
+fn decryption_key(key: &sealpod_proto::DecryptionKey) -> Result<sealpod_oci::ocicrypt::PrivateKey, String> {
+    if key.kind != crate::images::KEY_KIND_JWE_PEM {
+        return Err(format!(
+            "decryption key kind {:?} is not supported (only {:?})",
+            key.kind,
+            crate::images::KEY_KIND_JWE_PEM
+        ));
+    }
+    sealpod_oci::ocicrypt::parse_private_key(&key.data).map_err(|e| e.to_string())
 }
 
 fn image_error(e: crate::images::ImageError, field: &str) -> Error {

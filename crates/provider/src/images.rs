@@ -25,6 +25,13 @@ pub struct UnpackedImage {
     pub manifest: Vec<u8>,
 }
 
+/// Most bytes one private image may unpack to (compression bombs).
+pub const MAX_UNPACKED_BYTES: u64 = 32 << 30;
+
+/// How a wire `DecryptionKey` holding an ocicrypt JWE private key in PEM
+/// (PKCS#8, PKCS#1 or SEC1) is labelled.
+pub const KEY_KIND_JWE_PEM: &str = "ocicrypt-jwe-private-pem";
+
 /// The prefix of an image on the artifact network in a pod manifest:
 /// `sealpod://team/app:1.0` (through the log) or `sealpod://team/app@sha256:…`.
 pub const NETWORK_SCHEME: &str = "sealpod://";
@@ -120,6 +127,83 @@ impl ImageStore {
         let image =
             LocalImage::open(&parsed).map_err(|source| ImageError::Oci { reference: reference.to_owned(), source })?;
         self.unpack(image, reference)
+    }
+
+    /// Fetches a private (encrypted) image by its digest through the
+    /// artifact node and decrypts it, streaming, into a root filesystem of
+    /// this pod's own: decrypted content is never shared between pods nor
+    /// cached by digest, so a pod that holds no key never gets another
+    /// pod's plaintext. The encrypted blobs are kept in the content store
+    /// (they are ciphertext). The rootfs appears only once every layer's
+    /// digest, HMAC and diff_id checked out; a failure removes what was
+    /// written. `key` is used and dropped (zeroized) by the caller.
+    pub fn prepare_private(
+        &self,
+        digest: &str,
+        key: &sealpod_oci::ocicrypt::PrivateKey,
+        pod_id: &str,
+        container: &str,
+    ) -> Result<UnpackedImage, ImageError> {
+        let node = self.artifact_node.clone().ok_or_else(|| ImageError::NoArtifactNode(digest.to_owned()))?;
+        let fail = |reason: String| ImageError::Network { reference: digest.to_owned(), reason };
+        let parsed: Digest = digest.parse().map_err(|e: sealpod_store::DigestError| fail(e.to_string()))?;
+        let store = Store::open(self.dir.join("store")).map_err(|e| fail(e.to_string()))?;
+        let fetch_store = store.clone();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(fetch_private(&node, &parsed, &fetch_store))
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("image fetch thread panicked"))?
+        })
+        .map_err(|e: std::io::Error| fail(e.to_string()))?;
+        let layout = self.layout_of(&store, &parsed).map_err(|e| fail(e.to_string()))?;
+        let oci = |source| ImageError::Oci { reference: digest.to_owned(), source };
+        let image = LocalImage::open(&ImageReference::OciLayout { path: layout, tag: None })
+            .map_err(oci)?
+            .with_unpack_limit(MAX_UNPACKED_BYTES);
+        if !image.is_encrypted() {
+            return Err(fail("an image sent with a decryption key must be encrypted; this one is not".into()));
+        }
+        let dir = self.private_dir(pod_id).join(container);
+        let staging = dir.join(".partial");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        if let Err(e) = image.unpack_with_keys(&staging, std::slice::from_ref(key)) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(oci(e));
+        }
+        let rootfs = dir.join("rootfs");
+        std::fs::rename(&staging, &rootfs)?;
+        Ok(UnpackedImage {
+            digest: image.manifest_digest().to_owned(),
+            rootfs,
+            config: image.config().clone(),
+            manifest: image.manifest_bytes().to_vec(),
+        })
+    }
+
+    fn private_dir(&self, pod_id: &str) -> PathBuf {
+        self.dir.join("private").join(pod_id)
+    }
+
+    /// The pods that have decrypted images here.
+    pub fn private_pods(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("private"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the decrypted root filesystems of a pod that is gone.
+    pub fn forget_private(&self, pod_id: &str) {
+        let dir = self.private_dir(pod_id);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(pod = %pod_id, error = %e, "could not remove the pod's decrypted images");
+            }
+        }
     }
 
     /// An OCI layout under `dir/layouts/<hex>` holding `digest` and what it
@@ -231,6 +315,18 @@ async fn fetch(node: &str, reference: &str, store: &Store) -> std::io::Result<Di
     };
     let repo: RepositoryName = repo.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?;
     pull_into_store(&client, &repo, &reference, store, &repo, None).await.map_err(|e| err(e.to_string()))
+}
+
+/// Pulls a private image by digest through the node into `store`.
+async fn fetch_private(node: &str, digest: &Digest, store: &Store) -> std::io::Result<Digest> {
+    let err = |e: String| std::io::Error::other(e);
+    let client =
+        RegistryClient::new(&format!("http://{node}"), ClientOptions::default()).map_err(|e| err(e.to_string()))?;
+    let repo: RepositoryName =
+        sealpod_store::PRIVATE_REPOSITORY.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?;
+    pull_into_store(&client, &repo, &Reference::Digest(*digest), store, &repo, None)
+        .await
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Asks the node's log which repository published `digest`.

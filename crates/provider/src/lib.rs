@@ -171,6 +171,13 @@ impl Provider {
                 }
             }
         }
+        // Decrypted images of pods that are gone (a crash between unpacking
+        // and recording) go too.
+        for id in self.images.private_pods() {
+            if !records.iter().any(|r| r.pod_id == id) {
+                self.images.forget_private(&id);
+            }
+        }
         Ok(())
     }
 
@@ -345,11 +352,24 @@ impl Provider {
             ));
         }
         let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress);
-        // The admitted copy is the only one left; the request's goes now.
+        // The admitted copy is the only one left; the request's goes now,
+        // and so do image keys, used up by admission.
         for v in &mut pod.volumes {
             if let Some(sealpod_proto::volume::Kind::Secret(s)) = &mut v.kind {
                 zeroize::Zeroize::zeroize(&mut s.contents);
             }
+        }
+        for c in &mut pod.containers {
+            if let Some(sealpod_proto::image::Source::Content(content)) =
+                c.image.as_mut().and_then(|i| i.source.as_mut())
+            {
+                if let Some(key) = &mut content.key {
+                    zeroize::Zeroize::zeroize(&mut key.data);
+                }
+            }
+        }
+        if admitted.is_err() {
+            self.images.forget_private(&pod_id);
         }
         let admitted = admitted?;
         if let Some(v) = &verified {
@@ -395,6 +415,7 @@ impl Provider {
                 tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
                 let _ = self.runtime.delete(&pod_id);
                 let _ = self.store.remove(&pod_id);
+                self.images.forget_private(&pod_id);
                 Err(Error::new(ErrorCode::Internal, format!("starting the pod failed: {e}")))
             }
         }
@@ -624,6 +645,7 @@ impl Provider {
                 let mut last = self.runtime.state(&record.pod_id).ok();
                 self.runtime.delete(&record.pod_id).map_err(internal)?;
                 self.store.remove(&record.pod_id).map_err(internal)?;
+                self.images.forget_private(&record.pod_id);
                 self.update_deny_file();
                 tracing::info!(pod = %record.pod_id, "deleted pod");
                 let mut s = last.take().map(|s| status(&record, &s)).unwrap_or_default();

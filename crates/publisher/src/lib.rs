@@ -104,9 +104,16 @@ pub struct Attested {
     pub claims: sealpod_attest::Claims,
 }
 
-/// Whether a wire pod carries anything secret.
+/// Whether a wire pod carries anything secret: a secret volume, or an
+/// image decryption key.
 pub fn carries_secrets(pod: &Pod) -> bool {
-    pod.volumes.iter().any(|v| matches!(v.kind, Some(sealpod_proto::volume::Kind::Secret(_))))
+    let image_key = pod.containers.iter().any(|c| {
+        matches!(
+            c.image.as_ref().and_then(|i| i.source.as_ref()),
+            Some(sealpod_proto::image::Source::Content(sealpod_proto::ContentAddress { key: Some(_), .. }))
+        )
+    });
+    image_key || pod.volumes.iter().any(|v| matches!(v.kind, Some(sealpod_proto::volume::Kind::Secret(_))))
 }
 
 /// Where a deployed pod runs.

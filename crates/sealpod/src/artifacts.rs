@@ -429,7 +429,7 @@ fn name_and_tag(image: &str) -> Result<(RepositoryName, Tag)> {
 }
 
 /// Reads a local image into `store` under `repo`; returns its manifest digest.
-fn load_local(src: &str, store: &Store, repo: &RepositoryName) -> Result<Digest> {
+pub(crate) fn load_local(src: &str, store: &Store, repo: &RepositoryName) -> Result<Digest> {
     let reference = sealpod_oci::ImageReference::parse(src, &std::env::current_dir()?)
         .with_context(|| format!("{src:?} is not an image reference"))?;
     let image = sealpod_oci::LocalImage::open(&reference).with_context(|| format!("opening {src}"))?;

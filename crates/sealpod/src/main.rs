@@ -6,6 +6,7 @@ mod attest;
 mod demo;
 mod imagecrypt;
 mod output;
+mod private;
 mod sample;
 mod trust;
 
@@ -64,6 +65,8 @@ enum Command {
         payload: trust::PayloadArgs,
         #[command(flatten)]
         attestation: attest::DeployAttestArgs,
+        #[command(flatten)]
+        private: private::PrivateArgs,
     },
     /// Attest a provider (a TEE quote bound to its peer key and a fresh
     /// nonce), or verify evidence files offline (`attest verify`).
@@ -402,9 +405,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Manifest { command: ManifestCommand::Sign(args) } => trust::sign(args, json),
         Command::Manifest { command: ManifestCommand::Verify { payload, dir } } => trust::verify(payload, dir, json),
         Command::Attest(cmd) => attest::run(cmd, &home, json),
-        Command::Deploy { manifest, name, discovery, payload, attestation } => runtime()?.block_on(async {
+        Command::Deploy { manifest, name, discovery, payload, attestation, private } => runtime()?.block_on(async {
             let options = attestation.attest.options(&home, attestation.require_attestation)?;
-            let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+            let mut pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+            let sealed = if private.encrypt_images {
+                let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
+                let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
+                private::make_private(&mut pod, &home, &base, &private.node).await?
+            } else {
+                Vec::new()
+            };
+            if !json {
+                for s in &sealed {
+                    let how = if s.reused { "reused the encrypted copy" } else { "encrypted" };
+                    println!("{}: {how} {} -> {} (published by digest only)", s.container, s.source, s.digest);
+                }
+            }
             let payload_manifest = payload.load()?;
             let name = name.unwrap_or_else(|| {
                 manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
@@ -421,7 +437,7 @@ fn run(cli: Cli) -> Result<()> {
                     println!("provider {} attested ({}) before anything secret was sent", a.provider, a.claims.kind);
                 }
             }
-            output::print_deployed(&pod_ref, &status, attested.as_ref(), json)
+            output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, json)
         }),
         Command::Pods { status } => runtime()?.block_on(async {
             let publisher =

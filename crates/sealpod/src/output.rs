@@ -43,10 +43,14 @@ pub fn print_deployed(
     pod_ref: &PodRef,
     status: &PodStatus,
     attested: Option<&sealpod_publisher::Attested>,
+    private_images: &[crate::private::PrivateImage],
     json: bool,
 ) -> Result<()> {
     if json {
-        let v = serde_json::json!({"pod": pod_ref, "status": status, "attestation": attested});
+        let mut v = serde_json::json!({"pod": pod_ref, "status": status, "attestation": attested});
+        if !private_images.is_empty() {
+            v["private_images"] = serde_json::to_value(private_images)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("deployed to provider {}", pod_ref.provider);

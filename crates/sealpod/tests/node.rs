@@ -707,3 +707,113 @@ fn a_large_layer_comes_in_pieces_from_every_holder_streams_to_the_client_and_sur
     assert!(log.contains("fetched blob from one holder after a mismatch"), "{log}");
     assert!(blob_files(&dir.join("d/store")).contains(&name), "D does not hold the good layer");
 }
+
+/// The status line of a GET to a node's HTTP API.
+fn http_status(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Every file under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|p| p.is_file() && !p.is_symlink())
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+#[test]
+fn a_private_image_goes_encrypted_over_the_network_and_its_key_only_to_an_attested_provider() {
+    if !have_skopeo() || !common::is_root() {
+        eprintln!("skipped: needs skopeo and root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (log_key, vkey) = keygen(dir, "sealpod.test/private", false);
+    // The publisher's node (the log's authority here) and the provider's own.
+    let a = start_node(dir, "a", &[], &["--log-signing-key".into(), log_key.display().to_string()]);
+    let m = start_node(dir, "m", &[a.addr()], &["--log-key".into(), vkey]);
+    let layout = sample_image(dir, "private");
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let provider_dir = dir.join("p1");
+    std::fs::create_dir_all(provider_dir.join("images")).unwrap();
+    let provider = common::Provider::start_with(
+        &provider_dir,
+        common::free_port(),
+        &["--artifact-node", &m.registry(), "--attestor", "insecure-dev"],
+    );
+    let home = dir.join("publisher");
+    let pod = dir.join("pod.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            "containers:\n  - name: web\n    image: oci:{}:v1\n    args: [serve, --port, \"8080\", --text, \"private page\"]\n    ports: [\"0:8080\"]\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let publisher_node = a.registry();
+    let deploy = |provider: &str, extra: &[&str]| {
+        let mut args = vec!["--json", "deploy", pod.to_str().unwrap(), "--provider", provider, "--encrypt-images"];
+        args.extend_from_slice(&["--node", &publisher_node]);
+        args.extend_from_slice(extra);
+        common::sealpod(&home, &args)
+    };
+    let deployed = common::ok_json(deploy(&provider.addr, &["--allow-insecure-dev"]));
+    assert_eq!(deployed["status"]["phase"], "POD_PHASE_RUNNING", "{deployed}");
+    assert_eq!(deployed["attestation"]["claims"]["kind"], "insecure-dev", "{deployed}");
+    let private = &deployed["private_images"][0];
+    let digest = private["digest"].as_str().unwrap();
+    assert_ne!(digest, private["plain_digest"].as_str().unwrap());
+    let exposed = common::socket_of(deployed["status"]["addresses"][0]["multiaddr"].as_str().unwrap());
+    let page = common::eventually("page from the private image", || common::http_get(&exposed));
+    assert!(page.starts_with("private page"), "{page}");
+    assert!(m.output().contains("fetched blob from peer"), "{}", m.output());
+
+    // The node the provider uses holds only ciphertext, and its log has no
+    // entry for the image: its digest is not in the log.
+    let status = http_status(&m.registry(), &format!("/sealpod/v1/log/digests/{digest}"));
+    assert!(!status.contains(" 200 "), "a private image must not be in the log: {status}");
+    // The key never reached the provider's disk or logs.
+    let key_dir = std::fs::read_dir(home.join("private-images")).unwrap().next().unwrap().unwrap().path();
+    let key_pem = std::fs::read_to_string(key_dir.join("key.pem")).unwrap();
+    let key_b64 = key_pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
+    for needle in [key_b64.as_bytes(), &key_b64.as_bytes()[..40]] {
+        let hits = files_containing(&provider_dir, needle);
+        assert!(hits.is_empty(), "key bytes found in {hits:?}");
+    }
+    // The same image deploys again from the same encrypted copy.
+    let again = common::ok_json(deploy(&provider.addr, &["--allow-insecure-dev"]));
+    assert_eq!(again["private_images"][0]["reused"], true, "{again}");
+    assert_eq!(again["private_images"][0]["digest"], digest);
+
+    // A provider that cannot attest gets no key, and the deploy says why.
+    let plain_dir = dir.join("p2");
+    std::fs::create_dir_all(plain_dir.join("images")).unwrap();
+    let unattested = common::Provider::start_with(
+        &plain_dir,
+        common::free_port(),
+        &["--artifact-node", &m.registry(), "--attestor", "none"],
+    );
+    let out = deploy(&unattested.addr, &["--allow-insecure-dev"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && said.contains("nothing secret was sent"), "{said}");
+    assert!(files_containing(&plain_dir, key_b64.as_bytes()).is_empty());
+    assert!(
+        !plain_dir.join("provider/images/private").exists()
+            || walk(&plain_dir.join("provider/images/private")).is_empty()
+    );
+
+    // Deleting the pods removes their decrypted root filesystems.
+    for d in [&deployed, &again] {
+        let id = d["status"]["podId"].as_str().unwrap();
+        assert!(common::sealpod(&home, &["delete", id]).status.success());
+        assert!(!provider_dir.join("provider/images/private").join(id).exists());
+    }
+}

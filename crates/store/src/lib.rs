@@ -64,7 +64,7 @@ pub use digest::{Digest, DigestError, SHA256};
 pub use error::StoreError;
 pub use gc::{GcOptions, GcReport};
 pub use manifest::{media_type, DescriptorRef, ParsedManifest, MAX_MANIFEST_SIZE};
-pub use name::{NameError, Reference, RepositoryName, Tag, MAX_NAME_LEN, MAX_TAG_LEN};
+pub use name::{NameError, Reference, RepositoryName, Tag, MAX_NAME_LEN, MAX_TAG_LEN, PRIVATE_REPOSITORY};
 pub use repo::StoredManifest;
 pub use upload::{Upload, UploadId, UploadMark};
 

@@ -11,6 +11,10 @@ use crate::Digest;
 /// (with the registry's host) under 256 characters.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// The repository private (encrypted) images live in on the artifact
+/// network: addressed by digest only, never tagged, never in the log.
+pub const PRIVATE_REPOSITORY: &str = "private";
+
 /// Longest tag: one leading character and at most 127 more.
 pub const MAX_TAG_LEN: usize = 128;
 
