@@ -167,7 +167,21 @@ impl ImageStore {
         if !image.is_encrypted() {
             return Err(fail("an image sent with a decryption key must be encrypted; this one is not".into()));
         }
-        let dir = self.private_dir(pod_id).join(container);
+        // Containers of one pod that run the same image share its rootfs
+        // (read-only, below each container's own upper layer): one key
+        // holder, one decryption.
+        let dir = self.private_dir(pod_id).join(parsed.hex());
+        let rootfs = dir.join("rootfs");
+        let unpacked = |rootfs: PathBuf| UnpackedImage {
+            digest: image.manifest_digest().to_owned(),
+            rootfs,
+            config: image.config().clone(),
+            manifest: image.manifest_bytes().to_vec(),
+        };
+        if rootfs.is_dir() {
+            tracing::debug!(pod = %pod_id, %container, "sharing the pod's decrypted image");
+            return Ok(unpacked(rootfs));
+        }
         let staging = dir.join(".partial");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -175,14 +189,8 @@ impl ImageStore {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(oci(e));
         }
-        let rootfs = dir.join("rootfs");
         std::fs::rename(&staging, &rootfs)?;
-        Ok(UnpackedImage {
-            digest: image.manifest_digest().to_owned(),
-            rootfs,
-            config: image.config().clone(),
-            manifest: image.manifest_bytes().to_vec(),
-        })
+        Ok(unpacked(rootfs))
     }
 
     fn private_dir(&self, pod_id: &str) -> PathBuf {

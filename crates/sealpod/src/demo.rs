@@ -91,13 +91,34 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let digest = image_from_binary(&exe, &image_dir, "demo", vec!["sample".into()])?;
     say(&format!("   oci:{}:demo  {digest}", image_dir.display()));
 
-    say("2. starting a provider in the background …");
+    say("2. starting two artifact nodes (the publisher's and the provider's) and a provider …");
+    let vkey = {
+        let out = Command::new(&exe)
+            .args(["log", "keygen", "--name", "sealpod.demo/images", "--out"])
+            .arg(dir.join("log.key"))
+            .output()
+            .context("making the demo's log key")?;
+        if !out.status.success() {
+            bail!("log keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8(out.stdout)?.trim().to_owned()
+    };
+    let log_key_arg = format!("--log-signing-key={}", dir.join("log.key").display());
+    let (publisher_node, publisher_ready) = start_node(&exe, &dir, "publisher-node", &[&log_key_arg])?;
+    let bootstrap = publisher_ready["addresses"][0].as_str().context("publisher node address")?.to_owned();
+    let vkey_arg = format!("--log-key={vkey}");
+    let bootstrap_arg = format!("--bootstrap={bootstrap}");
+    let (provider_node, provider_node_ready) = start_node(&exe, &dir, "provider-node", &[&vkey_arg, &bootstrap_arg])?;
+    let publisher_registry = publisher_ready["registry"].as_str().context("registry")?.to_owned();
+    let provider_registry = provider_node_ready["registry"].as_str().context("registry")?.to_owned();
+    say(&format!("   publisher's node {publisher_registry}, provider's node {provider_registry} (libp2p, DHT)"));
     let ready = dir.join("provider.ready");
     let log = std::fs::File::create(dir.join("provider.log"))?;
     let child = Command::new(&exe)
         .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
         // No TEE on a demo machine: the dev attestor signs with the node key.
         .args(["--attestor", "insecure-dev"])
+        .args(["--artifact-node", &provider_registry])
         .arg("--state-dir")
         .arg(dir.join("provider"))
         .arg("--image-root")
@@ -121,7 +142,8 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let addr = info.addresses.first().context("provider reported no address")?.clone();
     say(&format!("   provider {addr}"));
 
-    say("3. deploying a two-container pod with a secret volume: the provider is attested first …");
+    say("3. encrypting the image for a fresh key, publishing it by digest, then deploying a two-container pod");
+    say("   with a secret volume: the provider is attested first, then gets the image's digest and key …");
     let secret: [u8; 16] = rand::random();
     let secret = format!("demo-token-{}\n", hex::encode(secret));
     std::fs::write(dir.join("greeting.secret"), &secret)?;
@@ -150,10 +172,14 @@ volumes:
 "#
         ),
     )?;
-    let pod = sealpod_manifest::load_pod_manifest(&manifest)?;
+    let mut pod = sealpod_manifest::load_pod_manifest(&manifest)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
-        let publisher = Publisher::open(&dir.join("publisher"), vec![], false).await?;
+        let home = dir.join("publisher");
+        let sealed = crate::private::make_private(&mut pod, &home, &dir, &publisher_registry).await?;
+        let image = sealed.first().context("the demo pod has an image")?.clone();
+        say(&format!("   image {} encrypted -> {}", image.plain_digest, image.digest));
+        let publisher = Publisher::open(&home, vec![], false).await?;
         let t0 = Instant::now();
         // The demo opts in to the dev attestor, and says so: on a real
         // provider the policy would demand TDX or SNP evidence.
@@ -166,10 +192,17 @@ volumes:
             println!("   attested provider {}: kind {}", attested.provider, attested.claims.kind);
             println!("   ACCEPTED ONLY BECAUSE THE DEMO PASSES --allow-insecure-dev: this machine has no TEE,");
             println!("   so the evidence is a signature by the provider's node key, bound to a fresh nonce;");
-            println!("   the secret went over that same connection, and the provider kept it off its disk");
+            println!("   the secret and the image key went over that same connection, kept off the provider's disk");
             print!("{}", crate::output::status_text(&status));
             println!("   deployed in {:.0} ms", deploy_time.as_secs_f64() * 1000.0);
         }
+        // What the provider's node fetched over libp2p: the encrypted image.
+        let fetched = dir.join("provider-node/store/blobs/sha256").join(image.digest.trim_start_matches("sha256:"));
+        if !fetched.exists() {
+            bail!("the provider's node does not hold {}", image.digest);
+        }
+        say(&format!("   the provider fetched {} (ciphertext) through its artifact node;", image.digest));
+        say("   only it got the key, after attesting; its node serves the image to no one without that key's use");
         let checked = async {
             let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await?;
             say("6. the web container reads its secret volume (a read-only tmpfs file):");
@@ -202,15 +235,20 @@ volumes:
             "deploy_ms": deploy_time.as_secs_f64() * 1000.0,
             "client_log": client_log,
             "attestation": attested,
+            "private_image": image,
         }))
     });
     if args.keep {
         std::mem::forget(provider);
+        std::mem::forget(provider_node);
+        std::mem::forget(publisher_node);
         if let Some(t) = tmp {
             let _ = t.keep();
         }
     } else {
         drop(provider);
+        drop(provider_node);
+        drop(publisher_node);
     }
     let value = result?;
     if json {
@@ -220,6 +258,33 @@ volumes:
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// Starts `sealpod node run` in `dir/name` and waits for its ready file.
+fn start_node(exe: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<(ProviderProcess, serde_json::Value)> {
+    let ready = dir.join(format!("{name}.ready"));
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = Command::new(exe)
+        .args(["node", "run", "--registry", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir"])
+        .arg(dir.join(name))
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(["--sync-period-ms", "500"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the {name}"))?;
+    let process = ProviderProcess { child };
+    let started = Instant::now();
+    while !ready.exists() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the {name} did not start; see {}", dir.join(format!("{name}.log")).display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((process, serde_json::from_slice(&std::fs::read(&ready)?)?))
 }
 
 fn multiaddr_to_socket(addr: &str) -> Result<std::net::SocketAddr> {
