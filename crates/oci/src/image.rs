@@ -377,9 +377,14 @@ impl LocalImage {
                 None => Shared::new(Box::new(v) as Box<dyn Read>),
             };
             let decoded = decoder(shared.clone(), plan.encoding).map_err(|e| layer_error("decompressing", e))?;
+            // A plain tar's diff_id is the digest of the blob itself (for an
+            // encrypted one, of its plaintext, which decryption checks):
+            // hashing it again would check nothing new.
+            let blob_digest = key.map_or_else(|| plan.digest.to_string(), |k| k.private.digest.clone());
             let top: Box<dyn Read> = match &plan.diff_id {
                 Some(diff_id)
-                    if !(plan.encoding == LayerEncoding::Known(Compression::None) && *diff_id == plan.digest) =>
+                    if !(plan.encoding == LayerEncoding::Known(Compression::None)
+                        && diff_id.to_string() == blob_digest) =>
                 {
                     let blob = format!("uncompressed {} (diff_id in config)", plan.name);
                     let v = VerifyingReader::new(decoded, blob.clone(), diff_id, None);

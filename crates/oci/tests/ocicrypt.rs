@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::{have_tool, layer_tar, run, snapshot, write_image, E};
 use sealpod_oci::ocicrypt::{parse_private_key, parse_public_key, PrivateKey, Recipient};
-use sealpod_oci::{Compression, ImageReference, LayerAction, LayoutWriter, LocalImage, OciError};
+use sealpod_oci::{Compression, ImageReference, LayerAction, LayoutWriter, LocalImage, OciError, Transformed};
 use serde_json::Value;
 
 struct Keys {
@@ -73,14 +73,35 @@ fn skopeo(args: &[&str]) {
     run(Command::new("skopeo").args(args));
 }
 
-#[test]
-fn what_skopeo_encrypts_sealpod_decrypts_and_unpacks_to_the_same_tree() {
-    if !have_tool("skopeo", "skopeo_encrypts") || !have_tool("openssl", "skopeo_encrypts") {
-        return;
+/// A temporary directory with openssl's keys in it, if skopeo and openssl are installed.
+fn with_tools(test: &str) -> Option<(tempfile::TempDir, Keys)> {
+    if !have_tool("skopeo", test) || !have_tool("openssl", test) {
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let keys = Keys::make(tmp.path());
+    Some((tmp, keys))
+}
+
+fn encrypt(image: &LocalImage, dst: &Path, to: &[Recipient], keys: &[PrivateKey]) -> Result<Transformed, OciError> {
+    image.encrypt_to(&mut LayoutWriter::create(dst).unwrap(), "v1", to, keys, &mut |_, _, _| {})
+}
+
+fn decrypt(image: &LocalImage, dst: &Path, keys: &[PrivateKey]) -> Result<Transformed, OciError> {
+    image.decrypt_to(&mut LayoutWriter::create(dst).unwrap(), "v1", keys, &mut |_, _, _| {})
+}
+
+/// A fresh P-256 key and itself as a recipient.
+fn fresh_key() -> (PrivateKey, Recipient) {
+    let key = PrivateKey::generate_p256();
+    let recipient = Recipient::to(key.public_key());
+    (key, recipient)
+}
+
+#[test]
+fn what_skopeo_encrypts_sealpod_decrypts_and_unpacks_to_the_same_tree() {
+    let Some((tmp, keys)) = with_tools("skopeo_encrypts") else { return };
     let dir = tmp.path();
-    let keys = Keys::make(dir);
     let plain = plain_image(dir);
     let plain_layers = layer_digests(&dir.join("plain"), "v1");
     let reference = snapshot(
@@ -114,8 +135,7 @@ fn what_skopeo_encrypts_sealpod_decrypts_and_unpacks_to_the_same_tree() {
             let k = keys.private(key);
             // Decrypted into a layout: the original layer digests, media types restored.
             let out = dir.join(format!("dec-{name}-{key}"));
-            let mut w = LayoutWriter::create(&out).unwrap();
-            let t = encrypted.decrypt_to(&mut w, "v1", std::slice::from_ref(&k), &mut |_, _, _| {}).unwrap();
+            let t = decrypt(&encrypted, &out, std::slice::from_ref(&k)).unwrap();
             assert!(t.layers.iter().all(|l| l.action == LayerAction::Decrypted));
             assert_eq!(layer_digests(&out, "v1"), plain_layers, "{name} with {key}");
             // Unpacked straight from the encrypted image: the same tree.
@@ -133,12 +153,8 @@ fn what_skopeo_encrypts_sealpod_decrypts_and_unpacks_to_the_same_tree() {
 
 #[test]
 fn what_sealpod_encrypts_skopeo_decrypts_to_the_original_layers() {
-    if !have_tool("skopeo", "sealpod_encrypts") || !have_tool("openssl", "sealpod_encrypts") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, keys)) = with_tools("sealpod_encrypts") else { return };
     let dir = tmp.path();
-    let keys = Keys::make(dir);
     let plain = LocalImage::open(&plain_image(dir)).unwrap();
     let plain_layers = layer_digests(&dir.join("plain"), "v1");
 
@@ -150,7 +166,7 @@ fn what_sealpod_encrypts_skopeo_decrypts_to_the_original_layers() {
     ] {
         let enc = dir.join(format!("enc-{name}"));
         let rs: Vec<Recipient> = recipients.iter().map(|r| keys.recipient(r)).collect();
-        let t = plain.encrypt_to(&mut LayoutWriter::create(&enc).unwrap(), "v1", &rs, &[], &mut |_, _, _| {}).unwrap();
+        let t = encrypt(&plain, &enc, &rs, &[]).unwrap();
         assert!(t.layers.iter().all(|l| l.action == LayerAction::Encrypted));
         for key in decrypt_with {
             let out = dir.join(format!("dec-{name}-{key}"));
@@ -162,12 +178,8 @@ fn what_sealpod_encrypts_skopeo_decrypts_to_the_original_layers() {
 
 #[test]
 fn adding_a_recipient_rewraps_keys_and_leaves_layer_bytes_alone() {
-    if !have_tool("skopeo", "adding_a_recipient") || !have_tool("openssl", "adding_a_recipient") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some((tmp, keys)) = with_tools("adding_a_recipient") else { return };
     let dir = tmp.path();
-    let keys = Keys::make(dir);
     plain_image(dir);
     let enc = dir.join("enc");
     skopeo(&[
@@ -181,23 +193,9 @@ fn adding_a_recipient_rewraps_keys_and_leaves_layer_bytes_alone() {
 
     let more = dir.join("more");
     let encrypted = open(&enc, "v1");
-    let no_key = encrypted.encrypt_to(
-        &mut LayoutWriter::create(&more).unwrap(),
-        "v1",
-        &[keys.recipient("ec.pub")],
-        &[],
-        &mut |_, _, _| {},
-    );
+    let no_key = encrypt(&encrypted, &more, &[keys.recipient("ec.pub")], &[]);
     assert!(matches!(no_key, Err(OciError::KeyNeeded { .. })), "{no_key:?}");
-    let t = encrypted
-        .encrypt_to(
-            &mut LayoutWriter::create(&more).unwrap(),
-            "v1",
-            &[keys.recipient("ec.pub")],
-            &[keys.private("rsa.pem")],
-            &mut |_, _, _| {},
-        )
-        .unwrap();
+    let t = encrypt(&encrypted, &more, &[keys.recipient("ec.pub")], &[keys.private("rsa.pem")]).unwrap();
     assert!(t.layers.iter().all(|l| l.action == LayerAction::Rewrapped && l.from == l.to));
     assert_eq!(layer_digests(&more, "v1"), before);
     // The old and the new recipient can both decrypt, with skopeo.
@@ -243,10 +241,9 @@ fn tampered_encrypted_layers_are_refused_by_name_and_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plain = LocalImage::open(&plain_image(dir)).unwrap();
-    let key = PrivateKey::generate_p256();
-    let recipient = Recipient { key: key.public_key(), algorithm: key.public_key().default_algorithm() };
+    let (key, recipient) = fresh_key();
     let enc = dir.join("enc");
-    plain.encrypt_to(&mut LayoutWriter::create(&enc).unwrap(), "v1", &[recipient], &[], &mut |_, _, _| {}).unwrap();
+    encrypt(&plain, &enc, &[recipient], &[]).unwrap();
     let plain_digest = layer_digests(&dir.join("plain"), "v1")[0].clone();
 
     let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<u8>, &mut Value)>, &str)> = vec![
@@ -273,9 +270,7 @@ fn tampered_encrypted_layers_are_refused_by_name_and_leave_nothing() {
         tamper(&copy, "v1", 0, edit);
         let image = open(&copy, "v1");
         let out = dir.join(format!("out-{}", name.replace(' ', "-")));
-        let err = image
-            .decrypt_to(&mut LayoutWriter::create(&out).unwrap(), "v1", &[key.clone()], &mut |_, _, _| {})
-            .unwrap_err();
+        let err = decrypt(&image, &out, &[key.clone()]).unwrap_err();
         assert!(err.to_string().contains(why), "{name}: {err}");
         assert!(!common::blob_path(&out, &plain_digest).exists(), "{name}: a decrypted blob was kept");
         assert!(leftovers(&out).is_empty(), "{name}: {:?}", leftovers(&out));
@@ -292,10 +287,9 @@ fn a_compression_bomb_inside_an_encrypted_layer_stops_at_the_limit() {
     // 64 MiB of zeros: a gzip of about 64 KiB.
     let bomb = layer_tar(&[E::File("zeros", &vec![0u8; 64 << 20], 0o644)]);
     let plain = LocalImage::open(&write_image(&dir.join("plain"), "v1", &[(bomb, Compression::Gzip)])).unwrap();
-    let key = PrivateKey::generate_p256();
-    let recipient = Recipient { key: key.public_key(), algorithm: key.public_key().default_algorithm() };
+    let (key, recipient) = fresh_key();
     let enc = dir.join("enc");
-    plain.encrypt_to(&mut LayoutWriter::create(&enc).unwrap(), "v1", &[recipient], &[], &mut |_, _, _| {}).unwrap();
+    encrypt(&plain, &enc, &[recipient], &[]).unwrap();
     let image = open(&enc, "v1").with_unpack_limit(8 << 20);
     let err = image.unpack_with_keys(&dir.join("root"), &[key]).unwrap_err();
     assert!(err.to_string().contains("compression bomb"), "{err}");
@@ -306,11 +300,9 @@ fn duplicated_annotations_in_an_encrypted_manifest_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plain = LocalImage::open(&plain_image(dir)).unwrap();
-    let key = PrivateKey::generate_p256();
-    let recipient = Recipient { key: key.public_key(), algorithm: key.public_key().default_algorithm() };
+    let (_, recipient) = fresh_key();
     let enc = dir.join("enc");
-    let t =
-        plain.encrypt_to(&mut LayoutWriter::create(&enc).unwrap(), "v1", &[recipient], &[], &mut |_, _, _| {}).unwrap();
+    let t = encrypt(&plain, &enc, &[recipient], &[]).unwrap();
     // The manifest text with the pubopts annotation written twice.
     let path = common::blob_path(&enc, &t.manifest_digest);
     let text = fs::read_to_string(&path).unwrap();

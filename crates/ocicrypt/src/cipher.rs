@@ -205,12 +205,54 @@ impl Hasher {
     }
 }
 
-fn cipher(opts: &PrivateOptions) -> Aes256Ctr {
-    Aes256Ctr::new(opts.symkey.as_ref().into(), (&opts.nonce).into())
+/// What both directions carry along a layer: the key stream, the HMAC of
+/// the ciphertext and the digest of the plaintext.
+struct LayerStream {
+    cipher: Aes256Ctr,
+    /// Both taken at the end.
+    ends: Option<(HmacSha256, Hasher)>,
+    /// The plaintext digest the private options name.
+    digest: String,
 }
 
-fn mac(opts: &PrivateOptions) -> HmacSha256 {
-    <HmacSha256 as Mac>::new_from_slice(opts.symkey.as_ref()).expect("HMAC takes any key length")
+impl LayerStream {
+    fn new(opts: &PrivateOptions) -> LayerStream {
+        let mac = <HmacSha256 as Mac>::new_from_slice(opts.symkey.as_ref()).expect("HMAC takes any key length");
+        LayerStream {
+            cipher: Aes256Ctr::new(opts.symkey.as_ref().into(), (&opts.nonce).into()),
+            ends: Some((mac, Hasher::for_digest(&opts.digest))),
+            digest: opts.digest.clone(),
+        }
+    }
+
+    /// Reads at most one chunk from `inner` into `buf`.
+    fn read_chunk(inner: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(CHUNK);
+        inner.read(&mut buf[..want])
+    }
+
+    /// Plaintext in, ciphertext out, in place.
+    fn encrypt(&mut self, chunk: &mut [u8]) {
+        if let Some((mac, hasher)) = self.ends.as_mut() {
+            hasher.update(chunk);
+            self.cipher.apply_keystream(chunk);
+            mac.update(chunk);
+        }
+    }
+
+    /// Ciphertext in, plaintext out, in place.
+    fn decrypt(&mut self, chunk: &mut [u8]) {
+        if let Some((mac, hasher)) = self.ends.as_mut() {
+            mac.update(chunk);
+            self.cipher.apply_keystream(chunk);
+            hasher.update(chunk);
+        }
+    }
+
+    /// The HMAC state and the plaintext digest, once; `None` afterwards.
+    fn finish(&mut self) -> Option<(HmacSha256, String)> {
+        self.ends.take().map(|(mac, hasher)| (mac, hasher.finish()))
+    }
 }
 
 /// Reads plaintext from `inner` and yields ciphertext. The plaintext's
@@ -219,10 +261,7 @@ fn mac(opts: &PrivateOptions) -> HmacSha256 {
 /// [`EncryptingReader::public_options`] gives the HMAC.
 pub struct EncryptingReader<R> {
     inner: R,
-    cipher: Aes256Ctr,
-    mac: Option<HmacSha256>,
-    hasher: Option<Hasher>,
-    digest: String,
+    stream: LayerStream,
     public: Option<PublicOptions>,
     failed: Option<String>,
 }
@@ -230,15 +269,7 @@ pub struct EncryptingReader<R> {
 impl<R: Read> EncryptingReader<R> {
     /// Encrypts `inner` with `opts`.
     pub fn new(inner: R, opts: &PrivateOptions) -> Self {
-        EncryptingReader {
-            inner,
-            cipher: cipher(opts),
-            mac: Some(mac(opts)),
-            hasher: Some(Hasher::for_digest(&opts.digest)),
-            digest: opts.digest.clone(),
-            public: None,
-            failed: None,
-        }
+        EncryptingReader { inner, stream: LayerStream::new(opts), public: None, failed: None }
     }
 
     /// The public options, once the whole plaintext was read and matched its digest.
@@ -255,28 +286,19 @@ impl<R: Read> Read for EncryptingReader<R> {
         if buf.is_empty() || self.public.is_some() {
             return Ok(0);
         }
-        let want = buf.len().min(CHUNK);
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
-            if actual != self.digest {
-                let reason = format!("the layer read is {actual}, not {} as its descriptor says", self.digest);
-                self.failed = Some(reason.clone());
-                return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
-            }
-            let hmac = self.mac.take().map(|m| m.finalize().into_bytes().into()).unwrap_or_default();
-            self.public = Some(PublicOptions { hmac });
-            return Ok(0);
+        let n = LayerStream::read_chunk(&mut self.inner, buf)?;
+        if n > 0 {
+            self.stream.encrypt(&mut buf[..n]);
+            return Ok(n);
         }
-        let chunk = &mut buf[..n];
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(chunk);
+        let (mac, actual) = self.stream.finish().expect("finished once: `public` or `failed` is set after");
+        if actual != self.stream.digest {
+            let reason = format!("the layer read is {actual}, not {} as its descriptor says", self.stream.digest);
+            self.failed = Some(reason.clone());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
         }
-        self.cipher.apply_keystream(chunk);
-        if let Some(m) = self.mac.as_mut() {
-            m.update(chunk);
-        }
-        Ok(n)
+        self.public = Some(PublicOptions { hmac: mac.finalize().into_bytes().into() });
+        Ok(0)
     }
 }
 
@@ -298,11 +320,8 @@ pub enum Verdict {
 /// means the plaintext handed out is unverified and must not be used.
 pub struct DecryptingReader<R> {
     inner: R,
-    cipher: Aes256Ctr,
-    mac: Option<HmacSha256>,
+    stream: LayerStream,
     expected_hmac: [u8; 32],
-    hasher: Option<Hasher>,
-    digest: String,
     verdict: Verdict,
 }
 
@@ -311,11 +330,8 @@ impl<R: Read> DecryptingReader<R> {
     pub fn new(inner: R, private: &PrivateOptions, public: &PublicOptions) -> Self {
         DecryptingReader {
             inner,
-            cipher: cipher(private),
-            mac: Some(mac(private)),
+            stream: LayerStream::new(private),
             expected_hmac: public.hmac,
-            hasher: Some(Hasher::for_digest(&private.digest)),
-            digest: private.digest.clone(),
             verdict: Verdict::Pending,
         }
     }
@@ -326,18 +342,17 @@ impl<R: Read> DecryptingReader<R> {
     }
 
     fn conclude(&mut self) -> Verdict {
-        let Some(mac) = self.mac.take() else { return self.verdict.clone() };
-        let digest = self.hasher.take().map(Hasher::finish).unwrap_or_default();
+        let Some((mac, digest)) = self.stream.finish() else { return self.verdict.clone() };
         self.verdict = if mac.verify_slice(&self.expected_hmac).is_err() {
             Verdict::Failed(
                 "the layer's HMAC does not match: the encrypted layer was altered, or its public options do not \
                  belong to it"
                     .into(),
             )
-        } else if digest != self.digest {
+        } else if digest != self.stream.digest {
             Verdict::Failed(format!(
                 "the decrypted layer is {digest}, not {} as its private options say: wrong or tampered key data",
-                self.digest
+                self.stream.digest
             ))
         } else {
             Verdict::Verified
@@ -356,23 +371,15 @@ impl<R: Read> Read for DecryptingReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(CHUNK);
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return match self.conclude() {
-                Verdict::Failed(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason)),
-                _ => Ok(0),
-            };
+        let n = LayerStream::read_chunk(&mut self.inner, buf)?;
+        if n > 0 {
+            self.stream.decrypt(&mut buf[..n]);
+            return Ok(n);
         }
-        let chunk = &mut buf[..n];
-        if let Some(m) = self.mac.as_mut() {
-            m.update(chunk);
+        match self.conclude() {
+            Verdict::Failed(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason)),
+            _ => Ok(0),
         }
-        self.cipher.apply_keystream(chunk);
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(chunk);
-        }
-        Ok(n)
     }
 }
 

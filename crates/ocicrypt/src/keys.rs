@@ -64,6 +64,14 @@ pub struct Recipient {
     pub algorithm: KeyAlgorithm,
 }
 
+impl Recipient {
+    /// `key`, with the algorithm ocicrypt uses for it by default.
+    pub fn to(key: PublicKey) -> Recipient {
+        let algorithm = key.default_algorithm();
+        Recipient { key, algorithm }
+    }
+}
+
 impl PublicKey {
     /// What kind of key this is, e.g. `RSA-3072` or `EC P-256`.
     pub fn describe(&self) -> String {
@@ -196,8 +204,7 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<Recipient, CryptError> {
         }
         None => public_from_spki(bytes)?,
     };
-    let algorithm = public.default_algorithm();
-    Ok(Recipient { key: public, algorithm })
+    Ok(Recipient::to(public))
 }
 
 /// Reads a private key (PEM, DER or JWK; see the module docs).

@@ -227,7 +227,7 @@ mod tests {
             LayerKey { private: PrivateOptions::generate(&digest).unwrap(), public: PublicOptions { hmac: [1; 32] } };
         let a = PrivateKey::generate_p256();
         let b = PrivateKey::generate_p256();
-        let to = |k: &PrivateKey| Recipient { key: k.public_key(), algorithm: k.public_key().default_algorithm() };
+        let to = |k: &PrivateKey| Recipient::to(k.public_key());
         let first: HashMap<_, _> = wrap_layer(&key, &[to(&a)], None).unwrap().into_iter().collect();
         let second: HashMap<_, _> =
             wrap_layer(&key, &[to(&b)], first.get(ANNOTATION_JWE).map(String::as_str)).unwrap().into_iter().collect();

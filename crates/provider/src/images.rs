@@ -105,28 +105,38 @@ impl ImageStore {
     /// bare `sha256:` digest (a wire `ContentAddress`), which the node's log
     /// maps to its repository.
     pub fn prepare_network(&self, reference: &str) -> Result<UnpackedImage, ImageError> {
+        let target = reference.to_owned();
+        let image =
+            self.fetch_image(reference, move |node, store| async move { fetch(&node, &target, &store).await })?;
+        self.unpack(image, reference)
+    }
+
+    /// Pulls an image through the artifact node with `pull` (on a thread of
+    /// its own with a small runtime: the provider's request loop is async,
+    /// and unpacking blocks anyway), lays it out from the content store and
+    /// opens it.
+    fn fetch_image<F, Fut>(&self, reference: &str, pull: F) -> Result<LocalImage, ImageError>
+    where
+        F: FnOnce(String, Store) -> Fut + Send,
+        Fut: std::future::Future<Output = std::io::Result<Digest>>,
+    {
         let node = self.artifact_node.clone().ok_or_else(|| ImageError::NoArtifactNode(reference.to_owned()))?;
         let fail = |reason: String| ImageError::Network { reference: reference.to_owned(), reason };
         let store = Store::open(self.dir.join("store")).map_err(|e| fail(e.to_string()))?;
-        let target = reference.to_owned();
         let fetch_store = store.clone();
-        // The provider's request loop is async; this runs on a thread of its
-        // own with a small runtime, as unpacking blocks anyway.
         let digest = std::thread::scope(|scope| {
             scope
                 .spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    rt.block_on(fetch(&node, &target, &fetch_store))
+                    rt.block_on(pull(node, fetch_store))
                 })
                 .join()
                 .map_err(|_| std::io::Error::other("image fetch thread panicked"))?
         })
         .map_err(|e: std::io::Error| fail(e.to_string()))?;
         let layout = self.layout_of(&store, &digest).map_err(|e| fail(e.to_string()))?;
-        let parsed = ImageReference::OciLayout { path: layout, tag: None };
-        let image =
-            LocalImage::open(&parsed).map_err(|source| ImageError::Oci { reference: reference.to_owned(), source })?;
-        self.unpack(image, reference)
+        LocalImage::open(&ImageReference::OciLayout { path: layout, tag: None })
+            .map_err(|source| ImageError::Oci { reference: reference.to_owned(), source })
     }
 
     /// Fetches a private (encrypted) image by its digest through the
@@ -144,25 +154,14 @@ impl ImageStore {
         pod_id: &str,
         container: &str,
     ) -> Result<UnpackedImage, ImageError> {
-        let node = self.artifact_node.clone().ok_or_else(|| ImageError::NoArtifactNode(digest.to_owned()))?;
         let fail = |reason: String| ImageError::Network { reference: digest.to_owned(), reason };
-        let parsed: Digest = digest.parse().map_err(|e: sealpod_store::DigestError| fail(e.to_string()))?;
-        let store = Store::open(self.dir.join("store")).map_err(|e| fail(e.to_string()))?;
-        let fetch_store = store.clone();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    rt.block_on(fetch_private(&node, &parsed, &fetch_store))
-                })
-                .join()
-                .map_err(|_| std::io::Error::other("image fetch thread panicked"))?
-        })
-        .map_err(|e: std::io::Error| fail(e.to_string()))?;
-        let layout = self.layout_of(&store, &parsed).map_err(|e| fail(e.to_string()))?;
         let oci = |source| ImageError::Oci { reference: digest.to_owned(), source };
-        let image = LocalImage::open(&ImageReference::OciLayout { path: layout, tag: None })
-            .map_err(oci)?
+        let parsed: Digest = digest.parse().map_err(|e: sealpod_store::DigestError| fail(e.to_string()))?;
+        let image = self
+            .fetch_image(digest, move |node, store| async move {
+                let private = sealpod_store::PRIVATE_REPOSITORY.parse().map_err(std::io::Error::other)?;
+                pull(&node, private, Reference::Digest(parsed), &store).await
+            })?
             .with_unpack_limit(MAX_UNPACKED_BYTES);
         if !image.is_encrypted() {
             return Err(fail("an image sent with a decryption key must be encrypted; this one is not".into()));
@@ -297,8 +296,6 @@ impl ImageStore {
 /// Resolves `reference` through the node and pulls it into `store`.
 async fn fetch(node: &str, reference: &str, store: &Store) -> std::io::Result<Digest> {
     let err = |e: String| std::io::Error::other(e);
-    let client =
-        RegistryClient::new(&format!("http://{node}"), ClientOptions::default()).map_err(|e| err(e.to_string()))?;
     let (repo, reference) = match reference.strip_prefix(NETWORK_SCHEME) {
         Some(rest) => {
             let (name, reference) = match rest.split_once('@') {
@@ -322,19 +319,15 @@ async fn fetch(node: &str, reference: &str, store: &Store) -> std::io::Result<Di
         }
     };
     let repo: RepositoryName = repo.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?;
-    pull_into_store(&client, &repo, &reference, store, &repo, None).await.map_err(|e| err(e.to_string()))
+    pull(node, repo, reference, store).await
 }
 
-/// Pulls a private image by digest through the node into `store`.
-async fn fetch_private(node: &str, digest: &Digest, store: &Store) -> std::io::Result<Digest> {
+/// Pulls `repo` at `reference` through the node into `store`.
+async fn pull(node: &str, repo: RepositoryName, reference: Reference, store: &Store) -> std::io::Result<Digest> {
     let err = |e: String| std::io::Error::other(e);
     let client =
         RegistryClient::new(&format!("http://{node}"), ClientOptions::default()).map_err(|e| err(e.to_string()))?;
-    let repo: RepositoryName =
-        sealpod_store::PRIVATE_REPOSITORY.parse().map_err(|e: sealpod_store::NameError| err(e.to_string()))?;
-    pull_into_store(&client, &repo, &Reference::Digest(*digest), store, &repo, None)
-        .await
-        .map_err(|e| err(e.to_string()))
+    pull_into_store(&client, &repo, &reference, store, &repo, None).await.map_err(|e| err(e.to_string()))
 }
 
 /// Asks the node's log which repository published `digest`.

@@ -234,7 +234,7 @@ fn node_json(node: &str, path: &str) -> Result<Value> {
     Ok(value)
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -113,31 +113,22 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let provider_registry = provider_node_ready["registry"].as_str().context("registry")?.to_owned();
     say(&format!("   publisher's node {publisher_registry}, provider's node {provider_registry} (libp2p, DHT)"));
     let ready = dir.join("provider.ready");
-    let log = std::fs::File::create(dir.join("provider.log"))?;
-    let child = Command::new(&exe)
-        .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
-        // No TEE on a demo machine: the dev attestor signs with the node key.
-        .args(["--attestor", "insecure-dev"])
-        .args(["--artifact-node", &provider_registry])
-        .arg("--state-dir")
-        .arg(dir.join("provider"))
-        .arg("--image-root")
-        .arg(dir.join("images"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the provider")?;
-    let provider = ProviderProcess { child };
-    let started = Instant::now();
-    while !ready.exists() {
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("the provider did not start; see {}", dir.join("provider.log").display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let provider = spawn_ready(
+        Command::new(&exe)
+            .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
+            // No TEE on a demo machine: the dev attestor signs with the node key.
+            .args(["--attestor", "insecure-dev"])
+            .args(["--artifact-node", &provider_registry])
+            .arg("--state-dir")
+            .arg(dir.join("provider"))
+            .arg("--image-root")
+            .arg(dir.join("images"))
+            .arg("--ready-file")
+            .arg(&ready),
+        &ready,
+        &dir.join("provider.log"),
+        "provider",
+    )?;
     let info: sealpod_provider::Ready = serde_json::from_slice(&std::fs::read(&ready)?)?;
     let addr = info.addresses.first().context("provider reported no address")?.clone();
     say(&format!("   provider {addr}"));
@@ -263,28 +254,39 @@ volumes:
 /// Starts `sealpod node run` in `dir/name` and waits for its ready file.
 fn start_node(exe: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<(ProviderProcess, serde_json::Value)> {
     let ready = dir.join(format!("{name}.ready"));
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let child = Command::new(exe)
-        .args(["node", "run", "--registry", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir"])
-        .arg(dir.join(name))
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(["--sync-period-ms", "500"])
-        .args(extra)
+    let process = spawn_ready(
+        Command::new(exe)
+            .args(["node", "run", "--registry", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--dir"])
+            .arg(dir.join(name))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--sync-period-ms", "500"])
+            .args(extra),
+        &ready,
+        &dir.join(format!("{name}.log")),
+        name,
+    )?;
+    Ok((process, serde_json::from_slice(&std::fs::read(&ready)?)?))
+}
+
+/// Spawns `command` with its output in `log` and waits until it writes `ready`.
+fn spawn_ready(command: &mut Command, ready: &Path, log: &Path, what: &str) -> Result<ProviderProcess> {
+    let file = std::fs::File::create(log)?;
+    let child = command
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(file.try_clone()?)
+        .stderr(file)
         .spawn()
-        .with_context(|| format!("starting the {name}"))?;
+        .with_context(|| format!("starting the {what}"))?;
     let process = ProviderProcess { child };
     let started = Instant::now();
     while !ready.exists() {
         if started.elapsed() > Duration::from_secs(30) {
-            bail!("the {name} did not start; see {}", dir.join(format!("{name}.log")).display());
+            bail!("the {what} did not start; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((process, serde_json::from_slice(&std::fs::read(&ready)?)?))
+    Ok(process)
 }
 
 fn multiaddr_to_socket(addr: &str) -> Result<std::net::SocketAddr> {

@@ -12,7 +12,6 @@
 //! `key.pem` readable by the owner only), so a redeploy of the same image
 //! does not encrypt and upload it again.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -69,33 +68,15 @@ fn seal(home: &Path, image: &LocalImage) -> Result<Sealed> {
     std::fs::create_dir_all(&staging)?;
     restrict(&staging, 0o700)?;
     let key = PrivateKey::generate_p256();
-    let recipient = Recipient { key: key.public_key(), algorithm: key.public_key().default_algorithm() };
+    let recipient = Recipient::to(key.public_key());
     let mut out = LayoutWriter::create(&staging.join("layout"))?;
     let encrypted = image.encrypt_to(&mut out, "private", &[recipient], &[], &mut |_, _, _| {})?;
     let pem = key.to_pkcs8_pem()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode_0600()
-        .open(staging.join("key.pem"))
-        .context("writing the image key")?;
-    f.write_all(pem.as_bytes())?;
-    f.sync_all()?;
+    crate::artifacts::write_secret(&staging.join("key.pem"), pem.trim_end())?;
     std::fs::write(staging.join("digest"), &encrypted.manifest_digest)?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&staging, &dir)?;
     Ok(Sealed { layout, digest: encrypted.manifest_digest, key: pem, reused: false })
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 fn restrict(path: &Path, mode: u32) -> Result<()> {
@@ -176,6 +157,6 @@ pub struct PrivateArgs {
     pub encrypt_images: bool,
     /// The publisher's artifact node (registry address) that serves the
     /// encrypted images to the provider's node.
-    #[arg(long, env = "SEALPOD_NODE", default_value = "127.0.0.1:5000", requires = "encrypt_images")]
+    #[arg(long, env = "SEALPOD_NODE", default_value = "127.0.0.1:5000")]
     pub node: String,
 }

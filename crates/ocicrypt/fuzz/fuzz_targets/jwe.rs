@@ -13,7 +13,7 @@ fn keys() -> &'static (Vec<PrivateKey>, String) {
     static KEYS: OnceLock<(Vec<PrivateKey>, String)> = OnceLock::new();
     KEYS.get_or_init(|| {
         let ec = PrivateKey::generate_p256();
-        let r = Recipient { key: ec.public_key(), algorithm: ec.public_key().default_algorithm() };
+        let r = Recipient::to(ec.public_key());
         let sample = sealpod_ocicrypt::jwe::seal(b"{\"symkey\":\"\"}", &[r]).unwrap();
         (vec![ec], sample)
     })
