@@ -817,3 +817,96 @@ fn a_private_image_goes_encrypted_over_the_network_and_its_key_only_to_an_attest
         assert!(!provider_dir.join("provider/images/private").join(id).exists());
     }
 }
+
+/// The layer digests of `oci:DIR:TAG`.
+fn layers_of(layout: &Path, tag: &str) -> Vec<String> {
+    let out = ok(skopeo(&["inspect", &format!("oci:{}:{tag}", layout.display())]), "skopeo inspect");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn an_encrypted_image_pushed_into_one_node_comes_out_of_another_with_skopeo_unchanged() {
+    if !have_skopeo() {
+        eprintln!("skipped: needs skopeo");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = Command::new("sh")
+        .arg("-ec")
+        .arg("openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out ec.pem; openssl pkey -in ec.pem -pubout -out ec.pub")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    let (log_key, vkey) = keygen(dir, "sealpod.test/encrypted", false);
+    let a = start_node(dir, "a", &[], &["--log-signing-key".into(), log_key.display().to_string()]);
+    let b = start_node(dir, "b", &[a.addr()], &["--log-key".into(), vkey]);
+    let plain = sample_image(dir, "encrypted");
+    let enc = dir.join("enc");
+    let encrypted = json(
+        sealpod(&[
+            "--json",
+            "image",
+            "encrypt",
+            &format!("oci:{}:v1", plain.display()),
+            &format!("oci:{}:v1", enc.display()),
+            "--recipient",
+            &format!("jwe:{}", dir.join("ec.pub").display()),
+        ]),
+        "image encrypt",
+    );
+    let digest = encrypted["manifest_digest"].as_str().unwrap().to_owned();
+    ok(push(&enc, &a.registry(), "team/secret:1"), "skopeo push of the encrypted image");
+
+    // By name, through the log, from the mirror: the same bytes.
+    let out = dir.join("pulled");
+    ok(pull_until(&b.registry(), "team/secret:1", &out, Duration::from_secs(30)), "skopeo pull from the mirror");
+    assert_eq!(inspect_digest(&b.registry(), "team/secret:1"), digest);
+    assert_eq!(layers_of(&out, "x"), layers_of(&enc, "v1"));
+    // By digest from the mirror's private repository: no log entry needed.
+    let by_digest = dir.join("by-digest");
+    ok(pull_until(&b.registry(), &format!("private@{digest}"), &by_digest, Duration::from_secs(30)), "private pull");
+    assert_eq!(layers_of(&by_digest, "x"), layers_of(&enc, "v1"));
+    // And it decrypts, with skopeo and with sealpod, to the original layers.
+    let dec = dir.join("dec");
+    let key = dir.join("ec.pem").display().to_string();
+    ok(
+        skopeo(&[
+            "copy",
+            "--decryption-key",
+            &key,
+            &format!("oci:{}:x", out.display()),
+            &format!("oci:{}:d", dec.display()),
+        ]),
+        "skopeo decrypt",
+    );
+    assert_eq!(layers_of(&dec, "d"), layers_of(&plain, "v1"));
+    let dec2 = dir.join("dec2");
+    ok(
+        sealpod(&[
+            "image",
+            "decrypt",
+            &format!("oci:{}:x", by_digest.display()),
+            &format!("oci:{}:d", dec2.display()),
+            "--key",
+            &key,
+        ]),
+        "sealpod image decrypt",
+    );
+    assert_eq!(layers_of(&dec2, "d"), layers_of(&plain, "v1"));
+
+    // A plain image is no private image: refused by digest without a log entry.
+    ok(push(&plain, &a.registry(), "team/plain:1"), "skopeo push of the plain image");
+    let plain_digest = inspect_digest(&a.registry(), "team/plain:1");
+    let refused =
+        skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/private@{plain_digest}", b.registry())]);
+    assert!(!refused.status.success(), "a plain image was served from the private repository");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("plain layer") || b.output().contains("plain layer"),
+        "{}\n{}",
+        String::from_utf8_lossy(&refused.stderr),
+        b.output()
+    );
+}
