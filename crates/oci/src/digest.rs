@@ -254,25 +254,34 @@ impl<R: Read> Read for VerifyingReader<R> {
 /// Passes writes through while hashing and counting them.
 pub(crate) struct HashingWriter<W> {
     pub(crate) inner: W,
-    hasher: Hasher,
+    /// `None` when what is written was verified against its digest already.
+    hasher: Option<Hasher>,
     count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::sha256(), count: 0 }
+        HashingWriter { inner, hasher: Some(Hasher::sha256()), count: 0 }
     }
 
-    /// The inner writer, the `sha256:` digest and the byte count.
+    /// Counts without hashing.
+    pub(crate) fn counting(inner: W) -> Self {
+        HashingWriter { inner, hasher: None, count: 0 }
+    }
+
+    /// The inner writer, the `sha256:` digest (empty when only counting)
+    /// and the byte count.
     pub(crate) fn finish(self) -> (W, String, u64) {
-        (self.inner, self.hasher.finish(), self.count)
+        (self.inner, self.hasher.map(Hasher::finish).unwrap_or_default(), self.count)
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

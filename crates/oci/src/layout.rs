@@ -77,6 +77,22 @@ impl LayoutWriter {
         w.commit(media_type)
     }
 
+    /// Stores what `reader` yields as the blob `digest` (`sha256:`) without
+    /// hashing it again: for a reader that fails its last read unless its
+    /// bytes are `digest` (a decrypting reader checks the plaintext digest).
+    /// Nothing appears under `blobs/` unless the reader reached its end.
+    pub(crate) fn write_verified_blob(
+        &self,
+        media_type: &str,
+        digest: &str,
+        mut reader: impl Read,
+    ) -> Result<Descriptor, OciError> {
+        let mut w = self.blob_writer()?;
+        w.file = HashingWriter::counting(w.file.inner);
+        io::copy(&mut reader, &mut w.file).map_err(|e| OciError::io("writing blob in", &self.root, e))?;
+        w.commit_as(media_type, digest)
+    }
+
     pub(crate) fn blob_writer(&self) -> Result<BlobWriter, OciError> {
         let dir = self.root.join("blobs").join("sha256");
         let tmp = tempfile::Builder::new()
@@ -156,11 +172,27 @@ pub(crate) struct BlobWriter {
 impl BlobWriter {
     /// Moves the blob to its content address.
     pub(crate) fn commit(self, media_type: &str) -> Result<Descriptor, OciError> {
-        let (mut tmp, digest, size) = self.file.finish();
-        tmp.flush().map_err(|e| OciError::io("writing blob in", &self.dir, e))?;
-        set_readable(tmp.as_file()).map_err(|e| OciError::io("writing blob in", &self.dir, e))?;
-        let hex = digest.trim_start_matches("sha256:");
-        let path = self.dir.join(hex);
+        let (tmp, digest, size) = self.file.finish();
+        Self::persist(&self.dir, tmp, media_type, &digest, size)
+    }
+
+    /// Moves the blob to `digest`, which the caller verified.
+    pub(crate) fn commit_as(self, media_type: &str, digest: &str) -> Result<Descriptor, OciError> {
+        let (tmp, _, size) = self.file.finish();
+        Self::persist(&self.dir, tmp, media_type, digest, size)
+    }
+
+    fn persist(
+        dir: &Path,
+        mut tmp: tempfile::NamedTempFile,
+        media_type: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<Descriptor, OciError> {
+        tmp.flush().map_err(|e| OciError::io("writing blob in", dir, e))?;
+        set_readable(tmp.as_file()).map_err(|e| OciError::io("writing blob in", dir, e))?;
+        let hex = digest.strip_prefix("sha256:").ok_or_else(|| invalid("blob", format!("{digest} is not sha256")))?;
+        let path = dir.join(hex);
         tmp.persist(&path).map_err(|e| OciError::io("writing", &path, e.error))?;
         let digest: oci_spec::image::Digest =
             digest.parse().map_err(|e: oci_spec::OciSpecError| invalid("blob", e.to_string()))?;
