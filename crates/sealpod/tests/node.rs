@@ -788,6 +788,31 @@ fn a_private_image_goes_encrypted_over_the_network_and_its_key_only_to_an_attest
         let hits = files_containing(&provider_dir, needle);
         assert!(hits.is_empty(), "key bytes found in {hits:?}");
     }
+    // A content address the network does not have: refused naming it, the
+    // key used for nothing, nothing left on disk, the provider still serving.
+    let missing = format!("sha256:{}", "ab".repeat(32));
+    let err = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let publisher = sealpod_publisher::Publisher::open(&dir.join("publisher-raw"), vec![], false).await.unwrap();
+        let mut wire = sealpod_manifest::load_pod_manifest(&pod).unwrap();
+        wire.containers[0].image = Some(sealpod_proto::Image {
+            source: Some(sealpod_proto::image::Source::Content(sealpod_proto::ContentAddress {
+                digest: missing.clone(),
+                cid: vec![],
+                key: Some(sealpod_proto::DecryptionKey {
+                    kind: "ocicrypt-jwe-private-pem".into(),
+                    data: key_pem.as_bytes().to_vec(),
+                }),
+            })),
+        });
+        let options = sealpod_publisher::AttestOptions { allow_insecure_dev: true, ..Default::default() };
+        let target = sealpod_publisher::Target::Address(provider.addr.parse().unwrap());
+        publisher.deploy(wire, "missing", target, None, &options).await.unwrap_err().to_string()
+    });
+    assert!(err.contains(&missing) && err.contains("artifact node"), "{err}");
+    let private_dir = provider_dir.join("provider/images/private");
+    let pods_with_images = std::fs::read_dir(&private_dir).unwrap().count();
+    assert_eq!(pods_with_images, 1, "only the running pod has a decrypted image");
+
     // The same image deploys again from the same encrypted copy.
     let again = common::ok_json(deploy(&provider.addr, &["--allow-insecure-dev"]));
     assert_eq!(again["private_images"][0]["reused"], true, "{again}");
