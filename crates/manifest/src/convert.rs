@@ -17,7 +17,7 @@ use crate::pod::{
     quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec, RestartPolicySpec,
     SecretSpec,
 };
-use crate::MAX_SECRET_BYTES;
+use crate::{PublisherSide, MAX_SECRET_BYTES};
 
 /// A rule broken at `path`.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ struct PodState<'a> {
     references: Vec<(String, FieldPath)>,
 }
 
-pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<Pod, Invalid> {
+pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<(Pod, PublisherSide), Invalid> {
     let root = FieldPath::default();
     if manifest.containers.is_empty() {
         return Err(invalid(root.key("containers"), "a pod needs at least one container"));
@@ -75,6 +75,15 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         state.volumes.push(Volume { name, kind: Some(kind) });
     }
 
+    let publisher = PublisherSide {
+        private_images: manifest
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.private_image)
+            .map(|(i, _)| i)
+            .collect(),
+    };
     let mut containers = Vec::with_capacity(manifest.containers.len());
     let mut container_names: HashMap<String, FieldPath> = HashMap::new();
     for (i, spec) in manifest.containers.into_iter().enumerate() {
@@ -101,7 +110,7 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         }
     }
 
-    Ok(Pod {
+    let pod = Pod {
         containers,
         replicas: Some(replicas(&root, manifest.replicas)?),
         restart_policy: match manifest.restart_policy.unwrap_or(RestartPolicySpec::OnFailure) {
@@ -110,7 +119,8 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
             RestartPolicySpec::Never => RestartPolicy::Never,
         } as i32,
         volumes: state.volumes,
-    })
+    };
+    Ok((pod, publisher))
 }
 
 fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) -> Result<Container, Invalid> {

@@ -88,6 +88,25 @@ pub fn parse_pod_manifest(
     source_name: &str,
     base_dir: Option<&Path>,
 ) -> Result<sealpod_proto::Pod, ManifestError> {
+    parse_pod_manifest_for_publisher(text, format, source_name, base_dir).map(|(pod, _)| pod)
+}
+
+/// What the manifest asks of the publisher before the pod goes on the wire:
+/// fields that never travel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublisherSide {
+    /// The containers (by index) with `privateImage: true`: their images are
+    /// encrypted and sent by content address and key.
+    pub private_images: Vec<usize>,
+}
+
+/// [`parse_pod_manifest`], with what the publisher is to do before sending.
+pub fn parse_pod_manifest_for_publisher(
+    text: &str,
+    format: Format,
+    source_name: &str,
+    base_dir: Option<&Path>,
+) -> Result<(sealpod_proto::Pod, PublisherSide), ManifestError> {
     if text.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::new(
             source_name,
@@ -108,6 +127,11 @@ pub fn parse_pod_manifest(
 /// converts it to the wire form; secret files are resolved against the
 /// manifest's directory.
 pub fn load_pod_manifest(path: &Path) -> Result<sealpod_proto::Pod, ManifestError> {
+    load_pod_manifest_for_publisher(path).map(|(pod, _)| pod)
+}
+
+/// [`load_pod_manifest`], with what the publisher is to do before sending.
+pub fn load_pod_manifest_for_publisher(path: &Path) -> Result<(sealpod_proto::Pod, PublisherSide), ManifestError> {
     let source_name = path.display().to_string();
     let read_error = |err| ManifestError::new(&source_name, ManifestErrorKind::Read(err));
     let file = std::fs::File::open(path).map_err(read_error)?;
@@ -129,7 +153,7 @@ pub fn load_pod_manifest(path: &Path) -> Result<sealpod_proto::Pod, ManifestErro
     // `pod.yaml` has the parent "", which joins as the current directory
     // without adding a `./` to paths in messages.
     let base_dir = path.parent().unwrap_or(Path::new(""));
-    parse_pod_manifest(&text, Format::from_path(path), &source_name, Some(base_dir))
+    parse_pod_manifest_for_publisher(&text, Format::from_path(path), &source_name, Some(base_dir))
 }
 
 /// A deserialization error, taken apart.

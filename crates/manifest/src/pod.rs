@@ -40,6 +40,10 @@ pub(crate) struct ContainerSpec {
     /// Apocryph's spelling of `volumeMounts`; at most one of the two is given.
     pub volumes: Option<Vec<MountSpec>>,
     pub resources: Option<ResourcesSpec>,
+    /// Publisher side: encrypt the image and send it by content address and
+    /// key (never travels itself).
+    #[serde(default)]
+    pub private_image: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -1037,3 +1037,24 @@ fn load_names_the_secret_file_as_written_relative_to_the_manifest() {
     );
     assert!(err.to_string().starts_with(&expected), "{err}\n{expected}");
 }
+
+#[test]
+fn private_image_is_a_publisher_side_field_that_never_travels() {
+    let yaml =
+        "containers:\n  - name: a\n    image: ./a.tar\n    privateImage: true\n  - name: b\n    image: ./b.tar\n";
+    let (pod, publisher) = crate::parse_pod_manifest_for_publisher(yaml, Format::Yaml, "pod.yaml", None).unwrap();
+    assert_eq!(publisher.private_images, vec![0]);
+    assert_eq!(pod, crate::parse_pod_manifest(yaml, Format::Yaml, "pod.yaml", None).unwrap());
+    assert_eq!(
+        pod.containers[0].image,
+        Some(sealpod_proto::Image { source: Some(image::Source::Reference("./a.tar".into())) })
+    );
+    let err = crate::parse_pod_manifest(
+        "containers:\n  - name: a\n    image: ./a.tar\n    privateImage: yes please\n",
+        Format::Yaml,
+        "pod.yaml",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("privateImage"), "{err}");
+}

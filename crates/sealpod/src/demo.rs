@@ -167,7 +167,8 @@ volumes:
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let home = dir.join("publisher");
-        let sealed = crate::private::make_private(&mut pod, &home, &dir, &publisher_registry).await?;
+        let every: Vec<usize> = (0..pod.containers.len()).collect();
+        let sealed = crate::private::make_private(&mut pod, &every, &home, &dir, &publisher_registry).await?;
         let image = sealed.first().context("the demo pod has an image")?.clone();
         say(&format!("   image {} encrypted -> {}", image.plain_digest, image.digest));
         let publisher = Publisher::open(&home, vec![], false).await?;
@@ -193,7 +194,7 @@ volumes:
             bail!("the provider's node does not hold {}", image.digest);
         }
         say(&format!("   the provider fetched {} (ciphertext) through its artifact node;", image.digest));
-        say("   only it got the key, after attesting; its node serves the image to no one without that key's use");
+        say("   the nodes hold only ciphertext; the key went to the provider alone, after it attested");
         let checked = async {
             let checked = check_pod(&publisher, &pod_ref.pod_id, &status, json).await?;
             say("6. the web container reads its secret volume (a read-only tmpfs file):");

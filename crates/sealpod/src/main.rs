@@ -407,13 +407,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attest(cmd) => attest::run(cmd, &home, json),
         Command::Deploy { manifest, name, discovery, payload, attestation, private } => runtime()?.block_on(async {
             let options = attestation.attest.options(&home, attestation.require_attestation)?;
-            let mut pod = sealpod_manifest::load_pod_manifest(&manifest)?;
-            let sealed = if private.encrypt_images {
+            let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&manifest)?;
+            let which: Vec<usize> =
+                if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
+            let sealed = if which.is_empty() {
+                Vec::new()
+            } else {
                 let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
                 let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
-                private::make_private(&mut pod, &home, &base, &private.node).await?
-            } else {
-                Vec::new()
+                private::make_private(&mut pod, &which, &home, &base, &private.node).await?
             };
             if !json {
                 for s in &sealed {

@@ -104,17 +104,24 @@ async fn publish(layout: &Path, digest: &str, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes every container image of `pod` private (see the module docs).
-/// Local references are resolved against `base` (the manifest's directory).
-pub async fn make_private(pod: &mut Pod, home: &Path, base: &Path, node: &str) -> Result<Vec<PrivateImage>> {
+/// Makes the images of the containers `which` (indexes) of `pod` private
+/// (see the module docs). Local references are resolved against `base`
+/// (the manifest's directory).
+pub async fn make_private(
+    pod: &mut Pod,
+    which: &[usize],
+    home: &Path,
+    base: &Path,
+    node: &str,
+) -> Result<Vec<PrivateImage>> {
     let mut done = Vec::new();
-    for (i, c) in pod.containers.iter_mut().enumerate() {
+    for (i, c) in pod.containers.iter_mut().enumerate().filter(|(i, _)| which.contains(i)) {
         let Some(Source::Reference(reference)) = c.image.as_ref().and_then(|i| i.source.clone()) else {
-            bail!("containers[{i}]: --encrypt-images needs a local image reference");
+            bail!("containers[{i}]: a private image must be a local image reference");
         };
         if reference.starts_with("sealpod://") {
             bail!(
-                "containers[{i}].image {reference}: a published image is public; --encrypt-images takes local images \
+                "containers[{i}].image {reference}: a published image is public; a private image is a local one \
                  (oci:DIR:TAG, archives)"
             );
         }
@@ -152,11 +159,12 @@ pub struct PrivateArgs {
     /// Encrypt every container image (ocicrypt, a fresh key per image, kept
     /// in $SEALPOD_HOME/private-images), publish it by digest through the
     /// artifact node (--node), and send the provider the digest and the key,
-    /// only after it attested.
+    /// only after it attested. (`privateImage: true` in the manifest does
+    /// this for one container.)
     #[arg(long)]
     pub encrypt_images: bool,
-    /// The publisher's artifact node (registry address) that serves the
-    /// encrypted images to the provider's node.
+    /// The publisher's artifact node (registry address) that serves private
+    /// images to the provider's node.
     #[arg(long, env = "SEALPOD_NODE", default_value = "127.0.0.1:5000")]
     pub node: String,
 }

@@ -813,8 +813,24 @@ fn a_private_image_goes_encrypted_over_the_network_and_its_key_only_to_an_attest
     let pods_with_images = std::fs::read_dir(&private_dir).unwrap().count();
     assert_eq!(pods_with_images, 1, "only the running pod has a decrypted image");
 
-    // The same image deploys again from the same encrypted copy.
-    let again = common::ok_json(deploy(&provider.addr, &["--allow-insecure-dev"]));
+    // The same image deploys again from the same encrypted copy, asked for
+    // in the manifest this time (`privateImage: true`) instead of the flag.
+    let pod_field = dir.join("pod-field.yaml");
+    let text = std::fs::read_to_string(&pod).unwrap();
+    std::fs::write(&pod_field, text.replace("    args:", "    privateImage: true\n    args:")).unwrap();
+    let again = common::ok_json(common::sealpod(
+        &home,
+        &[
+            "--json",
+            "deploy",
+            pod_field.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+            "--node",
+            &publisher_node,
+            "--allow-insecure-dev",
+        ],
+    ));
     assert_eq!(again["private_images"][0]["reused"], true, "{again}");
     assert_eq!(again["private_images"][0]["digest"], digest);
 
