@@ -618,6 +618,19 @@ mod tests {
     }
 
     #[test]
+    fn a_content_key_of_the_wrong_size_is_refused() {
+        let k = PrivateKey::Rsa(rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap());
+        let r = Recipient::to(k.public_key());
+        let sealed = seal(b"opts", std::slice::from_ref(&r)).unwrap();
+        let mut v: Value = serde_json::from_str(&sealed).unwrap();
+        // A 16-byte key where A256GCM needs 32, wrapped properly.
+        let (short, _) = wrap_for(&r, &[7u8; 16]).unwrap();
+        v["encrypted_key"] = b64(&short).into();
+        let err = open(v.to_string().as_bytes(), &[k]).unwrap_err().to_string();
+        assert!(err.contains("16 bytes") && err.contains("needs 32"), "{err}");
+    }
+
+    #[test]
     fn rsa_oaep_both_hashes_round_trip() {
         let k = PrivateKey::Rsa(rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap());
         let pem = k.public_key_pem().unwrap();
