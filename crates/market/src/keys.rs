@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use alloy::signers::local::PrivateKeySigner;
+pub use alloy::signers::local::PrivateKeySigner;
 use zeroize::Zeroizing;
 
 use crate::MarketError;

@@ -13,10 +13,17 @@
 //! bytes pass through this process only in memory, on their way to the
 //! pod's shim.
 //!
-//! Not here yet: payment channels.
+//! A provider with market terms (`--market FILE`, see docs/market.md) answers
+//! capacity requests with an offer signed by its node key, admits only pods
+//! bought under a live offer and paid through a channel it checked on chain,
+//! meters them, suspends those whose vouchers lapse, and claims on chain
+//! (`market`, decisions in [`billing`]).
 
 pub mod admission;
+pub mod billing;
 pub mod images;
+mod market;
+mod metrics;
 pub mod store;
 
 use std::net::IpAddr;
@@ -69,6 +76,11 @@ pub struct ProviderConfig {
     /// What is shipped with the evidence: DCAP collateral JSON (TDX) or the
     /// VCEK chain (SNP hosts that leave `auxblob` empty).
     pub attestor_collateral: Option<PathBuf>,
+    /// Prices, chain and payout; `None` gives pods away.
+    pub market: Option<sealpod_market::MarketTerms>,
+    /// Where `/metrics` and `/earnings` are served (loopback); the address
+    /// bound is written to `STATE_DIR/metrics.addr`. `None`: not served.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Resources the provider offers in total.
@@ -111,6 +123,13 @@ pub struct Provider {
     own_sockets: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     /// The attestor and the node's public key (protobuf), set once the node key is loaded.
     attestor: std::sync::OnceLock<(sealpod_attest::tsm::Attestor, Vec<u8>)>,
+    /// The node key, which signs offers.
+    keypair: std::sync::OnceLock<sealpod_net::Keypair>,
+    /// The runtime, for chain calls from blocking request handlers.
+    handle: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Held while an account is read, changed and written back.
+    billing_lock: Mutex<()>,
+    counters: metrics::Counters,
 }
 
 /// What the provider's node is reachable at.
@@ -140,6 +159,10 @@ impl Provider {
             trust: Mutex::new(trust),
             own_sockets: std::sync::OnceLock::new(),
             attestor: std::sync::OnceLock::new(),
+            keypair: std::sync::OnceLock::new(),
+            handle: std::sync::OnceLock::new(),
+            billing_lock: Mutex::new(()),
+            counters: metrics::Counters::default(),
         };
         provider.reattach()?;
         Ok(provider)
@@ -199,6 +222,19 @@ impl Provider {
             None => tracing::info!("attestor: none; attestation requests are answered unavailable"),
         }
         let _ = self.attestor.set((attestor, keypair.public().encode_protobuf()));
+        let _ = self.keypair.set(keypair.clone());
+        let _ = self.handle.set(tokio::runtime::Handle::current());
+        if let Some(addr) = self.config.metrics {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let bound = listener.local_addr()?;
+            std::fs::write(self.config.state_dir.join("metrics.addr"), bound.to_string())?;
+            tracing::info!("metrics on http://{bound}/metrics, earnings on http://{bound}/earnings");
+            tokio::spawn(self.clone().serve_metrics(listener));
+        }
+        if let Some(terms) = self.terms() {
+            tracing::info!(chain = terms.chain.chain_id, contract = %terms.chain.contract, payout = %terms.payout, "selling; offers signed by the node key");
+            tokio::spawn(self.clone().run_billing());
+        }
         let mut node_config = NodeConfig::client(keypair);
         node_config.listen = self.config.listen.clone();
         node_config.bootstrap = self.config.bootstrap.clone();
@@ -242,6 +278,7 @@ impl Provider {
     fn handle(&self, request: InboundRequest) {
         match request {
             InboundRequest::Attest { peer, request, responder } => {
+                metrics::bump(&self.counters.attestations);
                 let response = match self.attest(&request) {
                     Ok(evidence) => AttestResponse { error: None, evidence: Some(evidence) },
                     Err(error) => {
@@ -251,11 +288,18 @@ impl Provider {
                 };
                 responder.respond(response);
             }
-            InboundRequest::Capacity { request, responder, .. } => responder.respond(self.capacity(&request)),
+            InboundRequest::Capacity { request, responder, .. } => {
+                metrics::bump(&self.counters.capacity_requests);
+                responder.respond(self.capacity(&request))
+            }
             InboundRequest::Provision { peer, request, responder } => {
                 let response = match self.provision(peer, request) {
-                    Ok(status) => ProvisionPodResponse { error: None, status: Some(status) },
+                    Ok(status) => {
+                        metrics::bump(&self.counters.provisioned);
+                        ProvisionPodResponse { error: None, status: Some(status) }
+                    }
                     Err(error) => {
+                        metrics::bump(&self.counters.refused);
                         tracing::info!(%peer, %error, "refused provisioning");
                         ProvisionPodResponse { error: Some(error), status: None }
                     }
@@ -320,7 +364,7 @@ impl Provider {
             && want.memory_bytes <= free.memory_bytes
             && want.gpus == 0
             && request.external_ips == 0;
-        CapacityResponse { error: None, available, free: Some(free), offer: None }
+        CapacityResponse { error: None, available, free: Some(free), offer: self.offer() }
     }
 
     fn provision(&self, peer: PeerId, mut request: ProvisionPodRequest) -> Result<PodStatus, Error> {
@@ -351,6 +395,7 @@ impl Provider {
                 ),
             ));
         }
+        let account = self.admit_payment(&pod_id, &pod, &request)?;
         let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress);
         // The admitted copy is the only one left; the request's goes now,
         // and so do image keys, used up by admission.
@@ -405,16 +450,20 @@ impl Provider {
         // Recorded before the shim starts: a crash in between leaves a record
         // that re-attachment resolves, never a pod nobody knows of.
         self.store.put(&record).map_err(internal)?;
+        if let Some(a) = &account {
+            self.save_account(a);
+        }
         self.update_deny_file();
         match self.runtime.create(&admitted.spec, admitted.listeners, admitted.secrets) {
             Ok(state) => {
                 tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
-                Ok(status(&record, &state))
+                Ok(self.with_billing(status(&record, &state)))
             }
             Err(e) => {
                 tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
                 let _ = self.runtime.delete(&pod_id);
                 let _ = self.store.remove(&pod_id);
+                let _ = self.store.remove_account(&pod_id);
                 self.images.forget_private(&pod_id);
                 Err(Error::new(ErrorCode::Internal, format!("starting the pod failed: {e}")))
             }
@@ -558,7 +607,7 @@ impl Provider {
             Some(Op::Status(s)) => {
                 let record = self.owned(&peer, &s.pod_id)?;
                 let state = self.runtime.state(&record.pod_id).map_err(internal)?;
-                Ok(ControlResult::Status(status(&record, &state)))
+                Ok(ControlResult::Status(self.with_billing(status(&record, &state))))
             }
             Some(Op::List(_)) => {
                 let me = peer.to_string();
@@ -568,7 +617,7 @@ impl Provider {
                     .map_err(internal)?
                     .into_iter()
                     .filter(|r| r.owner == me)
-                    .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| status(&r, &s)))
+                    .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| self.with_billing(status(&r, &s))))
                     .collect();
                 Ok(ControlResult::List(PodList { pods }))
             }
@@ -643,19 +692,35 @@ impl Provider {
             Some(Op::Delete(d)) => {
                 let record = self.owned(&peer, &d.pod_id)?;
                 let mut last = self.runtime.state(&record.pod_id).ok();
+                // A suspended pod is thawed so that its processes can be killed.
+                let _ = sealpod_runtime::cgroup::freeze(&record.pod_id, false);
                 self.runtime.delete(&record.pod_id).map_err(internal)?;
                 self.store.remove(&record.pod_id).map_err(internal)?;
                 self.images.forget_private(&record.pod_id);
                 self.update_deny_file();
+                self.end_account(&record.pod_id, "deleted by its owner");
                 tracing::info!(pod = %record.pod_id, "deleted pod");
-                let mut s = last.take().map(|s| status(&record, &s)).unwrap_or_default();
+                let mut s = last.take().map(|s| self.with_billing(status(&record, &s))).unwrap_or_default();
                 s.pod_id = record.pod_id.clone();
                 s.phase = PodPhase::Deleted as i32;
                 s.addresses.clear();
                 Ok(ControlResult::Deleted(s))
             }
+            Some(Op::Pay(p)) => Ok(ControlResult::Paid(self.pay(&peer, p)?)),
             None => Err(Error::new(ErrorCode::InvalidRequest, "empty control request")),
         }
+    }
+}
+
+impl Provider {
+    /// Removes a pod the provider itself decided to end (unpaid).
+    fn remove_pod(&self, pod_id: &str) {
+        if let Err(e) = self.runtime.delete(pod_id) {
+            tracing::error!(pod = %pod_id, error = %e, "could not delete pod");
+        }
+        let _ = self.store.remove(pod_id);
+        self.images.forget_private(pod_id);
+        self.update_deny_file();
     }
 }
 
@@ -673,11 +738,11 @@ fn socket_of(addr: &Multiaddr) -> Option<std::net::SocketAddr> {
     None
 }
 
-fn internal(e: impl std::fmt::Display) -> Error {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::Internal, e.to_string())
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -738,6 +803,7 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
                 detail: d.detail.clone(),
             })
             .collect(),
+        billing: None,
     }
 }
 

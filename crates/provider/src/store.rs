@@ -7,6 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+/// Billing accounts (JSON), by pod id; they outlive their pod until claimed.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
 /// What the provider remembers of a pod besides what its shim reports.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +67,7 @@ impl PodStore {
         let db = Database::create(path).map_err(err)?;
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(PODS).map_err(err)?;
+        tx.open_table(ACCOUNTS).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(PodStore { db })
     }
@@ -102,6 +105,33 @@ impl PodStore {
         for entry in table.iter().map_err(err)? {
             let (_, v) = entry.map_err(err)?;
             out.push(serde_json::from_slice(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl PodStore {
+    /// Writes a billing account (already serialized) for `pod_id`.
+    pub fn put_account(&self, pod_id: &str, json: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.open_table(ACCOUNTS).map_err(err)?.insert(pod_id, json).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    pub fn remove_account(&self, pod_id: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.open_table(ACCOUNTS).map_err(err)?.remove(pod_id).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Every billing account, serialized.
+    pub fn accounts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(ACCOUNTS).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err)? {
+            let (_, v) = entry.map_err(err)?;
+            out.push(v.value().to_vec());
         }
         Ok(out)
     }

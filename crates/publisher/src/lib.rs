@@ -30,6 +30,9 @@ use sealpod_proto::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod payment;
+pub use payment::{PaymentPlan, PodPayment, Quote};
+
 /// What can go wrong for a publisher.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
@@ -64,6 +67,9 @@ pub enum PublisherError {
     /// A provider address without its peer id.
     #[error("provider address {0} must end in /p2p/<peer id>")]
     AddressWithoutPeer(Multiaddr),
+    /// An offer, a channel or a voucher could not be made or used.
+    #[error("payment: {0}")]
+    Market(String),
     /// The provider's attestation failed: nothing secret was sent.
     #[error("attestation of provider {peer} failed, nothing secret was sent: {error}")]
     Attestation {
@@ -127,6 +133,9 @@ pub struct PodRef {
     pub provider: String,
     /// Addresses the provider was reached at.
     pub provider_addrs: Vec<String>,
+    /// The channel the pod is paid through, when the provider charges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PodPayment>,
 }
 
 /// Which provider to deploy to.
@@ -211,6 +220,22 @@ impl Publisher {
         payload_manifest: Option<sealpod_proto::PayloadManifest>,
         attest: &AttestOptions,
     ) -> Result<(PodRef, PodStatus, Option<Attested>), PublisherError> {
+        self.deploy_paid(pod, name, target, payload_manifest, attest, None).await
+    }
+
+    /// [`Publisher::deploy`], paying through a new channel when `payment` is
+    /// given: the provider's offer is fetched and verified, the pod goes only
+    /// under it, and the channel is opened after attestation, just before
+    /// the pod is handed over.
+    pub async fn deploy_paid(
+        &self,
+        pod: Pod,
+        name: &str,
+        target: Target,
+        payload_manifest: Option<sealpod_proto::PayloadManifest>,
+        attest: &AttestOptions,
+        payment: Option<&PaymentPlan>,
+    ) -> Result<(PodRef, PodStatus, Option<Attested>), PublisherError> {
         let (peer, addrs) = match target {
             Target::Address(addr) => {
                 let (_, Some(_)) = sealpod_net::split_peer_id(&addr) else {
@@ -230,9 +255,31 @@ impl Publisher {
         } else {
             None
         };
-        let request = ProvisionPodRequest { pod: Some(pod), payment: None, payload_manifest, name: name.to_owned() };
+        let mut request = ProvisionPodRequest { payload_manifest, name: name.to_owned(), ..Default::default() };
+        let mut pod_payment = None;
+        if let Some(plan) = payment {
+            let reservation = payment::reservation_of(&pod);
+            let ask = CapacityRequest { resources: Some(payment::wanted(&pod)), ..Default::default() };
+            let quote = self.quote(peer, ask, &reservation).await?.ok_or_else(|| {
+                PublisherError::Market(format!("provider {peer} makes no offer: it does not sell (drop --deposit)"))
+            })?;
+            let (channel, voucher, record) = self.open_for(&quote, plan).await?;
+            tracing::info!(channel = %record.channel_id, "payment channel opened");
+            request.offer = Some(quote.offer);
+            request.payment = Some(channel);
+            request.voucher = Some(voucher.to_proto());
+            pod_payment = Some(record);
+        }
+        request.pod = Some(pod);
         let response = self.node.provision(peer, request).await?;
         if let Some(error) = response.error {
+            if let Some(p) = &pod_payment {
+                tracing::warn!(channel = %p.channel_id, "the provider refused the pod; the channel stays open: `sealpod channel unlock` then `withdraw` returns the deposit");
+                return Err(PublisherError::Market(format!(
+                    "provider {peer} refused: {error}; channel {} was opened: `sealpod channel unlock {}` and, after its delay, `sealpod channel withdraw {}` return the deposit",
+                    p.channel_id, p.channel_id, p.channel_id
+                )));
+            }
             return Err(PublisherError::Remote { peer, error });
         }
         let status = response.status.ok_or(PublisherError::Incomplete(peer))?;
@@ -241,6 +288,7 @@ impl Publisher {
             name: name.to_owned(),
             provider: peer.to_string(),
             provider_addrs: addrs,
+            payment: pod_payment,
         };
         let mut records = self.records()?;
         records.insert(pod_ref.pod_id.clone(), pod_ref.clone());
@@ -299,7 +347,7 @@ impl Publisher {
         }
     }
 
-    async fn control(&self, pod_id: &str, op: Op) -> Result<ControlResult, PublisherError> {
+    pub(crate) async fn control(&self, pod_id: &str, op: Op) -> Result<ControlResult, PublisherError> {
         let peer = self.reach(pod_id).await?;
         let response = self.node.control(peer, PodControlRequest { op: Some(op) }).await?;
         match response.result {
@@ -392,7 +440,7 @@ impl Publisher {
         }
     }
 
-    fn records(&self) -> Result<BTreeMap<String, PodRef>, PublisherError> {
+    pub(crate) fn records(&self) -> Result<BTreeMap<String, PodRef>, PublisherError> {
         let path = self.home.join("pods.json");
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -403,7 +451,7 @@ impl Publisher {
         }
     }
 
-    fn save_records(&self, records: &BTreeMap<String, PodRef>) -> Result<(), PublisherError> {
+    pub(crate) fn save_records(&self, records: &BTreeMap<String, PodRef>) -> Result<(), PublisherError> {
         let path = self.home.join("pods.json");
         let state = |e: std::io::Error| PublisherError::State { path: path.clone(), reason: e.to_string() };
         std::fs::create_dir_all(&self.home).map_err(state)?;

@@ -17,6 +17,7 @@
 //! with a pod (the provider does). It follows the OCI runtime specification for
 //! the container configuration.
 
+pub mod cgroup;
 pub mod egress;
 pub mod logs;
 pub mod netns;

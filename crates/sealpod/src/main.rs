@@ -5,6 +5,7 @@ mod artifacts;
 mod attest;
 mod demo;
 mod imagecrypt;
+mod market;
 mod output;
 mod private;
 mod sample;
@@ -67,6 +68,26 @@ enum Command {
         attestation: attest::DeployAttestArgs,
         #[command(flatten)]
         private: private::PrivateArgs,
+        #[command(flatten)]
+        pay: market::DeployPayArgs,
+        /// Deploy to the cheapest provider whose offer fits (and that passes
+        /// attestation when it is needed); implies discovery.
+        #[arg(long)]
+        cheapest: bool,
+    },
+    /// List providers that fit a request, cheapest first, with their offers.
+    Providers(market::ProvidersArgs),
+    /// Pay for a pod: sign a cumulative voucher for its channel.
+    Pay(market::PayArgs),
+    /// Deploy the payment contract on a dev chain; show this publisher's address.
+    Chain {
+        #[command(subcommand)]
+        command: market::ChainCommand,
+    },
+    /// Open, inspect, top up, unlock and withdraw payment channels.
+    Channel {
+        #[command(subcommand)]
+        command: market::ChannelCommand,
     },
     /// Attest a provider (a TEE quote bound to its peer key and a fresh
     /// nonce), or verify evidence files offline (`attest verify`).
@@ -184,6 +205,8 @@ enum NodeCommand {
 enum ProviderCommand {
     /// Serve the Apocryph protocols and run pods.
     Run(ProviderArgs),
+    /// What the provider billed, was vouchered and claimed, per pod and in total.
+    Earnings(market::EarningsArgs),
 }
 
 #[derive(Args)]
@@ -237,6 +260,14 @@ struct ProviderArgs {
     /// host leaves auxblob empty.
     #[arg(long, value_name = "FILE|DIR")]
     attestor_collateral: Option<PathBuf>,
+    /// Sell: prices, chain, payment contract, token and payout address
+    /// (YAML; see docs/market.md). Without it, pods are free.
+    #[arg(long, value_name = "FILE")]
+    market: Option<PathBuf>,
+    /// Serve /metrics (Prometheus) and /earnings here; the bound address is
+    /// written to STATE_DIR/metrics.addr. Loopback only.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics: std::net::SocketAddr,
 }
 
 #[derive(Args, Clone)]
@@ -370,6 +401,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args, json),
         Command::Provider { command: ProviderCommand::Run(args) } => run_provider(args),
+        Command::Provider { command: ProviderCommand::Earnings(args) } => market::earnings(args, json),
+        Command::Providers(args) => runtime()?.block_on(market::providers(args, &home, json)),
+        Command::Chain { command } => runtime()?.block_on(market::chain(command, &home, json)),
+        Command::Channel { command } => runtime()?.block_on(market::channel(command, &home, json)),
+        Command::Pay(args) => runtime()?.block_on(async {
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
+            market::pay(args, &publisher, &home, json).await
+        }),
         Command::Node { command: NodeCommand::Run(args) } => artifacts::node_run(args),
         Command::Log { command } => artifacts::log(command, json),
         Command::Shim { pod_dir } => {
@@ -405,42 +445,77 @@ fn run(cli: Cli) -> Result<()> {
         Command::Manifest { command: ManifestCommand::Sign(args) } => trust::sign(args, json),
         Command::Manifest { command: ManifestCommand::Verify { payload, dir } } => trust::verify(payload, dir, json),
         Command::Attest(cmd) => attest::run(cmd, &home, json),
-        Command::Deploy { manifest, name, discovery, payload, attestation, private } => runtime()?.block_on(async {
-            let options = attestation.attest.options(&home, attestation.require_attestation)?;
-            let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&manifest)?;
-            let which: Vec<usize> =
-                if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
-            let sealed = if which.is_empty() {
-                Vec::new()
-            } else {
-                let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
-                let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
-                private::make_private(&mut pod, &which, &home, &base, &private.node).await?
-            };
-            if !json {
-                for s in &sealed {
-                    let how = if s.reused { "reused the encrypted copy" } else { "encrypted" };
-                    println!("{}: {how} {} -> {} (published by digest only)", s.container, s.source, s.digest);
-                }
-            }
-            let payload_manifest = payload.load()?;
-            let name = name.unwrap_or_else(|| {
-                manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
-            });
-            let publisher = open_publisher(&home, &discovery).await?;
-            let target = match &discovery.provider {
-                Some(p) => Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?),
-                None => Target::Discover,
-            };
-            let (pod_ref, status, attested) = publisher.deploy(pod, &name, target, payload_manifest, &options).await?;
-            if let Some(a) = &attested {
-                attest::warn_if_insecure(&a.claims);
+        Command::Deploy { manifest, name, discovery, payload, attestation, private, pay, cheapest } => runtime()?
+            .block_on(async {
+                let options = attestation.attest.options(&home, attestation.require_attestation)?;
+                let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&manifest)?;
+                let which: Vec<usize> =
+                    if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
+                let sealed = if which.is_empty() {
+                    Vec::new()
+                } else {
+                    let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
+                    let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
+                    private::make_private(&mut pod, &which, &home, &base, &private.node).await?
+                };
                 if !json {
-                    println!("provider {} attested ({}) before anything secret was sent", a.provider, a.claims.kind);
+                    for s in &sealed {
+                        let how = if s.reused { "reused the encrypted copy" } else { "encrypted" };
+                        println!("{}: {how} {} -> {} (published by digest only)", s.container, s.source, s.digest);
+                    }
                 }
-            }
-            output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, json)
-        }),
+                let payload_manifest = payload.load()?;
+                let name = name.unwrap_or_else(|| {
+                    manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
+                });
+                let publisher = open_publisher(&home, &discovery).await?;
+                let plan = pay.plan(&home)?;
+                let target = match &discovery.provider {
+                    Some(p) => {
+                        Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?)
+                    }
+                    None if cheapest => {
+                        let want = sealpod_publisher::payment::reservation_of(&pod);
+                        let resources = sealpod_proto::Resources {
+                            cpu_millicores: want.cpu_millicores,
+                            memory_bytes: want.memory_bytes,
+                            gpus: want.gpus as u32,
+                            ..Default::default()
+                        };
+                        let (listed, skipped) = publisher.list_offers(&[], resources, None, None).await?;
+                        for s in &skipped {
+                            tracing::info!("skipped: {s}");
+                        }
+                        let Some((q, addrs)) = listed.into_iter().next() else {
+                            bail!(
+                                "no provider offers room for this pod ({} skipped: {})",
+                                skipped.len(),
+                                skipped.join("; ")
+                            );
+                        };
+                        if !json {
+                            println!("cheapest: {} at {} tokens/s", q.provider, q.rate);
+                        }
+                        match addrs.first() {
+                            Some(a) => Target::Address(a.parse()?),
+                            None => Target::Discover,
+                        }
+                    }
+                    None => Target::Discover,
+                };
+                let (pod_ref, status, attested) =
+                    publisher.deploy_paid(pod, &name, target, payload_manifest, &options, plan.as_ref()).await?;
+                if let Some(a) = &attested {
+                    attest::warn_if_insecure(&a.claims);
+                    if !json {
+                        println!(
+                            "provider {} attested ({}) before anything secret was sent",
+                            a.provider, a.claims.kind
+                        );
+                    }
+                }
+                output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, json)
+            }),
         Command::Pods { status } => runtime()?.block_on(async {
             let publisher =
                 open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
@@ -598,6 +673,21 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         attestor: args.attestor,
         tsm_root: args.tsm_root,
         attestor_collateral: args.attestor_collateral,
+        market: args
+            .market
+            .as_deref()
+            .map(sealpod_market::MarketTerms::load)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--market: {e}"))?,
+        metrics: {
+            if !args.metrics.ip().is_loopback() {
+                bail!(
+                    "--metrics {}: serve metrics on loopback only (put a proxy in front to share them)",
+                    args.metrics
+                );
+            }
+            Some(args.metrics)
+        },
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

@@ -35,6 +35,35 @@ pub fn status_text(s: &PodStatus) -> String {
     for a in &s.addresses {
         out += &format!("  port {}:{} exposed at {}\n", a.container_name, a.container_port, a.multiaddr);
     }
+    if let Some(b) = &s.billing {
+        out.push_str(&format!(
+            "  billing: billed {} (at {}/s), vouchered {}, claimed {}, deposit {}; channel 0x{}\n",
+            b.billed,
+            b.rate_per_second,
+            b.vouchered,
+            b.claimed,
+            b.deposit,
+            hex::encode(&b.channel_id)
+        ));
+        out.push_str(&format!(
+            "  metered {} s; CPU used {:.3} s; peak memory {} bytes\n",
+            b.metered_seconds,
+            b.used_cpu_microseconds as f64 / 1e6,
+            b.peak_memory_bytes
+        ));
+        for l in &b.lines {
+            out.push_str(&format!("    {:<12} {:>14} x {:>10} = {}\n", l.resource, l.quantity, l.unit_price, l.amount));
+        }
+        if b.unpaid_since_unix_seconds != 0 && s.phase != PodPhase::Suspended as i32 {
+            out.push_str(&format!(
+                "  unpaid since unix time {}: suspended at {} unless paid (`sealpod pay {} --for 1h`)\n",
+                b.unpaid_since_unix_seconds, b.stop_at_unix_seconds, s.pod_id
+            ));
+        }
+        if !b.claim_error.is_empty() {
+            out.push_str(&format!("  provider's last claim failed (queued): {}\n", b.claim_error));
+        }
+    }
     out
 }
 
