@@ -283,6 +283,15 @@ impl ChainClient {
         block.map(|b| b.header.timestamp).ok_or_else(|| MarketError::Chain("no latest block".into()))
     }
 
+    /// Moves a development chain's clock forward and mines a block (anvil's
+    /// `evm_increaseTime`); real chains refuse.
+    pub async fn dev_increase_time(&self, seconds: u64) -> Result<(), MarketError> {
+        let p = &self.provider;
+        within("evm_increaseTime", self.timeout, p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))).await?;
+        within("evm_mine", self.timeout, p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())).await?;
+        Ok(())
+    }
+
     /// The underlying provider, for tests that move a dev chain's clock.
     pub fn rpc(&self) -> &DynProvider {
         &self.provider
