@@ -287,7 +287,12 @@ impl ChainClient {
     /// `evm_increaseTime`); real chains refuse.
     pub async fn dev_increase_time(&self, seconds: u64) -> Result<(), MarketError> {
         let p = &self.provider;
-        within("evm_increaseTime", self.timeout, p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))).await?;
+        within(
+            "evm_increaseTime",
+            self.timeout,
+            p.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,)),
+        )
+        .await?;
         within("evm_mine", self.timeout, p.raw_request::<_, serde_json::Value>("evm_mine".into(), ())).await?;
         Ok(())
     }

@@ -331,6 +331,12 @@ impl Provider {
             if let Ok(info) = &info {
                 fresh.deposit = fresh.deposit.max(info.deposited);
                 fresh.claimed = fresh.claimed.max(info.claimed);
+                if info.closed {
+                    // Withdrawn by the publisher: nothing more can be claimed,
+                    // so stop retrying (the unlock delay was the time to claim).
+                    fresh.deposit = fresh.claimed;
+                    fresh.claim_error = Some("channel closed by its publisher after the unlock delay".into());
+                }
             }
             match outcome {
                 Some(Ok(paid)) => {

@@ -112,10 +112,23 @@ pub fn run(args: DemoArgs, json: bool) -> Result<()> {
     let publisher_registry = publisher_ready["registry"].as_str().context("registry")?.to_owned();
     let provider_registry = provider_node_ready["registry"].as_str().context("registry")?.to_owned();
     say(&format!("   publisher's node {publisher_registry}, provider's node {provider_registry} (libp2p, DHT)"));
+    let market = crate::market::demo_chain(&dir)?;
+    match &market {
+        Some(m) => say(&format!(
+            "   a local chain (anvil {}): payment contract {} and test token {} deployed",
+            m.anvil.url, m.chain.contract, m.chain.token
+        )),
+        None => say("   no local chain (`npm ci` installs anvil): the payment channel part is skipped, pods are free"),
+    }
+    let market_args: Vec<String> = match &market {
+        Some(m) => vec!["--market".into(), m.file.display().to_string()],
+        None => vec![],
+    };
     let ready = dir.join("provider.ready");
     let provider = spawn_ready(
         Command::new(&exe)
             .args(["provider", "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--expose-ip", "127.0.0.1"])
+            .args(&market_args)
             // No TEE on a demo machine: the dev attestor signs with the node key.
             .args(["--attestor", "insecure-dev"])
             .args(["--artifact-node", &provider_registry])
@@ -176,8 +189,15 @@ volumes:
         // The demo opts in to the dev attestor, and says so: on a real
         // provider the policy would demand TDX or SNP evidence.
         let options = sealpod_publisher::AttestOptions { allow_insecure_dev: true, ..Default::default() };
+        let plan = match &market {
+            Some(m) => {
+                crate::market::demo_show_offer(&publisher, &addr, &pod, json).await?;
+                Some(m.plan())
+            }
+            None => None,
+        };
         let (pod_ref, status, attested) =
-            publisher.deploy(pod, "demo", Target::Address(addr.parse()?), None, &options).await?;
+            publisher.deploy_paid(pod, "demo", Target::Address(addr.parse()?), None, &options, plan.as_ref()).await?;
         let deploy_time = t0.elapsed();
         let attested = attested.context("a pod with a secret must have been attested")?;
         if !json {
@@ -206,11 +226,27 @@ volumes:
             Ok(checked)
         }
         .await;
+        let paid = match (&market, &checked) {
+            (Some(m), Ok(_)) => Some(crate::market::demo_pay(&publisher, &pod_ref.pod_id, m, json).await?),
+            _ => None,
+        };
         if checked.is_err() || !args.keep {
             say("7. deleting the pod …");
             publisher.delete(&pod_ref.pod_id).await?;
             say("   deleted: no process, mount, network namespace or cgroup left");
         }
+        let settled = match (&market, &pod_ref.payment, checked.is_ok() && !args.keep) {
+            (Some(m), Some(p), true) => {
+                let vouchered = paid
+                    .as_ref()
+                    .and_then(|v| v["vouchered"].as_str())
+                    .map(sealpod_market::price::parse_amount)
+                    .transpose()?
+                    .unwrap_or(p.vouchered);
+                Some(crate::market::demo_settle(m, p, vouchered, json).await?)
+            }
+            _ => None,
+        };
         let (url, page, client_log) = checked?;
         if args.keep {
             say(&format!(
@@ -228,9 +264,14 @@ volumes:
             "client_log": client_log,
             "attestation": attested,
             "private_image": image,
+            "payment": paid,
+            "settlement": settled,
         }))
     });
     if args.keep {
+        if let Some(m) = market {
+            std::mem::forget(m);
+        }
         std::mem::forget(provider);
         std::mem::forget(provider_node);
         std::mem::forget(publisher_node);

@@ -517,3 +517,151 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
     }
     Ok(body.to_owned())
 }
+
+/// The demo's local chain: anvil, the contracts, and the provider's market file.
+pub struct DemoChain {
+    pub anvil: sealpod_market::devchain::Anvil,
+    pub chain: ChainRef,
+    pub file: PathBuf,
+}
+
+const DEMO_DEPOSIT: u64 = 1_000_000_000;
+
+impl DemoChain {
+    pub fn plan(&self) -> sealpod_publisher::PaymentPlan {
+        sealpod_publisher::PaymentPlan {
+            rpc: self.anvil.url.clone(),
+            key: sealpod_market::devchain::dev_key(1),
+            deposit: U256::from(DEMO_DEPOSIT),
+            prepay_seconds: 60,
+            unlock_delay: None,
+        }
+    }
+}
+
+/// Starts anvil and deploys the contracts when anvil is installed.
+pub fn demo_chain(dir: &Path) -> Result<Option<DemoChain>> {
+    use sealpod_market::devchain::{dev_key, Anvil, DEV_KEYS};
+    if Anvil::find().is_none() {
+        return Ok(None);
+    }
+    let anvil = Anvil::spawn()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let chain = rt.block_on(ChainClient::deploy_dev(
+        &anvil.url,
+        dev_key(0),
+        &[dev_key(1).address()],
+        U256::from(10 * DEMO_DEPOSIT),
+    ))?;
+    let claim_key = dir.join("provider-claim.key");
+    std::fs::write(&claim_key, DEV_KEYS[2])?;
+    let file = dir.join("market.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "chain:\n  rpc: {}\n  chainId: {}\n  contract: \"{}\"\n  token: \"{}\"\npayout: \"{}\"\nclaimKey: {}\nprices:\n  cpu: 1000000\n  memory: 2000\n  gpu: 0\n  external-ip: 0\n  cpu-time: 1000\ngraceSeconds: 30\nminUnlockSeconds: 60\nbillIntervalSeconds: 1\nclaimIntervalSeconds: 2\n",
+            anvil.url,
+            chain.chain_id,
+            chain.contract,
+            chain.token,
+            dev_key(3).address(),
+            claim_key.display()
+        ),
+    )?;
+    Ok(Some(DemoChain { anvil, chain, file }))
+}
+
+pub async fn demo_show_offer(
+    publisher: &sealpod_publisher::Publisher,
+    addr: &str,
+    pod: &sealpod_proto::Pod,
+    json: bool,
+) -> Result<()> {
+    let want = sealpod_publisher::payment::reservation_of(pod);
+    let resources = sealpod_proto::Resources {
+        cpu_millicores: want.cpu_millicores,
+        memory_bytes: want.memory_bytes,
+        ..Default::default()
+    };
+    let (listed, skipped) = publisher.list_offers(&[addr.parse()?], resources, None, None).await?;
+    let (q, _) =
+        listed.first().with_context(|| format!("the provider made no usable offer: {}", skipped.join("; ")))?;
+    if !json {
+        println!(
+            "   the provider's signed offer (node key, expires at unix time {}):",
+            q.verified.expires_unix_seconds
+        );
+        for (r, p) in q.verified.prices.iter() {
+            println!("     {:<12} {p} per {}", r.name(), r.unit());
+        }
+        println!(
+            "   for this pod: {} tokens/s reserved ({} with every core busy); paid to {} on chain {}",
+            q.rate, q.worst_rate, q.verified.payout, q.verified.chain.chain_id
+        );
+        println!("   opening a channel with {DEMO_DEPOSIT} tokens and prepaying 60 s with a first voucher");
+    }
+    Ok(())
+}
+
+pub async fn demo_pay(
+    publisher: &sealpod_publisher::Publisher,
+    pod_id: &str,
+    m: &DemoChain,
+    json: bool,
+) -> Result<serde_json::Value> {
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let status = publisher.status(pod_id).await?;
+    let b = status.billing.clone().context("a paid pod has billing")?;
+    let billed = sealpod_market::price::parse_amount(&b.billed)?;
+    let rate = sealpod_market::price::parse_amount(&b.rate_per_second)?;
+    let target = billed.max(sealpod_market::price::parse_amount(&b.vouchered)?) + rate * U256::from(30);
+    let after = publisher.pay(pod_id, &m.plan().key, target).await?;
+    let a = after.billing.unwrap_or_default();
+    if !json {
+        println!(
+            "   the running bill after {} s: {} tokens ({} lines); voucher raised to {}",
+            b.metered_seconds,
+            b.billed,
+            b.lines.len(),
+            a.vouchered
+        );
+    }
+    Ok(
+        serde_json::json!({"billed": b.billed, "vouchered": a.vouchered, "channel": format!("0x{}", hex::encode(&b.channel_id))}),
+    )
+}
+
+pub async fn demo_settle(
+    m: &DemoChain,
+    p: &sealpod_publisher::PodPayment,
+    vouchered: U256,
+    json: bool,
+) -> Result<serde_json::Value> {
+    let client = ChainClient::connect(&m.anvil.url, sealpod_market::devchain::dev_key(1), m.chain).await?;
+    // The provider claims an ended pod's last voucher at its next tick.
+    let t0 = std::time::Instant::now();
+    let mut info = client.channel(p.channel_id).await?;
+    while info.claimed < vouchered.min(info.deposited) {
+        if t0.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("the provider did not claim its last voucher ({vouchered}) within 30 s; claimed {}", info.claimed);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        info = client.channel(p.channel_id).await?;
+    }
+    client.start_unlock(p.channel_id).await?;
+    client.dev_increase_time(info.unlock_delay + 1).await?;
+    let refunded = client.withdraw(p.channel_id).await?;
+    let provider_balance = client.balance(sealpod_market::devchain::dev_key(3).address()).await?;
+    if !json {
+        println!(
+            "   settled on chain: the provider claimed {} (its payout holds {provider_balance}), the publisher withdrew {refunded} after the unlock delay; {} + {refunded} = {} deposited",
+            info.claimed, info.claimed, info.deposited
+        );
+    }
+    if info.claimed + refunded != info.deposited {
+        bail!("the books do not balance: claimed {} + refunded {refunded} != deposit {}", info.claimed, info.deposited);
+    }
+    Ok(
+        serde_json::json!({"claimed": info.claimed.to_string(), "refunded": refunded.to_string(), "deposit": info.deposited.to_string()}),
+    )
+}

@@ -120,7 +120,8 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     assert_eq!(alice_start, U256::from(100_000_000u64));
 
     let market = market_file(dir, &anvil.url, &chain, &payout.to_string());
-    let provider = Provider::start_with(dir, free_port(), &["--attestor", "insecure-dev", "--market", market.to_str().unwrap()]);
+    let provider =
+        Provider::start_with(dir, free_port(), &["--attestor", "insecure-dev", "--market", market.to_str().unwrap()]);
 
     // Found with its signed offer, priced for the request.
     let listed = ok_json(sealpod(
@@ -150,8 +151,19 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     let d = ok_json(sealpod(
         &alice,
         &[
-            "--json", "deploy", pod_manifest.to_str().unwrap(), "--provider", &provider.addr,
-            "--chain-key", DEV_KEYS[1], "--deposit", &deposit.to_string(), "--prepay", "4s", "--unlock-delay", "30",
+            "--json",
+            "deploy",
+            pod_manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+            "--chain-key",
+            DEV_KEYS[1],
+            "--deposit",
+            &deposit.to_string(),
+            "--prepay",
+            "4s",
+            "--unlock-delay",
+            "30",
         ],
     ));
     let pod = d["status"]["podId"].as_str().unwrap().to_owned();
@@ -178,14 +190,22 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     // The provider claims on chain by itself.
     wait_for("a claim on chain", Duration::from_secs(30), || {
         let b = rt.block_on(reader.balance(payout)).unwrap();
-        if b > U256::ZERO { Ok(()) } else { Err(format!("payout holds {b}")) }
+        if b > U256::ZERO {
+            Ok(())
+        } else {
+            Err(format!("payout holds {b}"))
+        }
     });
 
     // Alice stops paying: after the vouchers and the 3 s grace, the pod is
     // suspended, saying why, and its page no longer answers.
     wait_for("suspension", Duration::from_secs(40), || {
         let s = status(&alice, &pod);
-        if s["phase"] == "POD_PHASE_SUSPENDED" { Ok(()) } else { Err(s.to_string()) }
+        if s["phase"] == "POD_PHASE_SUSPENDED" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
     });
     let s = status(&alice, &pod);
     assert!(s["message"].as_str().unwrap().contains("grace period"), "{s}");
@@ -207,7 +227,8 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     assert_eq!(earnings["pods"][0]["pod"], pod.as_str(), "{earnings}");
     let metrics_addr = std::fs::read_to_string(dir.join("provider/metrics.addr")).unwrap();
     let metrics = raw_get(&metrics_addr, "/metrics");
-    for name in ["sealpod_pods 1", "sealpod_suspensions_total 1", "sealpod_claims_total", "sealpod_billed_tokens_total"] {
+    for name in ["sealpod_pods 1", "sealpod_suspensions_total 1", "sealpod_claims_total", "sealpod_billed_tokens_total"]
+    {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
 
@@ -217,9 +238,16 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     let vouchered = amount(&earnings["pods"][0]["vouchered"]).max(U256::ZERO);
     let _ = vouchered;
     wait_for("the final claim", Duration::from_secs(30), || {
-        let e = ok_json(sealpod(&alice, &["--json", "provider", "earnings", "--state-dir", dir.join("provider").to_str().unwrap()]));
+        let e = ok_json(sealpod(
+            &alice,
+            &["--json", "provider", "earnings", "--state-dir", dir.join("provider").to_str().unwrap()],
+        ));
         let p = &e["pods"][0];
-        if p["state"] == "ended, settled" { Ok(()) } else { Err(e.to_string()) }
+        if p["state"] == "ended, settled" {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
     });
     let claimed = rt.block_on(reader.channel(channel.parse().unwrap())).unwrap().claimed;
     assert_eq!(rt.block_on(reader.balance(payout)).unwrap(), claimed);
@@ -231,7 +259,11 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
     rt.block_on(reader.dev_increase_time(31)).unwrap();
     let w = ok_json(sealpod(&alice, &["--json", "channel", "withdraw", &channel, "--chain-key", DEV_KEYS[1]]));
     let refunded = amount(&w["refunded"]);
-    assert_eq!(claimed + refunded, U256::from(deposit), "deposit = claimed by the provider + returned to the publisher");
+    assert_eq!(
+        claimed + refunded,
+        U256::from(deposit),
+        "deposit = claimed by the provider + returned to the publisher"
+    );
     assert_eq!(rt.block_on(reader.balance(dev_key(1).address())).unwrap(), alice_start - claimed);
     drop(provider);
 }
