@@ -31,14 +31,16 @@ pub struct Anvil {
 }
 
 impl Anvil {
-    /// Where anvil is: `$SEALPOD_ANVIL`, `node_modules/.bin/anvil` in this
-    /// directory or the repository, or `anvil` on the PATH.
+    /// Where anvil is: `$SEALPOD_ANVIL`, the binary npm installed in this
+    /// directory or the repository, or `anvil` on the PATH. The binary, not
+    /// `node_modules/.bin/anvil`: that is a node wrapper whose child outlives it.
     pub fn find() -> Option<PathBuf> {
         if let Some(p) = std::env::var_os("SEALPOD_ANVIL") {
             return Some(PathBuf::from(p));
         }
-        let mut candidates = vec![PathBuf::from("node_modules/.bin/anvil")];
-        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/anvil"));
+        const BIN: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
+        let mut candidates = vec![PathBuf::from(BIN)];
+        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(BIN));
         if let Some(path) = std::env::var_os("PATH") {
             candidates.extend(std::env::split_paths(&path).map(|d| d.join("anvil")));
         }
@@ -52,7 +54,10 @@ impl Anvil {
             MarketError::Chain("anvil not found: run `npm ci` in the repository (or set SEALPOD_ANVIL)".into())
         })?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        use std::os::unix::process::CommandExt;
         let child = Command::new(&exe)
+            // Its own process group, so that a wrapper's children go with it.
+            .process_group(0)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,6 +83,8 @@ impl Anvil {
 
 impl Drop for Anvil {
     fn drop(&mut self) {
+        let _ =
+            Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

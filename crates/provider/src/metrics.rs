@@ -139,11 +139,17 @@ impl Provider {
             let Ok((mut sock, _)) = listener.accept().await else { continue };
             let this = self.clone();
             tokio::spawn(async move {
+                // The request line may come in pieces: read until its end
+                // (at most 1 KiB, at most 5 s).
                 let mut buf = [0u8; 1024];
-                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                let mut n = 0;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while n < buf.len() && !buf[..n].windows(2).any(|w| w == b"\r\n") {
+                    match tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                        Ok(Ok(k)) => n += k,
+                    }
+                }
                 let line = String::from_utf8_lossy(&buf[..n]);
                 let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
                 let (status, kind, body) = match path.as_str() {

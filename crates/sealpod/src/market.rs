@@ -508,7 +508,7 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     s.take(16 << 20).read_to_string(&mut out)?;
     let Some((head, body)) = out.split_once("\r\n\r\n") else { bail!("malformed answer from {addr}") };

@@ -276,8 +276,107 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn raw_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
     r
+}
+
+#[test]
+fn bad_vouchers_are_refused_by_name_and_a_dead_chain_stops_only_claims() {
+    let Some(anvil) = anvil() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build_sample_image(dir);
+    let alice = dir.join("alice");
+    let deployed = ok_json(sealpod(
+        &alice,
+        &["--json", "chain", "deploy", "--rpc", &anvil.url, "--chain-key", DEV_KEYS[1], "--mint", "100000000"],
+    ));
+    let chain: ChainRef = serde_json::from_value(deployed).unwrap();
+    let market = market_file(dir, &anvil.url, &chain, &dev_key(3).address().to_string());
+    // A long grace period: this test is about refusals, not lapses.
+    let text = std::fs::read_to_string(&market).unwrap().replace("graceSeconds: 3", "graceSeconds: 25");
+    std::fs::write(&market, text).unwrap();
+    let provider = Provider::start_with(dir, free_port(), &["--market", market.to_str().unwrap()]);
+    let pod_manifest = write_pod(dir);
+    let deposit = 50_000_000u64;
+    let d = ok_json(sealpod(
+        &alice,
+        &[
+            "--json",
+            "deploy",
+            pod_manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+            "--chain-key",
+            DEV_KEYS[1],
+            "--deposit",
+            &deposit.to_string(),
+            "--prepay",
+            "2s",
+            "--unlock-delay",
+            "30",
+        ],
+    ));
+    let pod = d["status"]["podId"].as_str().unwrap().to_owned();
+    let first = amount(&d["status"]["billing"]["vouchered"]);
+    let exposed = socket_of(d["status"]["addresses"][0]["multiaddr"].as_str().unwrap());
+
+    let refused = |args: &[&str], why: &str| {
+        let out = sealpod(&alice, args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: expected {why:?} in: {err}");
+    };
+    let lower = (first - U256::from(1)).to_string();
+    refused(&["pay", &pod, "--amount", &lower, "--chain-key", DEV_KEYS[1]], "is not above the previous one");
+    refused(
+        &["pay", &pod, "--amount", &first.to_string(), "--chain-key", DEV_KEYS[1]],
+        "is not above the previous one",
+    );
+    let above = (deposit + 1).to_string();
+    refused(&["pay", &pod, "--amount", &above, "--chain-key", DEV_KEYS[1]], "above the channel's deposit");
+    let more = (first + U256::from(1000)).to_string();
+    refused(&["pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[0]], "not signed by the channel's publisher");
+    refused(&["pay", &pod, "--amount", "12.5", "--chain-key", DEV_KEYS[1]], "expected a non-negative decimal integer");
+    // The good one still goes through after all that.
+    let ok = ok_json(sealpod(&alice, &["--json", "pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[1]]));
+    assert_eq!(amount(&ok["status"]["billing"]["vouchered"]), first + U256::from(1000));
+
+    // The chain goes away: the pod keeps running, claims queue and say so,
+    // new pods are refused because their channel cannot be checked.
+    drop(anvil);
+    let unclaimed = (first + U256::from(2000)).to_string();
+    ok_json(sealpod(&alice, &["--json", "pay", &pod, "--amount", &unclaimed, "--chain-key", DEV_KEYS[1]]));
+    wait_for("a queued claim", Duration::from_secs(30), || {
+        let s = status(&alice, &pod);
+        let e = s["billing"]["claimError"].as_str().unwrap_or("");
+        if e.contains("chain unreachable") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(status(&alice, &pod)["phase"], "POD_PHASE_RUNNING");
+    assert!(eventually("page without a chain", || http_get(&exposed)).starts_with("paid says hi"));
+    let out = sealpod(
+        &alice,
+        &[
+            "deploy",
+            pod_manifest.to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+            "--chain-key",
+            DEV_KEYS[1],
+            "--deposit",
+            "1000",
+        ],
+    );
+    assert!(!out.status.success());
+    let metrics_addr = std::fs::read_to_string(dir.join("provider/metrics.addr")).unwrap();
+    let metrics = raw_get(&metrics_addr, "/metrics");
+    assert!(metrics.contains("sealpod_claims_failing 1"), "{metrics}");
+    assert!(metrics.contains("sealpod_vouchers_refused_total 4"), "{metrics}");
+    drop(provider);
 }
