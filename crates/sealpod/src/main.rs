@@ -470,10 +470,10 @@ fn run(cli: Cli) -> Result<()> {
                 });
                 let publisher = open_publisher(&home, &discovery).await?;
                 let plan = pay.plan(&home)?;
-                let target = match &discovery.provider {
-                    Some(p) => {
-                        Target::Address(p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?)
-                    }
+                let targets = match &discovery.provider {
+                    Some(p) => vec![Target::Address(
+                        p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?,
+                    )],
                     None if cheapest => {
                         let want = sealpod_publisher::payment::reservation_of(&pod);
                         let resources = sealpod_proto::Resources {
@@ -486,25 +486,49 @@ fn run(cli: Cli) -> Result<()> {
                         for s in &skipped {
                             tracing::info!("skipped: {s}");
                         }
-                        let Some((q, addrs)) = listed.into_iter().next() else {
+                        if listed.is_empty() {
                             bail!(
                                 "no provider offers room for this pod ({} skipped: {})",
                                 skipped.len(),
                                 skipped.join("; ")
                             );
-                        };
-                        if !json {
-                            println!("cheapest: {} at {} tokens/s", q.provider, q.rate);
                         }
-                        match addrs.first() {
-                            Some(a) => Target::Address(a.parse()?),
-                            None => Target::Discover,
+                        let mut targets = Vec::new();
+                        for (q, addrs) in listed {
+                            if let Some(a) = addrs.first() {
+                                if !json {
+                                    println!("candidate: {} at {} tokens/s", q.provider, q.rate);
+                                }
+                                targets.push(Target::Address(a.parse()?));
+                            }
+                        }
+                        targets
+                    }
+                    None => vec![Target::Discover],
+                };
+                // Cheapest first; a provider that fails attestation is passed over for the
+                // next one (nothing secret went to it, and no channel was opened: that
+                // happens after attestation).
+                let mut outcome = None;
+                let last = targets.len().saturating_sub(1);
+                for (i, target) in targets.into_iter().enumerate() {
+                    match publisher
+                        .deploy_paid(pod.clone(), &name, target, payload_manifest.clone(), &options, plan.as_ref())
+                        .await
+                    {
+                        Err(
+                            e @ (sealpod_publisher::PublisherError::Attestation { .. }
+                            | sealpod_publisher::PublisherError::NoAttestation { .. }),
+                        ) if i < last => {
+                            eprintln!("sealpod: {e}; trying the next cheapest provider");
+                        }
+                        other => {
+                            outcome = Some(other?);
+                            break;
                         }
                     }
-                    None => Target::Discover,
-                };
-                let (pod_ref, status, attested) =
-                    publisher.deploy_paid(pod, &name, target, payload_manifest, &options, plan.as_ref()).await?;
+                }
+                let (pod_ref, status, attested) = outcome.context("no provider to deploy to")?;
                 if let Some(a) = &attested {
                     attest::warn_if_insecure(&a.claims);
                     if !json {
