@@ -291,11 +291,22 @@ pub struct PayArgs {
     /// Raise the cumulative voucher to exactly this amount.
     #[arg(long)]
     pub amount: Option<String>,
+    /// Stay online and answer the provider's bill: read it every
+    /// `--interval` and pay again (the bill plus `--for` ahead) whenever less
+    /// than half of `--for` is left covered. Stops when the pod is gone.
+    #[arg(long, requires = "ahead", conflicts_with = "amount")]
+    pub follow: bool,
+    /// How often `--follow` reads the bill.
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
     #[command(flatten)]
     pub chain: ChainArgs,
 }
 
 pub async fn pay(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: &Path, json: bool) -> Result<()> {
+    if args.follow {
+        return follow(args, publisher, home, json).await;
+    }
     let record = publisher
         .pods()?
         .into_iter()
@@ -335,6 +346,48 @@ pub async fn pay(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: 
         );
     }
     Ok(())
+}
+
+async fn follow(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: &Path, json: bool) -> Result<()> {
+    let ahead = seconds(args.ahead.as_deref().unwrap_or("0s"))?;
+    let interval = std::time::Duration::from_secs(seconds(&args.interval)?.max(1));
+    let key = args.chain.key(home)?;
+    loop {
+        let record = publisher
+            .pods()?
+            .into_iter()
+            .find(|p| p.pod_id == args.pod)
+            .with_context(|| format!("no pod {} in this publisher's records", args.pod))?;
+        let payment = record.payment.context("this pod is not paid through a channel")?;
+        let status = match publisher.status(&args.pod).await {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("no pod") => {
+                println!("pod {} is gone; stopped following", args.pod);
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("sealpod: reading the bill failed ({e}); retrying");
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+        };
+        let b = status.billing.clone().unwrap_or_default();
+        let billed = sealpod_market::price::parse_amount(&b.billed).unwrap_or(U256::ZERO);
+        let covered = payment.vouchered.max(sealpod_market::price::parse_amount(&b.vouchered).unwrap_or(U256::ZERO));
+        let half = payment.worst_rate * U256::from(ahead / 2);
+        if covered < billed + half {
+            let target = billed + payment.worst_rate * U256::from(ahead);
+            match publisher.pay(&args.pod, &key, target).await {
+                Ok(_) if json => println!(
+                    "{}",
+                    serde_json::json!({"pod": args.pod, "billed": billed.to_string(), "voucher": target.to_string()})
+                ),
+                Ok(_) => println!("bill {billed}: paid up to {target}"),
+                Err(e) => eprintln!("sealpod: paying failed ({e}); retrying"),
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 fn sealpod_proto_json(s: &sealpod_proto::PodStatus) -> Result<serde_json::Value> {

@@ -344,10 +344,31 @@ fn bad_vouchers_are_refused_by_name_and_a_dead_chain_stops_only_claims() {
     let ok = ok_json(sealpod(&alice, &["--json", "pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[1]]));
     assert_eq!(amount(&ok["status"]["billing"]["vouchered"]), first + U256::from(1000));
 
+    // An online publisher answers the growing bill with vouchers.
+    let mut follower = std::process::Command::new(SEALPOD)
+        .arg("--home")
+        .arg(&alice)
+        .args(["pay", &pod, "--for", "20s", "--follow", "--interval", "1s", "--chain-key", DEV_KEYS[1]])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a following publisher's voucher", Duration::from_secs(20), || {
+        let s = status(&alice, &pod);
+        let v = amount(&s["billing"]["vouchered"]);
+        if v > first + U256::from(1000) && v > amount(&s["billing"]["billed"]) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
     // The chain goes away: the pod keeps running, claims queue and say so,
     // new pods are refused because their channel cannot be checked.
     drop(anvil);
-    let unclaimed = (first + U256::from(2000)).to_string();
+    let unclaimed = (amount(&status(&alice, &pod)["billing"]["vouchered"]) + U256::from(2000)).to_string();
     ok_json(sealpod(&alice, &["--json", "pay", &pod, "--amount", &unclaimed, "--chain-key", DEV_KEYS[1]]));
     wait_for("a queued claim", Duration::from_secs(30), || {
         let s = status(&alice, &pod);
