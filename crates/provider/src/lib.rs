@@ -373,6 +373,20 @@ impl Provider {
             message: "the request carries no pod".into(),
             field: "pod".into(),
         })?;
+        let result = self.provision_pod(peer, &mut pod, &request);
+        // Whatever happened (refused early for payment, capacity or a bad
+        // manifest, or admitted), the request's secrets and image keys go now.
+        wipe_secrets(&mut pod);
+        result
+    }
+
+    fn provision_pod(
+        &self,
+        peer: PeerId,
+        pod: &mut sealpod_proto::Pod,
+        request: &ProvisionPodRequest,
+    ) -> Result<PodStatus, Error> {
+        let pod = &*pod;
         let verified = match &request.payload_manifest {
             Some(pm) => Some(self.verify_payload(pm)?),
             None => None,
@@ -384,7 +398,20 @@ impl Provider {
             .filter_map(|c| c.resources.as_ref())
             .fold((0u64, 0u64), |(c, m), r| (c.saturating_add(r.cpu_millicores), m.saturating_add(r.memory_bytes)));
         let pod_id = new_pod_id();
+        // Payment is checked before the admission lock: it may wait on the
+        // chain, and other publishers should not wait with it.
+        let account = self.admit_payment(&pod_id, &pod, &request)?;
         let _guard = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = &account {
+            // Checked again under the lock: two requests racing with one channel.
+            if self.accounts().iter().any(|x| x.channel_id == a.channel_id) {
+                return Err(Error {
+                    code: ErrorCode::PaymentRequired as i32,
+                    message: format!("channel {} already pays for another pod", a.channel_id),
+                    field: "payment.channel_id".into(),
+                });
+            }
+        }
         let free = self.free();
         if cpu > free.cpu_millicores || memory > free.memory_bytes {
             return Err(Error::new(
@@ -395,24 +422,7 @@ impl Provider {
                 ),
             ));
         }
-        let account = self.admit_payment(&pod_id, &pod, &request)?;
         let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress);
-        // The admitted copy is the only one left; the request's goes now,
-        // and so do image keys, used up by admission.
-        for v in &mut pod.volumes {
-            if let Some(sealpod_proto::volume::Kind::Secret(s)) = &mut v.kind {
-                zeroize::Zeroize::zeroize(&mut s.contents);
-            }
-        }
-        for c in &mut pod.containers {
-            if let Some(sealpod_proto::image::Source::Content(content)) =
-                c.image.as_mut().and_then(|i| i.source.as_mut())
-            {
-                if let Some(key) = &mut content.key {
-                    zeroize::Zeroize::zeroize(&mut key.data);
-                }
-            }
-        }
         if admitted.is_err() {
             self.images.forget_private(&pod_id);
         }
@@ -721,6 +731,23 @@ impl Provider {
         let _ = self.store.remove(pod_id);
         self.images.forget_private(pod_id);
         self.update_deny_file();
+    }
+}
+
+/// Zeroizes a request's secret volume contents and image keys: the admitted
+/// copies are the only ones left once admission is over.
+fn wipe_secrets(pod: &mut sealpod_proto::Pod) {
+    for v in &mut pod.volumes {
+        if let Some(sealpod_proto::volume::Kind::Secret(s)) = &mut v.kind {
+            zeroize::Zeroize::zeroize(&mut s.contents);
+        }
+    }
+    for c in &mut pod.containers {
+        if let Some(sealpod_proto::image::Source::Content(content)) = c.image.as_mut().and_then(|i| i.source.as_mut()) {
+            if let Some(key) = &mut content.key {
+                zeroize::Zeroize::zeroize(&mut key.data);
+            }
+        }
     }
 }
 
