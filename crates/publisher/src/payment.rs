@@ -31,6 +31,8 @@ pub struct PodPayment {
     pub rpc: String,
     pub chain: ChainRef,
     pub channel_id: B256,
+    /// The chain address that opened the channel and signs its vouchers.
+    pub publisher: sealpod_market::Address,
     pub deposit: U256,
     /// The highest voucher signed so far.
     pub vouchered: U256,
@@ -124,6 +126,7 @@ impl Publisher {
             rpc: plan.rpc.clone(),
             chain,
             channel_id,
+            publisher: plan.key.address(),
             deposit: plan.deposit,
             vouchered: first,
             worst_rate: quote.worst_rate,
@@ -145,6 +148,13 @@ impl Publisher {
             .payment
             .clone()
             .ok_or_else(|| PublisherError::Market(format!("pod {pod_id} is not paid through a channel")))?;
+        if key.address() != payment.publisher {
+            return Err(PublisherError::Market(format!(
+                "pod {pod_id}'s channel was opened by {}, and only its key signs vouchers that count; this key is {} (pass --chain-key)",
+                payment.publisher,
+                key.address()
+            )));
+        }
         let voucher = SignedVoucher::sign(key, &payment.chain, payment.channel_id, amount);
         let op = sealpod_proto::pod_control_request::Op::Pay(sealpod_proto::PayRequest {
             pod_id: pod_id.to_owned(),

@@ -338,7 +338,17 @@ fn bad_vouchers_are_refused_by_name_and_a_dead_chain_stops_only_claims() {
     let above = (deposit + 1).to_string();
     refused(&["pay", &pod, "--amount", &above, "--chain-key", DEV_KEYS[1]], "above the channel's deposit");
     let more = (first + U256::from(1000)).to_string();
+    refused(&["pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[0]], "only its key signs vouchers that count");
+    // Past the publisher's own check (its pod record edited), the provider
+    // still refuses a voucher signed by another key.
+    let records = alice.join("pods.json");
+    let text = std::fs::read_to_string(&records).unwrap();
+    let (mine, theirs) =
+        (dev_key(1).address().to_string().to_lowercase(), dev_key(0).address().to_string().to_lowercase());
+    assert!(text.contains(&mine), "{text}");
+    std::fs::write(&records, text.replace(&mine, &theirs)).unwrap();
     refused(&["pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[0]], "not signed by the channel's publisher");
+    std::fs::write(&records, text).unwrap();
     refused(&["pay", &pod, "--amount", "12.5", "--chain-key", DEV_KEYS[1]], "expected a non-negative decimal integer");
     // The good one still goes through after all that.
     let ok = ok_json(sealpod(&alice, &["--json", "pay", &pod, "--amount", &more, "--chain-key", DEV_KEYS[1]]));
