@@ -400,7 +400,7 @@ impl Provider {
         let pod_id = new_pod_id();
         // Payment is checked before the admission lock: it may wait on the
         // chain, and other publishers should not wait with it.
-        let account = self.admit_payment(&pod_id, &pod, &request)?;
+        let account = self.admit_payment(&pod_id, pod, request)?;
         let _guard = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = &account {
             // Checked again under the lock: two requests racing with one channel.
@@ -422,7 +422,7 @@ impl Provider {
                 ),
             ));
         }
-        let admitted = admission::admit(&pod_id, &pod, &self.images, self.config.expose_ip, egress);
+        let admitted = admission::admit(&pod_id, pod, &self.images, self.config.expose_ip, egress);
         if admitted.is_err() {
             self.images.forget_private(&pod_id);
         }

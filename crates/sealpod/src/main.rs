@@ -204,7 +204,7 @@ enum NodeCommand {
 #[derive(Subcommand)]
 enum ProviderCommand {
     /// Serve the Apocryph protocols and run pods.
-    Run(ProviderArgs),
+    Run(Box<ProviderArgs>),
     /// What the provider billed, was vouchered and claimed, per pod and in total.
     Earnings(market::EarningsArgs),
 }
@@ -400,7 +400,7 @@ fn run(cli: Cli) -> Result<()> {
     let home = home(&cli.home);
     match cli.command {
         Command::Demo(args) => demo::run(args, json),
-        Command::Provider { command: ProviderCommand::Run(args) } => run_provider(args),
+        Command::Provider { command: ProviderCommand::Run(args) } => run_provider(*args),
         Command::Provider { command: ProviderCommand::Earnings(args) } => market::earnings(args, json),
         Command::Providers(args) => runtime()?.block_on(market::providers(args, &home, json)),
         Command::Chain { command } => runtime()?.block_on(market::chain(command, &home, json)),
