@@ -19,6 +19,22 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// What a request for `resources` reserves (external IPs are not yet
+    /// reservable, so none).
+    pub fn of_resources(r: &sealpod_proto::Resources) -> Reservation {
+        Reservation {
+            cpu_millicores: r.cpu_millicores,
+            memory_bytes: r.memory_bytes,
+            gpus: r.gpus as u64,
+            external_ips: 0,
+        }
+    }
+
+    /// What a wire pod reserves: the sum over its containers.
+    pub fn of_pod(pod: &sealpod_proto::Pod) -> Reservation {
+        Reservation::of_resources(&sealpod_proto::total_resources(pod))
+    }
+
     /// Base quantity per millisecond reserved (see [`Resource::scale`]); 0 for
     /// what is measured rather than reserved.
     pub fn per_ms(&self, r: Resource) -> u128 {

@@ -70,6 +70,17 @@ impl Error {
     }
 }
 
+/// What a pod asks for in total: the sum of its containers' resources.
+pub fn total_resources(pod: &Pod) -> Resources {
+    pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |a, r| Resources {
+        cpu_millicores: a.cpu_millicores.saturating_add(r.cpu_millicores),
+        memory_bytes: a.memory_bytes.saturating_add(r.memory_bytes),
+        gpus: a.gpus.saturating_add(r.gpus),
+        ephemeral_storage_bytes: a.ephemeral_storage_bytes.saturating_add(r.ephemeral_storage_bytes),
+        pids: a.pids.saturating_add(r.pids),
+    })
+}
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let code = ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Unspecified);

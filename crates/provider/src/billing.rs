@@ -127,14 +127,13 @@ impl Account {
     }
 
     /// The pod's billing as the wire shows it.
-    pub fn to_proto(&self, retention_seconds: u64) -> sealpod_proto::Billing {
+    pub fn to_proto(&self) -> sealpod_proto::Billing {
         let bill = self.bill();
         let stop_at = match (self.suspended_at, self.unpaid_since) {
             (Some(at), _) => at,
             (None, Some(since)) => since + self.grace_seconds,
             _ => 0,
         };
-        let _ = retention_seconds;
         sealpod_proto::Billing {
             channel_id: self.channel_id.to_vec(),
             billed: bill.total.to_string(),

@@ -392,11 +392,8 @@ impl Provider {
             None => None,
         };
         let egress = verified.as_ref().and_then(|v| self.egress_policy(&v.manifest));
-        let (cpu, memory) = pod
-            .containers
-            .iter()
-            .filter_map(|c| c.resources.as_ref())
-            .fold((0u64, 0u64), |(c, m), r| (c.saturating_add(r.cpu_millicores), m.saturating_add(r.memory_bytes)));
+        let want = sealpod_proto::total_resources(pod);
+        let (cpu, memory) = (want.cpu_millicores, want.memory_bytes);
         let pod_id = new_pod_id();
         // Payment is checked before the admission lock: it may wait on the
         // chain, and other publishers should not wait with it.

@@ -143,11 +143,7 @@ impl Provider {
         if let Some(p) = problem {
             return Err(refused("payment.channel_id", format!("channel {channel_id} {p}")));
         }
-        let (cpu, memory, gpus) =
-            pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold((0u64, 0u64, 0u64), |(c, m, g), r| {
-                (c.saturating_add(r.cpu_millicores), m.saturating_add(r.memory_bytes), g.saturating_add(r.gpus as u64))
-            });
-        let reservation = Reservation { cpu_millicores: cpu, memory_bytes: memory, gpus, external_ips: 0 };
+        let reservation = Reservation::of_pod(pod);
         let mut account = Account {
             pod_id: pod_id.to_owned(),
             chain: verified.chain,
@@ -179,7 +175,8 @@ impl Provider {
     }
 
     pub(crate) fn account(&self, pod_id: &str) -> Option<Account> {
-        self.accounts().into_iter().find(|a| a.pod_id == pod_id)
+        // By key: status and list ask for every pod, and must not read every account each time.
+        self.store.account(pod_id).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub(crate) fn save_account(&self, a: &Account) {
@@ -207,7 +204,7 @@ impl Provider {
                     at + retention
                 );
             }
-            s.billing = Some(a.to_proto(retention));
+            s.billing = Some(a.to_proto());
         }
         s
     }

@@ -118,6 +118,13 @@ impl PodStore {
         tx.commit().map_err(err)
     }
 
+    /// One pod's billing account, serialized.
+    pub fn account(&self, pod_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(ACCOUNTS).map_err(err)?;
+        Ok(table.get(pod_id).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
     pub fn remove_account(&self, pod_id: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         tx.open_table(ACCOUNTS).map_err(err)?.remove(pod_id).map_err(err)?;

@@ -26,7 +26,7 @@ use sealpod_net::{Multiaddr, Node, NodeConfig, NodeError, PeerId};
 use sealpod_proto::{
     pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest, DeleteRequest, ExecOutput,
     ExecOutputRequest, ExecRequest, LogChunk, LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest,
-    Resources, StatusRequest,
+    StatusRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -258,8 +258,8 @@ impl Publisher {
         let mut request = ProvisionPodRequest { payload_manifest, name: name.to_owned(), ..Default::default() };
         let mut pod_payment = None;
         if let Some(plan) = payment {
-            let reservation = payment::reservation_of(&pod);
-            let ask = CapacityRequest { resources: Some(payment::wanted(&pod)), ..Default::default() };
+            let reservation = sealpod_market::Reservation::of_pod(&pod);
+            let ask = CapacityRequest { resources: Some(sealpod_proto::total_resources(&pod)), ..Default::default() };
             let quote = self.quote(peer, ask, &reservation).await?.ok_or_else(|| {
                 PublisherError::Market(format!("provider {peer} makes no offer: it does not sell (drop --deposit)"))
             })?;
@@ -298,12 +298,7 @@ impl Publisher {
 
     /// Finds a provider with room for `pod`.
     async fn discover(&self, pod: &Pod) -> Result<PeerId, PublisherError> {
-        let want = pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |mut a, r| {
-            a.cpu_millicores += r.cpu_millicores;
-            a.memory_bytes += r.memory_bytes;
-            a.gpus += r.gpus;
-            a
-        });
+        let want = sealpod_proto::total_resources(pod);
         let mut candidates = Vec::new();
         for _ in 0..10 {
             candidates = self.node.find_providers().await.unwrap_or_default();

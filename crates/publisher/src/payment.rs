@@ -4,7 +4,7 @@
 use sealpod_market::keys::PrivateKeySigner;
 use sealpod_market::{bill, offer, ChainClient, ChainRef, Reservation, SignedVoucher, VerifiedOffer, B256, U256};
 use sealpod_net::PeerId;
-use sealpod_proto::{CapacityRequest, Pod, Resources};
+use sealpod_proto::{CapacityRequest, Resources};
 use serde::{Deserialize, Serialize};
 
 use crate::{Publisher, PublisherError};
@@ -52,26 +52,6 @@ pub struct Quote {
     pub rate: U256,
     /// Including CPU time with every reserved core busy.
     pub worst_rate: U256,
-}
-
-/// What a wire pod reserves.
-pub fn reservation_of(pod: &Pod) -> Reservation {
-    let want = wanted(pod);
-    Reservation {
-        cpu_millicores: want.cpu_millicores,
-        memory_bytes: want.memory_bytes,
-        gpus: want.gpus as u64,
-        external_ips: 0,
-    }
-}
-
-pub(crate) fn wanted(pod: &Pod) -> Resources {
-    pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |mut a, r| {
-        a.cpu_millicores += r.cpu_millicores;
-        a.memory_bytes += r.memory_bytes;
-        a.gpus += r.gpus;
-        a
-    })
 }
 
 impl Publisher {
@@ -206,12 +186,7 @@ impl Publisher {
                 }
             }
         }
-        let reservation = Reservation {
-            cpu_millicores: want.cpu_millicores,
-            memory_bytes: want.memory_bytes,
-            gpus: want.gpus as u64,
-            external_ips: 0,
-        };
+        let reservation = Reservation::of_resources(&want);
         let mut out = Vec::new();
         for (peer, addr) in peers {
             let request =

@@ -12,21 +12,14 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::{ms, percentile};
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sealpod_market::devchain::{dev_key, Anvil, DEV_KEYS};
 use sealpod_market::{ChainClient, SignedVoucher, B256, U256};
 use sealpod_publisher::{AttestOptions, PaymentPlan, Publisher, Target};
-
-fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[(v.len() * p / 100).min(v.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") || !std::env::args().any(|a| a == "--bench") {

@@ -204,22 +204,26 @@ pub struct NodeArg {
 
 /// A GET to the node's loopback HTTP API; bounded in time and size.
 fn node_get(node: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+    local_get(node, path).context("is `sealpod node run` running?")
+}
+
+/// A GET to a local HTTP API (a node's, a provider's metrics); bounded in
+/// time and size.
+pub(crate) fn local_get(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
     const LIMIT: u64 = 16 << 20;
-    let host = node.trim_start_matches("http://").trim_end_matches('/');
-    let addr =
-        host.to_socket_addrs().with_context(|| format!("node address {host:?}"))?.next().context("no address")?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connecting to the node at {host} (is `sealpod node run` running?)"))?;
+    let host = host.trim().trim_start_matches("http://").trim_end_matches('/');
+    let addr = host.to_socket_addrs().with_context(|| format!("address {host:?}"))?.next().context("no address")?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")?;
     let mut raw = Vec::new();
     stream.take(LIMIT).read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the node's response has no header end")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the response has no header end")?;
     let head = String::from_utf8_lossy(&raw[..split]);
-    let status: u16 =
-        head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("the node's response has no status")?;
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("the response has no status")?;
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        bail!("the node answered chunked; expected a sized body");
+        bail!("{host} answered chunked; expected a sized body");
     }
     Ok((status, raw[split + 4..].to_vec()))
 }

@@ -475,13 +475,7 @@ fn run(cli: Cli) -> Result<()> {
                         p.parse().with_context(|| format!("--provider {p:?} is not a multiaddr"))?,
                     )],
                     None if cheapest => {
-                        let want = sealpod_publisher::payment::reservation_of(&pod);
-                        let resources = sealpod_proto::Resources {
-                            cpu_millicores: want.cpu_millicores,
-                            memory_bytes: want.memory_bytes,
-                            gpus: want.gpus as u32,
-                            ..Default::default()
-                        };
+                        let resources = sealpod_proto::total_resources(&pod);
                         let (listed, skipped) = publisher.list_offers(&[], resources, None, None).await?;
                         for s in &skipped {
                             tracing::info!("skipped: {s}");

@@ -303,28 +303,36 @@ pub struct PayArgs {
     pub chain: ChainArgs,
 }
 
+/// The channel a pod is paid through, from the publisher's records.
+fn pod_payment(publisher: &sealpod_publisher::Publisher, pod: &str) -> Result<sealpod_publisher::PodPayment> {
+    let record = publisher
+        .pods()?
+        .into_iter()
+        .find(|p| p.pod_id == pod)
+        .with_context(|| format!("no pod {pod} in this publisher's records"))?;
+    record.payment.context("this pod is not paid through a channel")
+}
+
+/// An amount from a pod's billing (empty when absent: zero).
+fn billed(s: &str) -> Result<U256> {
+    if s.is_empty() {
+        return Ok(U256::ZERO);
+    }
+    Ok(sealpod_market::price::parse_amount(s)?)
+}
+
 pub async fn pay(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: &Path, json: bool) -> Result<()> {
     if args.follow {
         return follow(args, publisher, home, json).await;
     }
-    let record = publisher
-        .pods()?
-        .into_iter()
-        .find(|p| p.pod_id == args.pod)
-        .with_context(|| format!("no pod {} in this publisher's records", args.pod))?;
-    let payment = record.payment.context("this pod is not paid through a channel")?;
+    let payment = pod_payment(publisher, &args.pod)?;
     let target = match (&args.amount, &args.ahead) {
         (Some(a), _) => amount(a)?,
         (None, ahead) => {
             let status = publisher.status(&args.pod).await?;
-            let billed = status
-                .billing
-                .as_ref()
-                .map(|b| sealpod_market::price::parse_amount(&b.billed))
-                .transpose()?
-                .unwrap_or(U256::ZERO);
+            let so_far = billed(&status.billing.unwrap_or_default().billed)?;
             let ahead = seconds(ahead.as_deref().unwrap_or("0s"))?;
-            billed.max(payment.vouchered) + payment.worst_rate * U256::from(ahead)
+            so_far.max(payment.vouchered) + payment.worst_rate * U256::from(ahead)
         }
     };
     let status = publisher.pay(&args.pod, &args.chain.key(home)?, target).await?;
@@ -333,7 +341,7 @@ pub async fn pay(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: 
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "pod": args.pod, "voucher": target.to_string(), "status": sealpod_proto_json(&status)?,
+                "pod": args.pod, "voucher": target.to_string(), "status": status,
             }))?
         );
     } else {
@@ -353,12 +361,7 @@ async fn follow(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: &
     let interval = std::time::Duration::from_secs(seconds(&args.interval)?.max(1));
     let key = args.chain.key(home)?;
     loop {
-        let record = publisher
-            .pods()?
-            .into_iter()
-            .find(|p| p.pod_id == args.pod)
-            .with_context(|| format!("no pod {} in this publisher's records", args.pod))?;
-        let payment = record.payment.context("this pod is not paid through a channel")?;
+        let payment = pod_payment(publisher, &args.pod)?;
         let status = match publisher.status(&args.pod).await {
             Ok(s) => s,
             Err(e) if e.to_string().contains("no pod") => {
@@ -372,26 +375,22 @@ async fn follow(args: PayArgs, publisher: &sealpod_publisher::Publisher, home: &
             }
         };
         let b = status.billing.clone().unwrap_or_default();
-        let billed = sealpod_market::price::parse_amount(&b.billed).unwrap_or(U256::ZERO);
-        let covered = payment.vouchered.max(sealpod_market::price::parse_amount(&b.vouchered).unwrap_or(U256::ZERO));
+        let so_far = billed(&b.billed).unwrap_or(U256::ZERO);
+        let covered = payment.vouchered.max(billed(&b.vouchered).unwrap_or(U256::ZERO));
         let half = payment.worst_rate * U256::from(ahead / 2);
-        if covered < billed + half {
-            let target = billed + payment.worst_rate * U256::from(ahead);
+        if covered < so_far + half {
+            let target = so_far + payment.worst_rate * U256::from(ahead);
             match publisher.pay(&args.pod, &key, target).await {
                 Ok(_) if json => println!(
                     "{}",
-                    serde_json::json!({"pod": args.pod, "billed": billed.to_string(), "voucher": target.to_string()})
+                    serde_json::json!({"pod": args.pod, "billed": so_far.to_string(), "voucher": target.to_string()})
                 ),
-                Ok(_) => println!("bill {billed}: paid up to {target}"),
+                Ok(_) => println!("bill {so_far}: paid up to {target}"),
                 Err(e) => eprintln!("sealpod: paying failed ({e}); retrying"),
             }
         }
         tokio::time::sleep(interval).await;
     }
-}
-
-fn sealpod_proto_json(s: &sealpod_proto::PodStatus) -> Result<serde_json::Value> {
-    Ok(serde_json::to_value(s)?)
 }
 
 /// `sealpod providers`.
@@ -487,14 +486,8 @@ pub async fn providers(args: ProvidersArgs, home: &Path, json: bool) -> Result<(
     Ok(())
 }
 
-fn tee_name(t: sealpod_proto::TeeKind) -> &'static str {
-    match t {
-        sealpod_proto::TeeKind::Tdx => "tdx",
-        sealpod_proto::TeeKind::Snp => "snp",
-        sealpod_proto::TeeKind::Sgx => "sgx",
-        sealpod_proto::TeeKind::InsecureDev => "insecure-dev",
-        sealpod_proto::TeeKind::Unspecified => "none",
-    }
+fn tee_name(t: sealpod_proto::TeeKind) -> String {
+    sealpod_attest::Kind::from_proto(t as i32).map(|k| k.to_string()).unwrap_or_else(|_| "none".into())
 }
 
 fn listed_row((q, addrs): &(sealpod_publisher::Quote, Vec<String>)) -> Listed {
@@ -502,7 +495,7 @@ fn listed_row((q, addrs): &(sealpod_publisher::Quote, Vec<String>)) -> Listed {
         provider: q.provider.to_string(),
         addresses: addrs.clone(),
         available: q.available,
-        tee: tee_name(q.verified.tee).into(),
+        tee: tee_name(q.verified.tee),
         rate_per_second: q.rate.to_string(),
         worst_rate_per_second: q.worst_rate.to_string(),
         chain_id: q.verified.chain.chain_id,
@@ -528,8 +521,12 @@ pub fn earnings(args: EarningsArgs, json: bool) -> Result<()> {
     let addr_file = args.state_dir.join("metrics.addr");
     let addr = std::fs::read_to_string(&addr_file)
         .with_context(|| format!("{}: is the provider running with --market?", addr_file.display()))?;
-    let body = http_get(addr.trim(), "/earnings")?;
-    let v: serde_json::Value = serde_json::from_str(&body).context("the provider's /earnings is not JSON")?;
+    let (status, body) = crate::artifacts::local_get(&addr, "/earnings")
+        .with_context(|| format!("{}: is the provider still running?", addr_file.display()))?;
+    if status != 200 {
+        bail!("the provider's /earnings answered {status}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("the provider's /earnings is not JSON")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -554,21 +551,6 @@ pub fn earnings(args: EarningsArgs, json: bool) -> Result<()> {
         t["claimed"].as_str().unwrap_or("")
     );
     Ok(())
-}
-
-/// A plain HTTP/1.0 GET on loopback.
-pub fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut out = String::new();
-    s.take(16 << 20).read_to_string(&mut out)?;
-    let Some((head, body)) = out.split_once("\r\n\r\n") else { bail!("malformed answer from {addr}") };
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{addr}{path}: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_owned())
 }
 
 /// The demo's local chain: anvil, the contracts, and the provider's market file.
@@ -630,12 +612,7 @@ pub async fn demo_show_offer(
     pod: &sealpod_proto::Pod,
     json: bool,
 ) -> Result<()> {
-    let want = sealpod_publisher::payment::reservation_of(pod);
-    let resources = sealpod_proto::Resources {
-        cpu_millicores: want.cpu_millicores,
-        memory_bytes: want.memory_bytes,
-        ..Default::default()
-    };
+    let resources = sealpod_proto::total_resources(pod);
     let (listed, skipped) = publisher.list_offers(&[addr.parse()?], resources, None, None).await?;
     let (q, _) =
         listed.first().with_context(|| format!("the provider made no usable offer: {}", skipped.join("; ")))?;
@@ -665,9 +642,8 @@ pub async fn demo_pay(
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let status = publisher.status(pod_id).await?;
     let b = status.billing.clone().context("a paid pod has billing")?;
-    let billed = sealpod_market::price::parse_amount(&b.billed)?;
-    let rate = sealpod_market::price::parse_amount(&b.rate_per_second)?;
-    let target = billed.max(sealpod_market::price::parse_amount(&b.vouchered)?) + rate * U256::from(30);
+    let rate = billed(&b.rate_per_second)?;
+    let target = billed(&b.billed)?.max(billed(&b.vouchered)?) + rate * U256::from(30);
     let after = publisher.pay(pod_id, &m.plan().key, target).await?;
     let a = after.billing.unwrap_or_default();
     if !json {

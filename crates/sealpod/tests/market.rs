@@ -80,6 +80,29 @@ retentionSeconds: 600
     path
 }
 
+/// `sealpod deploy` paying through a new channel (publisher key: anvil's
+/// second dev key, unlock delay 30 s).
+fn deploy_with_channel(home: &Path, manifest: &Path, provider: &str, deposit: u64, prepay: &str) -> Value {
+    ok_json(sealpod(
+        home,
+        &[
+            "--json",
+            "deploy",
+            manifest.to_str().unwrap(),
+            "--provider",
+            provider,
+            "--chain-key",
+            DEV_KEYS[1],
+            "--deposit",
+            &deposit.to_string(),
+            "--prepay",
+            prepay,
+            "--unlock-delay",
+            "30",
+        ],
+    ))
+}
+
 fn status(home: &Path, pod: &str) -> Value {
     ok_json(sealpod(home, &["--json", "status", pod]))
 }
@@ -148,24 +171,7 @@ fn a_publisher_finds_pays_stops_paying_and_withdraws_and_the_books_balance() {
 
     // Deploy with a channel, 4 s prepaid.
     let deposit = 20_000_000u64;
-    let d = ok_json(sealpod(
-        &alice,
-        &[
-            "--json",
-            "deploy",
-            pod_manifest.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-            "--chain-key",
-            DEV_KEYS[1],
-            "--deposit",
-            &deposit.to_string(),
-            "--prepay",
-            "4s",
-            "--unlock-delay",
-            "30",
-        ],
-    ));
+    let d = deploy_with_channel(&alice, &pod_manifest, &provider.addr, deposit, "4s");
     let pod = d["status"]["podId"].as_str().unwrap().to_owned();
     let channel = format!("0x{}", hex::encode(base64_decode(d["status"]["billing"]["channelId"].as_str().unwrap())));
     let exposed = socket_of(d["status"]["addresses"][0]["multiaddr"].as_str().unwrap());
@@ -301,24 +307,7 @@ fn bad_vouchers_are_refused_by_name_and_a_dead_chain_stops_only_claims() {
     let provider = Provider::start_with(dir, free_port(), &["--market", market.to_str().unwrap()]);
     let pod_manifest = write_pod(dir);
     let deposit = 50_000_000u64;
-    let d = ok_json(sealpod(
-        &alice,
-        &[
-            "--json",
-            "deploy",
-            pod_manifest.to_str().unwrap(),
-            "--provider",
-            &provider.addr,
-            "--chain-key",
-            DEV_KEYS[1],
-            "--deposit",
-            &deposit.to_string(),
-            "--prepay",
-            "2s",
-            "--unlock-delay",
-            "30",
-        ],
-    ));
+    let d = deploy_with_channel(&alice, &pod_manifest, &provider.addr, deposit, "2s");
     let pod = d["status"]["podId"].as_str().unwrap().to_owned();
     let first = amount(&d["status"]["billing"]["vouchered"]);
     let exposed = socket_of(d["status"]["addresses"][0]["multiaddr"].as_str().unwrap());

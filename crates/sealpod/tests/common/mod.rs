@@ -160,3 +160,13 @@ pub fn fixture_with(publisher: &str, extra: &[&str]) -> Option<(tempfile::TempDi
     let home = tmp.path().join(publisher);
     Some((tmp, provider, home))
 }
+
+/// The `p`th percentile of `v` (for the harness-less benches).
+pub fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
