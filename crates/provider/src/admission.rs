@@ -23,6 +23,10 @@ pub struct Admitted {
     pub secrets: Vec<sealpod_runtime::Secret>,
 }
 
+/// The disk a pod gets when none of its containers asks for
+/// `ephemeral-storage`: its writable layers and emptyDir volumes together.
+pub const DEFAULT_EPHEMERAL_STORAGE: u64 = 1 << 30;
+
 fn invalid(field: String, message: impl Into<String>) -> Error {
     Error { code: ErrorCode::InvalidRequest as i32, message: message.into(), field }
 }
@@ -52,6 +56,9 @@ pub fn admit(
         check_name(&v.name, &field)?;
         let kind = match &v.kind {
             Some(volume::Kind::EmptyDir(e)) if e.memory => VolumeKind::Memory { size_bytes: e.size_limit_bytes },
+            Some(volume::Kind::EmptyDir(e)) if e.size_limit_bytes > 0 => {
+                VolumeKind::LimitedDir { size_bytes: e.size_limit_bytes }
+            }
             Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => VolumeKind::EmptyDir,
             Some(volume::Kind::Secret(s)) => {
                 let file_name = if s.file_name.is_empty() { v.name.clone() } else { s.file_name.clone() };
@@ -212,8 +219,25 @@ pub fn admit(
         Ok(sealpod_proto::RestartPolicy::Never) => RestartPolicy::Never,
         _ => RestartPolicy::OnFailure,
     };
+    // Every pod gets a disk of its own: what its containers asked for, or the
+    // default when none did.
+    let asked = pod
+        .containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+        .fold(0u64, |sum, r| sum.saturating_add(r.ephemeral_storage_bytes));
+    let storage_bytes = if asked > 0 { asked } else { DEFAULT_EPHEMERAL_STORAGE };
     Ok(Admitted {
-        spec: PodSpec { pod_id: pod_id.to_owned(), containers, restart, volumes, ports: forwards, egress },
+        spec: PodSpec {
+            pod_id: pod_id.to_owned(),
+            containers,
+            restart,
+            volumes,
+            ports: forwards,
+            egress,
+            user_ns: None,
+            storage_bytes,
+        },
         listeners,
         image_manifests,
         secrets,

@@ -22,10 +22,13 @@ pub mod egress;
 pub mod logs;
 pub mod netns;
 mod pod;
+pub mod seccomp;
 pub mod secrets;
 pub mod shim;
 pub mod spec;
 pub mod status;
+pub mod storage;
+pub mod userns;
 
 pub use egress::{AllowedUrl, EgressPolicy};
 pub use pod::Runtime;

@@ -32,6 +32,11 @@ impl NetNs {
         .map_err(|_| io::Error::other("netns thread panicked"))?
     }
 
+    /// Holds a namespace opened elsewhere (see [`crate::userns::PodNamespaces`]).
+    pub(crate) fn from_file(file: File) -> NetNs {
+        NetNs { file }
+    }
+
     /// A path through which other processes (the OCI runtime) can join the
     /// namespace while this process holds it.
     pub fn path(&self) -> std::path::PathBuf {
@@ -97,7 +102,7 @@ impl Connector {
 }
 
 /// Sets IFF_UP on `lo` in the calling thread's network namespace.
-fn loopback_up() -> io::Result<()> {
+pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket and ioctl calls on a zeroed `ifreq` whose name is a
     // NUL-terminated "lo"; the socket is closed before returning.
     unsafe {

@@ -46,6 +46,11 @@ impl Runtime {
         assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
         let dir = self.pod_dir(&spec.pod_id);
         std::fs::create_dir_all(&dir)?;
+        let mut spec = spec.clone();
+        if spec.user_ns.is_none() {
+            spec.user_ns = Some(crate::userns::claim(&dir)?);
+        }
+        let spec = &spec;
         std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
         let log = std::fs::File::create(dir.join("shim.log"))?;
         // Move the listeners above the range they must land in, so that the
@@ -155,15 +160,19 @@ impl Runtime {
             }
         }
         // Whatever the shim did or did not do, make sure nothing is left.
-        if let Ok(spec) = std::fs::read(dir.join("spec.json"))
+        let spec = std::fs::read(dir.join("spec.json"))
             .map_err(RuntimeError::from)
-            .and_then(|b| serde_json::from_slice::<PodSpec>(&b).map_err(RuntimeError::from))
-        {
-            teardown(&dir, &spec)?;
+            .and_then(|b| serde_json::from_slice::<PodSpec>(&b).map_err(RuntimeError::from));
+        if let Ok(spec) = &spec {
+            teardown(&dir, spec)?;
         }
         let left = mounts_under(&dir);
         if !left.is_empty() {
             return Err(RuntimeError::Teardown(format!("mounts still present: {left:?}")));
+        }
+        // Its processes are gone: the ids can go to the next pod.
+        if let Some(range) = spec.ok().and_then(|s| s.user_ns) {
+            crate::userns::release(&range, &dir);
         }
         std::fs::remove_dir_all(&dir)?;
         Ok(())

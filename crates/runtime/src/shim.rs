@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::logs::{LogWriter, DEFAULT_ROTATE_BYTES};
 use crate::netns::{Connector, NetNs};
-use crate::spec::{oci_config, volume_path, ContainerPaths, PodSpec, RestartPolicy, VolumeKind};
+use crate::userns::{self, PodNamespaces};
+use crate::spec::{disk_path, oci_config, volume_path, ContainerPaths, PodSpec, RestartPolicy, VolumeKind};
+use crate::storage;
 use crate::status::{process_start_time, ContainerState, Phase, PodState, RunState};
 use crate::RuntimeError;
 
@@ -79,7 +81,7 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
 
     let prepared = prepare(pod_dir, &spec, &secrets);
     drop(secrets);
-    let netns = match prepared {
+    let (netns, userns) = match prepared {
         Ok(ns) => ns,
         Err(e) => {
             state.phase = Phase::Failed;
@@ -91,7 +93,9 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     };
     for c in &spec.containers {
         let paths = ContainerPaths::new(pod_dir, &c.name);
-        let config = oci_config(&spec, c, pod_dir, &netns.path());
+        let user_path = userns.as_ref().map(|f| fd_path(f.as_raw_fd()));
+        let net_path = if userns.is_some() { userns::pinned_netns_path(&spec.pod_id) } else { netns.path() };
+        let config = oci_config(&spec, c, pod_dir, &net_path, user_path.as_deref());
         fs::write(paths.bundle.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     }
     let connector = netns.connector()?;
@@ -99,12 +103,32 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(supervise(pod_dir, exe, &spec, state, listeners, connector));
     drop(netns);
+    drop(userns);
     result
 }
 
-/// Creates the network namespace, volumes and container root filesystems.
-fn prepare(pod_dir: &Path, spec: &PodSpec, secrets: &[crate::secrets::Secret]) -> Result<NetNs, RuntimeError> {
-    let netns = NetNs::create()?;
+/// A path to one of this process's descriptors, through which a namespace it
+/// holds can be joined.
+fn fd_path(fd: i32) -> PathBuf {
+    format!("/proc/{}/fd/{fd}", std::process::id()).into()
+}
+
+/// Creates the pod's namespaces (user namespace, when the spec maps ids, and
+/// network namespace), volumes and container root filesystems.
+fn prepare(
+    pod_dir: &Path,
+    spec: &PodSpec,
+    secrets: &[crate::secrets::Secret],
+) -> Result<(NetNs, Option<fs::File>), RuntimeError> {
+    let (netns, userns) = match &spec.user_ns {
+        Some(range) => {
+            let ns = PodNamespaces::create(range)
+                .map_err(|e| RuntimeError::Setup(format!("the pod's user namespace: {e}")))?;
+            userns::pin_netns(&spec.pod_id, &ns.net)?;
+            (ns.net, Some(ns.user))
+        }
+        None => (NetNs::create()?, None),
+    };
     fs::write(pod_dir.join("hosts"), format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n", spec.pod_id))?;
     fs::write(pod_dir.join("hostname"), format!("{}\n", spec.pod_id))?;
     let secret_volumes: Vec<(String, String)> = spec
@@ -116,15 +140,30 @@ fn prepare(pod_dir: &Path, spec: &PodSpec, secrets: &[crate::secrets::Secret]) -
         })
         .collect();
     crate::secrets::mount_pod_secrets(&spec.pod_id, &secret_volumes, secrets)?;
+    let disk = disk_path(pod_dir);
+    if spec.storage_bytes > 0 && !is_mount_point(&disk) {
+        storage::mount_limited(&pod_dir.join("disk.img"), &disk, spec.storage_bytes, (0, 0))?;
+    }
+    // The pod's root owns its writable directories.
+    let root = spec.user_ns.map_or((0, 0), |r| (r.host_base, r.host_base));
     for v in &spec.volumes {
-        if matches!(v.kind, VolumeKind::Secret { .. }) {
-            continue;
-        }
         let path = volume_path(pod_dir, &v.name);
-        fs::create_dir_all(&path)?;
-        if let VolumeKind::Memory { size_bytes } = v.kind {
-            let opts = if size_bytes > 0 { format!("size={size_bytes},mode=0777") } else { "mode=0777".into() };
-            mount("tmpfs", &path, "tmpfs", &opts)?;
+        match v.kind {
+            VolumeKind::Secret { .. } => continue,
+            VolumeKind::Memory { size_bytes } => {
+                fs::create_dir_all(&path)?;
+                let mut opts = if size_bytes > 0 { format!("size={size_bytes},mode=0777") } else { "mode=0777".into() };
+                opts.push_str(&format!(",uid={},gid={}", root.0, root.1));
+                mount("tmpfs", &path, "tmpfs", &opts)?;
+            }
+            VolumeKind::LimitedDir { size_bytes } => {
+                let image = disk.join("volumes").join(format!(".{}.img", v.name));
+                storage::mount_limited(&image, &path, size_bytes, root)?;
+            }
+            VolumeKind::EmptyDir => {
+                fs::create_dir_all(&path)?;
+                std::os::unix::fs::chown(&path, Some(root.0), Some(root.1))?;
+            }
         }
     }
     for c in &spec.containers {
@@ -132,17 +171,28 @@ fn prepare(pod_dir: &Path, spec: &PodSpec, secrets: &[crate::secrets::Secret]) -
         for d in [&p.rootfs, &p.upper, &p.work] {
             fs::create_dir_all(d)?;
         }
-        if !is_mount_point(&p.rootfs) {
-            let opts = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                c.image_rootfs.display(),
-                p.upper.display(),
-                p.work.display()
-            );
-            mount("overlay", &p.rootfs, "overlay", &opts)?;
+        if is_mount_point(&p.rootfs) {
+            continue;
         }
+        let lower = match (&spec.user_ns, &userns) {
+            (Some(range), Some(user)) => {
+                fs::create_dir_all(&p.lower)?;
+                userns::idmapped_bind(&c.image_rootfs, &p.lower, user)
+                    .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+                userns::match_image_root(&p.upper, &c.image_rootfs, range)?;
+                p.lower.clone()
+            }
+            _ => c.image_rootfs.clone(),
+        };
+        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), p.upper.display(), p.work.display());
+        let mounted = mount("overlay", &p.rootfs, "overlay", &opts);
+        if lower == p.lower {
+            // The overlay holds its own clone of the id-mapped layer.
+            let _ = nix::mount::umount2(&p.lower, nix::mount::MntFlags::MNT_DETACH);
+        }
+        mounted?;
     }
-    Ok(netns)
+    Ok((netns, userns))
 }
 
 fn mount(source: &str, target: &Path, fstype: &str, data: &str) -> Result<(), RuntimeError> {
@@ -657,12 +707,11 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
             problems.push(format!("{}: {e}", c.id()));
         }
     }
-    for c in &spec.containers {
-        let rootfs = ContainerPaths::new(pod_dir, &c.name).rootfs;
-        unmount_all(&rootfs, &mut problems);
-    }
-    unmount_all(&pod_dir.join("volumes"), &mut problems);
+    // Root filesystems, volumes, then the pod's disk under them (deepest
+    // first); the layout of pods from older versions included.
+    unmount_all(pod_dir, &mut problems);
     crate::secrets::unmount_pod_secrets(&spec.pod_id, &mut problems);
+    userns::unpin_netns(&spec.pod_id, &mut problems);
     remove_pod_cgroups(&spec.pod_id, &mut problems);
     if problems.is_empty() {
         Ok(())
@@ -733,7 +782,9 @@ pub fn start_container(root: &Path, id: &str, bundle: &Path, pid_file: &Path) ->
             .and_then(|mut c| c.delete(true))
             .map_err(|e| RuntimeError::Container(format!("removing the previous run: {e}")))?;
     }
+    let profile = crate::seccomp::Profile::default_for_containers().map_err(|e| RuntimeError::Setup(e.to_string()))?;
     let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_executor(crate::seccomp::SeccompExecutor::new(profile))
         .with_root_path(root)
         .and_then(|b| b.with_pid_file(Some(pid_file)))
         .and_then(|b| b.validate_id())
@@ -763,7 +814,9 @@ pub fn exec_container(root: &Path, id: &str, pid_file: &Path, argv: Vec<String>)
         })
         .unwrap_or_default();
     let cwd = config["process"]["cwd"].as_str().map(PathBuf::from);
+    let profile = crate::seccomp::Profile::default_for_containers().map_err(|e| RuntimeError::Setup(e.to_string()))?;
     ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_executor(crate::seccomp::SeccompExecutor::new(profile))
         .with_root_path(root)
         .and_then(|b| b.with_pid_file(Some(pid_file)))
         .map_err(|e| RuntimeError::Container(e.to_string()))?

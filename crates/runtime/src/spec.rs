@@ -26,6 +26,16 @@ pub struct PodSpec {
     /// Outbound access through the egress proxy; `None`: no way out at all.
     #[serde(default)]
     pub egress: Option<crate::egress::EgressPolicy>,
+    /// The host ids the pod's user namespace maps to; claimed by
+    /// [`crate::Runtime::create`]. `None` only for pods created before
+    /// sealpod had user namespaces, which keep running as they were.
+    #[serde(default)]
+    pub user_ns: Option<crate::userns::IdRange>,
+    /// Size of the pod's own filesystem, which holds its containers' writable
+    /// layers and its emptyDir volumes (`ephemeral-storage`); 0: they live on
+    /// the provider's filesystem (pods created before sealpod limited disk).
+    #[serde(default)]
+    pub storage_bytes: u64,
 }
 
 /// One container of a pod.
@@ -89,8 +99,14 @@ pub struct VolumeSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeKind {
-    /// A directory in the pod's state directory, deleted with the pod.
+    /// A directory on the pod's disk, deleted with the pod.
     EmptyDir,
+    /// A filesystem of at most this many bytes of its own (an emptyDir with
+    /// a `sizeLimit`), itself stored on the pod's disk.
+    LimitedDir {
+        /// Size limit.
+        size_bytes: u64,
+    },
     /// A tmpfs of at most this many bytes (0: the kernel's default).
     Memory {
         /// Size limit.
@@ -137,13 +153,23 @@ pub struct ContainerPaths {
     pub upper: PathBuf,
     /// The overlay's work directory.
     pub work: PathBuf,
+    /// Where the image is id-mapped into the pod's user namespace while the
+    /// overlay is mounted over it.
+    pub lower: PathBuf,
 }
 
 impl ContainerPaths {
     /// Paths of container `name` in pod directory `pod_dir`.
     pub fn new(pod_dir: &Path, name: &str) -> Self {
         let base = pod_dir.join("containers").join(name);
-        ContainerPaths { rootfs: base.join("rootfs"), upper: base.join("upper"), work: base.join("work"), bundle: base }
+        let writable = disk_path(pod_dir).join("containers").join(name);
+        ContainerPaths {
+            rootfs: base.join("rootfs"),
+            upper: writable.join("upper"),
+            work: writable.join("work"),
+            lower: base.join("lower"),
+            bundle: base,
+        }
     }
 }
 
@@ -177,10 +203,11 @@ pub const DEFAULT_PIDS: u32 = 1024;
 
 /// Builds the OCI runtime configuration for one container.
 ///
-/// `netns` is a path to the pod's network namespace, which every container of
-/// the pod joins; everything else (mount, PID, IPC, UTS, cgroup) is the
-/// container's own.
-pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path) -> Value {
+/// `netns` is a path to the pod's network namespace and `userns` to its user
+/// namespace, which every container of the pod joins; everything else (mount,
+/// PID, IPC, UTS, cgroup) is the container's own, created inside the pod's
+/// user namespace.
+pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path, userns: Option<&Path>) -> Value {
     let caps: Vec<&str> = CAPABILITIES.to_vec();
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -229,6 +256,17 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
         let period: u64 = 100_000;
         resources["cpu"] = json!({"quota": c.limits.cpu_millicores * period / 1000, "period": period});
     }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+        json!({"type": "network", "path": netns}),
+    ];
+    if let Some(userns) = userns {
+        namespaces.insert(0, json!({"type": "user", "path": userns}));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -245,14 +283,7 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
         "hostname": pod.pod_id,
         "mounts": mounts,
         "linux": {
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "cgroup"},
-                {"type": "network", "path": netns},
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": format!("{}/{}", pod_cgroup(&pod.pod_id), c.name),
             "resources": resources,
             "maskedPaths": [
@@ -277,7 +308,13 @@ fn nofile() -> u64 {
 
 /// Where a pod volume's contents live on the host.
 pub fn volume_path(pod_dir: &Path, name: &str) -> PathBuf {
-    pod_dir.join("volumes").join(name)
+    disk_path(pod_dir).join("volumes").join(name)
+}
+
+/// Where the pod's own filesystem is mounted (a plain directory for a pod
+/// without a storage limit).
+pub fn disk_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("disk")
 }
 
 #[cfg(test)]
@@ -303,13 +340,15 @@ mod tests {
             volumes: vec![VolumeSpec { name: "data".into(), kind: VolumeKind::EmptyDir }],
             ports: vec![],
             egress: None,
+            user_ns: None,
+            storage_bytes: 0,
         }
     }
 
     #[test]
     fn config_turns_requested_resources_into_cgroup_limits() {
         let p = pod();
-        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"), None);
         assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64u64 << 20);
         assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], DEFAULT_PIDS);
@@ -319,7 +358,7 @@ mod tests {
     #[test]
     fn containers_share_the_pod_network_namespace_only() {
         let p = pod();
-        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"));
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/proc/1/fd/5"), None);
         let ns = cfg["linux"]["namespaces"].as_array().unwrap();
         let with_path: Vec<_> = ns.iter().filter(|n| n.get("path").is_some()).collect();
         assert_eq!(with_path.len(), 1);
@@ -328,9 +367,18 @@ mod tests {
     }
 
     #[test]
+    fn containers_join_the_pod_user_namespace_first() {
+        let p = pod();
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/n"), Some(Path::new("/u")));
+        let ns = cfg["linux"]["namespaces"].as_array().unwrap();
+        assert_eq!(ns[0], json!({"type": "user", "path": "/u"}));
+        assert_eq!(ns.len(), 7);
+    }
+
+    #[test]
     fn config_drops_host_reaching_capabilities() {
         let p = pod();
-        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"), None);
         let caps = cfg["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN"));
         assert_eq!(cfg["process"]["noNewPrivileges"], true);
@@ -339,9 +387,9 @@ mod tests {
     #[test]
     fn volume_mounts_are_bind_mounts_from_the_pod_directory() {
         let p = pod();
-        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"));
+        let cfg = oci_config(&p, &p.containers[0], Path::new("/pods/p1"), Path::new("/x"), None);
         let m = cfg["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data").unwrap();
-        assert_eq!(m["source"], "/pods/p1/volumes/data");
+        assert_eq!(m["source"], "/pods/p1/disk/volumes/data");
         assert!(m["options"].as_array().unwrap().iter().any(|o| o == "ro"));
     }
 }

@@ -5,7 +5,11 @@
 //! requests served; `fetch --url http://127.0.0.1:P/ [--interval-ms N]` fetches
 //! a page every N ms and prints the body; `exit --code N` exits with N after
 //! printing a line (for restart tests); `cat FILE` prints a file (for
-//! secret-volume checks through exec).
+//! secret-volume checks through exec); `probe`, `forkbomb`, `membomb` and
+//! `fill PATH` are a hostile tenant's attempts (see `attack.rs`).
+
+#[path = "attack.rs"]
+mod attack;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -60,13 +64,19 @@ pub fn main(args: &[String]) -> i32 {
                 2
             }
         },
+        Some("probe") => attack::probe(&args[1..]),
+        Some("forkbomb") => attack::forkbomb(),
+        Some("membomb") => attack::membomb(),
+        Some("fill") => {
+            attack::fill(args.get(1).map_or("/fill", String::as_str), flag("--max-bytes").and_then(|m| m.parse().ok()))
+        }
         Some("exit") => {
             let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
             println!("exiting with {code}");
             code
         }
         _ => {
-            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE");
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE | probe [--reach ADDR]... [--outside-pid PID] | forkbomb | membomb | fill PATH");
             2
         }
     }

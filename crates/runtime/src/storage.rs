@@ -1,0 +1,87 @@
+//! Disk limits that hold: a pod's writable layers and volumes live on a
+//! filesystem of their own, so filling it fills nothing else.
+//!
+//! The pod's disk is a sparse file in the pod directory holding an ext4
+//! filesystem the size of the pod's `ephemeral-storage`, loop-mounted at
+//! `disk/`. Every container's overlay upper and work directories and every
+//! emptyDir volume sit on it; an emptyDir with a `sizeLimit` gets a filesystem
+//! of that size of its own, itself a file on the pod's disk, so it counts
+//! towards the pod's total as Kubernetes counts it. A full disk is ENOSPC
+//! inside the pod and nothing outside it.
+//!
+//! Why not quotas on the host's filesystem: project quotas need XFS or an
+//! ext4 formatted and mounted for them, which a provider's root filesystem
+//! seldom is; a loop-mounted file works on any filesystem that holds sparse
+//! files, and costs one `mkfs.ext4` and one mount per pod (measured in
+//! `docs/benchmarks.md`). Both tools are e2fsprogs' and util-linux's, on every
+//! Debian system.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::RuntimeError;
+
+/// The smallest filesystem made: ext4 needs some room for its own metadata.
+pub const MIN_BYTES: u64 = 8 << 20;
+
+/// Creates a sparse `image` of `bytes` holding an empty ext4 filesystem
+/// whose root belongs to `owner` (host ids), and mounts it at `target`
+/// (nosuid, nodev). The loop device goes away when it is unmounted.
+pub fn mount_limited(image: &Path, target: &Path, bytes: u64, owner: (u32, u32)) -> Result<(), RuntimeError> {
+    let bytes = bytes.max(MIN_BYTES);
+    std::fs::create_dir_all(target)?;
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(image)?;
+    file.set_len(bytes)?;
+    drop(file);
+    // No journal (the data dies with the pod), no reserved blocks, lazy
+    // inode tables: formatting writes well under a megabyte.
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-m", "0", "-E"])
+        .arg(format!("lazy_itable_init=1,nodiscard,root_owner={}:{}", owner.0, owner.1))
+        .arg(image))?;
+    run(Command::new("mount").args(["-o", "loop,nosuid,nodev"]).arg(image).arg(target))
+}
+
+fn run(cmd: &mut Command) -> Result<(), RuntimeError> {
+    let what = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| RuntimeError::Setup(format!("{what}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Setup(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stop_at_the_limit_with_enospc() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk");
+        mount_limited(&dir.path().join("disk.img"), &target, 16 << 20, (0, 0)).unwrap();
+        let chunk = vec![1u8; 1 << 20];
+        let mut written = 0u64;
+        let err = {
+            use std::io::Write;
+            let mut f = std::fs::File::create(target.join("big")).unwrap();
+            loop {
+                match f.write_all(&chunk) {
+                    Ok(()) => written += chunk.len() as u64,
+                    Err(e) => break e,
+                }
+            }
+        };
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert!(written <= 16 << 20 && written >= 8 << 20, "wrote {written}");
+        // The image is sparse: the host spent what was written, not the limit.
+        let on_disk = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(dir.path().join("disk.img")).unwrap());
+        assert!(on_disk * 512 <= (16 << 20) + (1 << 20));
+    }
+}
