@@ -32,6 +32,51 @@ pub enum FrameError {
     /// The body is not a valid protobuf message of the expected type.
     #[error("invalid protobuf: {0}")]
     Decode(String),
+    /// The node is already receiving as many bytes as it holds at once.
+    #[error("the node is receiving too much at once; try again")]
+    Busy,
+}
+
+/// How many bytes of request bodies a node holds at once, across every
+/// stream and peer. A body's announced length is reserved before it is read
+/// and given back once it is decoded, so a crowd of peers announcing large
+/// frames and trickling them costs at most this much memory.
+#[derive(Debug)]
+pub struct InboundBudget {
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl InboundBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(InboundBudget { left: std::sync::atomic::AtomicUsize::new(bytes) })
+    }
+
+    /// Reserves `n` bytes, or `None` if fewer are left.
+    pub fn reserve(self: &std::sync::Arc<Self>, n: usize) -> Option<Reservation> {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .ok()
+            .map(|_| Reservation { budget: self.clone(), n })
+    }
+
+    /// Bytes not reserved now.
+    pub fn left(&self) -> usize {
+        self.left.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Bytes held from an [`InboundBudget`] until dropped.
+pub struct Reservation {
+    budget: std::sync::Arc<InboundBudget>,
+    n: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.n, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl From<FrameError> for io::Error {
@@ -101,9 +146,19 @@ where
     if len > limit as u64 {
         return Err(FrameError::TooLarge { len, limit }.into());
     }
-    let mut body = vec![0u8; len as usize];
-    io.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
+    let body = read_body(io, len).await?;
     M::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string()).into())
+}
+
+/// Reads exactly `len` bytes, growing the buffer as they arrive rather than
+/// allocating what the prefix announced up front.
+async fn read_body<T: AsyncRead + Unpin>(io: &mut T, len: u64) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::with_capacity(len.min(64 * 1024) as usize);
+    io.take(len).read_to_end(&mut body).await.map_err(|_| FrameError::Truncated)?;
+    if body.len() as u64 != len {
+        return Err(FrameError::Truncated);
+    }
+    Ok(body)
 }
 
 /// Writes one frame and flushes it.
@@ -125,6 +180,7 @@ where
 pub struct ProtoCodec<Req, Resp> {
     request_limit: usize,
     response_limit: usize,
+    budget: Option<std::sync::Arc<InboundBudget>>,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
@@ -132,13 +188,25 @@ impl<Req, Resp> ProtoCodec<Req, Resp> {
     /// A codec accepting requests up to `request_limit` and responses up to
     /// `response_limit` bytes.
     pub fn new(request_limit: usize, response_limit: usize) -> Self {
-        Self { request_limit, response_limit, _types: PhantomData }
+        Self { request_limit, response_limit, budget: None, _types: PhantomData }
+    }
+
+    /// Inbound request bodies are read only within `budget`, shared with
+    /// every other codec holding it.
+    pub fn with_budget(mut self, budget: std::sync::Arc<InboundBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
 impl<Req, Resp> Clone for ProtoCodec<Req, Resp> {
     fn clone(&self) -> Self {
-        Self::new(self.request_limit, self.response_limit)
+        Self {
+            request_limit: self.request_limit,
+            response_limit: self.response_limit,
+            budget: self.budget.clone(),
+            _types: PhantomData,
+        }
     }
 }
 
@@ -168,8 +236,14 @@ where
         if len > self.request_limit as u64 {
             return Ok(Err(FrameError::TooLarge { len, limit: self.request_limit }));
         }
-        let mut body = vec![0u8; len as usize];
-        io.read_exact(&mut body).await.map_err(|_| FrameError::Truncated)?;
+        let _held = match &self.budget {
+            Some(budget) => match budget.reserve(len as usize) {
+                Some(r) => Some(r),
+                None => return Ok(Err(FrameError::Busy)),
+            },
+            None => None,
+        };
+        let body = read_body(io, len).await?;
         Ok(Req::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string())))
     }
 
@@ -199,6 +273,32 @@ where
 mod tests {
     use super::*;
     use sealpod_proto::{AttestRequest, StatusRequest};
+
+    #[test]
+    fn budget_refuses_what_it_cannot_hold_and_takes_back_what_is_dropped() {
+        let budget = InboundBudget::new(100);
+        let a = budget.reserve(60).unwrap();
+        assert!(budget.reserve(41).is_none());
+        let b = budget.reserve(40).unwrap();
+        assert_eq!(budget.left(), 0);
+        drop(a);
+        drop(b);
+        assert_eq!(budget.left(), 100);
+    }
+
+    #[test]
+    fn a_request_over_the_shared_budget_is_answered_busy_not_read() {
+        use libp2p::request_response::Codec;
+        let budget = InboundBudget::new(1000);
+        let _held = budget.reserve(990).unwrap();
+        let mut codec = ProtoCodec::<AttestRequest, AttestRequest>::new(1024, 1024).with_budget(budget.clone());
+        let frame = encode_frame(&AttestRequest { nonce: vec![1; 32] });
+        let mut io = futures::io::Cursor::new(frame);
+        let proto = StreamProtocol::new("/t");
+        let got = futures::executor::block_on(codec.read_request(&proto, &mut io)).unwrap();
+        assert_eq!(got.unwrap_err(), FrameError::Busy);
+        assert_eq!(budget.left(), 10);
+    }
 
     #[test]
     fn round_trips_a_frame() {

@@ -20,7 +20,7 @@ mod node;
 pub use blob::{BlobError, BlobSource, IncomingBlob};
 pub use identity::{load_or_create_keypair, IdentityError};
 pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId};
-pub use node::{InboundRequest, Node, NodeConfig, NodeError, Responder};
+pub use node::{InboundRequest, Node, NodeConfig, NodeError, PeerLimits, Responder};
 
 /// The DHT key under which providers advertise themselves.
 pub const PROVIDER_DHT_KEY: &[u8] = b"/apocryph/providers/v0";

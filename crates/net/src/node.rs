@@ -45,6 +45,42 @@ pub struct NodeConfig {
     /// Timeout for provisioning, which includes unpacking images and starting
     /// containers on the provider.
     pub provision_timeout: Duration,
+    /// What one peer, and all peers together, may hold of this node.
+    pub limits: PeerLimits,
+}
+
+/// Bounds on what peers may hold of a node, so that a flood of connections,
+/// streams or requests is refused early and costs bounded memory while
+/// well-behaved peers are still served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Connections one peer may have open at once.
+    pub connections_per_peer: u32,
+    /// Inbound connections established at once, all peers together.
+    pub incoming_connections: u32,
+    /// Inbound connections still in their handshake, all together; each is
+    /// dropped if it does not finish within ten seconds.
+    pub pending_incoming: u32,
+    /// Request streams one connection may have open at once, per protocol.
+    pub streams_per_connection: usize,
+    /// Requests of one peer being handled at once; more are answered
+    /// `UNAVAILABLE` at once without reaching the provider.
+    pub requests_per_peer: usize,
+    /// Bytes of request bodies held at once, all peers together.
+    pub inbound_bytes: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            connections_per_peer: 4,
+            incoming_connections: 512,
+            pending_incoming: 128,
+            streams_per_connection: 16,
+            requests_per_peer: 8,
+            inbound_bytes: 64 << 20,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -60,6 +96,7 @@ impl NodeConfig {
             serve_log: false,
             request_timeout: Duration::from_secs(30),
             provision_timeout: Duration::from_secs(300),
+            limits: PeerLimits::default(),
         }
     }
 }
@@ -197,6 +234,7 @@ type Rr<Req, Resp> = request_response::Behaviour<ProtoCodec<Req, Resp>>;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -299,6 +337,8 @@ impl Node {
             log: HashMap::new(),
             provider_queries: HashMap::new(),
             replies: FuturesUnordered::new(),
+            in_flight: HashMap::new(),
+            requests_per_peer: config.limits.requests_per_peer,
         };
         tokio::spawn(task.run());
         Ok((Node { peer_id, commands: cmd_tx, streams }, in_rx))
@@ -467,26 +507,42 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let mdns_enabled = config.mdns;
     let log_support = if config.serve_log { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
     let server_mode = config.serve || !config.listen.is_empty();
+    let peer_limits = config.limits;
+    let budget = crate::codec::InboundBudget::new(peer_limits.inbound_bytes);
     fn rr<Req, Resp>(
         name: &'static str,
         support: ProtocolSupport,
-        req: usize,
-        resp: usize,
+        (req, resp): (usize, usize),
         timeout: Duration,
+        limits: &PeerLimits,
+        budget: &std::sync::Arc<crate::codec::InboundBudget>,
     ) -> Rr<Req, Resp>
     where
         Req: prost::Message + Default + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
         request_response::Behaviour::with_codec(
-            ProtoCodec::new(req, resp),
+            ProtoCodec::new(req, resp).with_budget(budget.clone()),
             [(StreamProtocol::new(name), support)],
-            request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(64),
+            request_response::Config::default()
+                .with_request_timeout(timeout)
+                .with_max_concurrent_streams(limits.streams_per_connection),
         )
     }
+    let connection_limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(peer_limits.connections_per_peer))
+        .with_max_established_incoming(Some(peer_limits.incoming_connections))
+        .with_max_pending_incoming(Some(peer_limits.pending_incoming));
+    let yamux_config = move || {
+        let mut c = yamux::Config::default();
+        // Request protocols are bounded above; this bounds the rest (kad,
+        // identify, blob streams) per connection.
+        c.set_max_num_streams(8 * peer_limits.streams_per_connection);
+        c
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
         .map_err(|e| NodeError::Setup(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
@@ -501,6 +557,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
             let mdns =
                 if mdns_enabled { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?) } else { None };
             Ok(Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(connection_limits),
                 identify: identify::Behaviour::new(identify::Config::new("/sealpod/0.1.0".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 kad,
@@ -508,32 +565,43 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                 attest: rr(
                     protocol::ATTEST,
                     support.clone(),
-                    limits::ATTEST_REQUEST,
-                    limits::ATTEST_RESPONSE,
+                    (limits::ATTEST_REQUEST, limits::ATTEST_RESPONSE),
                     request_timeout,
+                    &peer_limits,
+                    &budget,
                 ),
                 capacity: rr(
                     protocol::PROVISIONING_CAPACITY,
                     support.clone(),
-                    limits::CAPACITY,
-                    limits::CAPACITY,
+                    (limits::CAPACITY, limits::CAPACITY),
                     request_timeout,
+                    &peer_limits,
+                    &budget,
                 ),
                 provision: rr(
                     protocol::PROVISION_POD,
                     support.clone(),
-                    limits::PROVISION_REQUEST,
-                    limits::PROVISION_RESPONSE,
+                    (limits::PROVISION_REQUEST, limits::PROVISION_RESPONSE),
                     provision_timeout,
+                    &peer_limits,
+                    &budget,
                 ),
                 control: rr(
                     protocol::POD_CONTROL,
                     support,
-                    limits::CONTROL_REQUEST,
-                    limits::CONTROL_RESPONSE,
+                    (limits::CONTROL_REQUEST, limits::CONTROL_RESPONSE),
                     request_timeout,
+                    &peer_limits,
+                    &budget,
                 ),
-                log: rr(protocol::LOG, log_support, limits::TLOG_REQUEST, limits::TLOG_RESPONSE, request_timeout),
+                log: rr(
+                    protocol::LOG,
+                    log_support,
+                    (limits::TLOG_REQUEST, limits::TLOG_RESPONSE),
+                    request_timeout,
+                    &peer_limits,
+                    &budget,
+                ),
                 stream: libp2p_stream::Behaviour::new(),
             })
         })
@@ -567,36 +635,57 @@ struct SwarmTask {
     control: HashMap<OutboundRequestId, (PeerId, Reply<PodControlResponse>)>,
     log: HashMap<OutboundRequestId, (PeerId, Reply<LogResponse>)>,
     provider_queries: HashMap<QueryId, (HashSet<PeerId>, Reply<Vec<PeerId>>)>,
-    replies: FuturesUnordered<BoxFuture<'static, OutgoingResponse>>,
+    /// Responses on their way, each with the peer whose in-flight count it
+    /// holds (none for an answer given at once).
+    replies: FuturesUnordered<BoxFuture<'static, (Option<PeerId>, OutgoingResponse)>>,
+    /// Requests each peer has with the provider now.
+    in_flight: HashMap<PeerId, usize>,
+    requests_per_peer: usize,
+}
+
+/// Where an inbound request goes: the provider's queue, and the per-peer
+/// in-flight count that bounds how much of it one peer may hold.
+struct Gate<'a> {
+    inbound: &'a mpsc::Sender<InboundRequest>,
+    in_flight: &'a mut HashMap<PeerId, usize>,
+    requests_per_peer: usize,
 }
 
 /// Hands an inbound request to the provider, or answers it with an error at
-/// once when it could not be decoded.
+/// once when it could not be decoded, when its peer already has as many
+/// requests in flight as it may, or when the provider's queue is full.
 fn accept<Req, Resp: ErrorResponse + Send + 'static>(
     peer: PeerId,
     request: Decoded<Req>,
     channel: ResponseChannel<Resp>,
     wrap_request: impl FnOnce(PeerId, Req, Responder<Resp>) -> InboundRequest,
     wrap_response: fn(Option<Resp>, ResponseChannel<Resp>) -> OutgoingResponse,
-    inbound: &mpsc::Sender<InboundRequest>,
-) -> BoxFuture<'static, OutgoingResponse> {
-    match request {
-        Ok(request) => {
-            let (tx, rx) = oneshot::channel();
-            match inbound.try_send(wrap_request(peer, request, Responder { tx })) {
-                Ok(()) => async move { wrap_response(rx.await.ok(), channel) }.boxed(),
-                Err(_) => {
-                    let busy = Resp::from_error(Error::new(ErrorCode::Unavailable, "provider is busy; try again"));
-                    async move { wrap_response(Some(busy), channel) }.boxed()
-                }
-            }
-        }
+    gate: Gate<'_>,
+) -> BoxFuture<'static, (Option<PeerId>, OutgoingResponse)> {
+    let (code, message): (ErrorCode, String) = match request {
+        Err(FrameError::Busy) => (ErrorCode::Unavailable, "provider is receiving too much at once; try again".into()),
         Err(e) => {
             tracing::info!(%peer, error = %e, "refused malformed request");
-            let resp = Resp::from_error(Error::new(ErrorCode::InvalidRequest, format!("malformed request: {e}")));
-            async move { wrap_response(Some(resp), channel) }.boxed()
+            (ErrorCode::InvalidRequest, format!("malformed request: {e}"))
         }
-    }
+        Ok(request) => {
+            let count = gate.in_flight.entry(peer).or_default();
+            if *count >= gate.requests_per_peer {
+                tracing::debug!(%peer, "refused a request over the per-peer limit");
+                let limit = gate.requests_per_peer;
+                (ErrorCode::Unavailable, format!("too many requests in flight from this peer (at most {limit})"))
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if gate.inbound.try_send(wrap_request(peer, request, Responder { tx })).is_ok() {
+                    *count += 1;
+                    return async move { (Some(peer), wrap_response(rx.await.ok(), channel)) }.boxed();
+                }
+                (ErrorCode::Unavailable, "provider is busy; try again".into())
+            }
+        }
+    };
+    let resp = Resp::from_error(Error::new(code, message));
+    async move { (None, wrap_response(Some(resp), channel)) }.boxed()
 }
 
 fn internal_error<Resp: ErrorResponse>(r: Option<Resp>) -> Resp {
@@ -617,7 +706,17 @@ impl SwarmTask {
                         self.commands = mpsc::channel(1).1;
                     }
                 },
-                Some(reply) = self.replies.next(), if !self.replies.is_empty() => self.send_reply(reply),
+                Some((peer, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    if let Some(peer) = peer {
+                        if let Some(n) = self.in_flight.get_mut(&peer) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.in_flight.remove(&peer);
+                            }
+                        }
+                    }
+                    self.send_reply(reply)
+                }
             }
         }
     }
@@ -777,7 +876,11 @@ impl SwarmTask {
                         channel,
                         |peer, request, responder| InboundRequest::Attest { peer, request, responder },
                         OutgoingResponse::Attest,
-                        &self.inbound,
+                        Gate {
+                            inbound: &self.inbound,
+                            in_flight: &mut self.in_flight,
+                            requests_per_peer: self.requests_per_peer,
+                        },
                     );
                     self.replies.push(f);
                 }
@@ -798,7 +901,11 @@ impl SwarmTask {
                         channel,
                         |peer, request, responder| InboundRequest::Capacity { peer, request, responder },
                         OutgoingResponse::Capacity,
-                        &self.inbound,
+                        Gate {
+                            inbound: &self.inbound,
+                            in_flight: &mut self.in_flight,
+                            requests_per_peer: self.requests_per_peer,
+                        },
                     );
                     self.replies.push(f);
                 }
@@ -819,7 +926,11 @@ impl SwarmTask {
                         channel,
                         |peer, request, responder| InboundRequest::Provision { peer, request, responder },
                         OutgoingResponse::Provision,
-                        &self.inbound,
+                        Gate {
+                            inbound: &self.inbound,
+                            in_flight: &mut self.in_flight,
+                            requests_per_peer: self.requests_per_peer,
+                        },
                     );
                     self.replies.push(f);
                 }
@@ -840,7 +951,11 @@ impl SwarmTask {
                         channel,
                         |peer, request, responder| InboundRequest::Control { peer, request, responder },
                         OutgoingResponse::Control,
-                        &self.inbound,
+                        Gate {
+                            inbound: &self.inbound,
+                            in_flight: &mut self.in_flight,
+                            requests_per_peer: self.requests_per_peer,
+                        },
                     );
                     self.replies.push(f);
                 }
@@ -861,7 +976,11 @@ impl SwarmTask {
                         channel,
                         |peer, request, responder| InboundRequest::Log { peer, request, responder },
                         OutgoingResponse::Log,
-                        &self.inbound,
+                        Gate {
+                            inbound: &self.inbound,
+                            in_flight: &mut self.in_flight,
+                            requests_per_peer: self.requests_per_peer,
+                        },
                     );
                     self.replies.push(f);
                 }

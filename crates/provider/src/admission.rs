@@ -237,6 +237,7 @@ pub fn admit(
             egress,
             user_ns: None,
             storage_bytes,
+            secrets_token: String::new(),
         },
         listeners,
         image_manifests,

@@ -39,6 +39,8 @@ impl LogWriter {
     /// Opens (or continues) the log of container `name` in `dir`.
     pub fn open(dir: &Path, name: &str, rotate_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        // Logs are the tenant's: no other host user reads them.
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let (current, _, base) = paths(dir, name);
         let file = OpenOptions::new().create(true).append(true).open(&current)?;
         let len = file.metadata()?.len();

@@ -1,6 +1,8 @@
 //! The provider's handle on its pods' shims.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,12 +48,25 @@ impl Runtime {
         assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
         let dir = self.pod_dir(&spec.pod_id);
         std::fs::create_dir_all(&dir)?;
+        // Containers traverse the pod directory (for /etc/hosts) as
+        // unprivileged ids; nobody but root lists it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
         let mut spec = spec.clone();
         if spec.user_ns.is_none() {
             spec.user_ns = Some(crate::userns::claim(&dir)?);
         }
+        if spec.secrets_token.is_empty() {
+            let token: [u8; 16] = rand::random();
+            spec.secrets_token = token.iter().map(|b| format!("{b:02x}")).collect();
+        }
         let spec = &spec;
-        std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("spec.json"))?
+            .write_all(&serde_json::to_vec_pretty(spec)?)?;
         let log = std::fs::File::create(dir.join("shim.log"))?;
         // Move the listeners above the range they must land in, so that the
         // dup2 calls in the child never clobber one another.

@@ -41,9 +41,10 @@ pub fn pod_secrets_dir(pod_id: &str) -> PathBuf {
     Path::new(SECRETS_ROOT).join(pod_id)
 }
 
-/// Where one secret volume's file is, on the host.
-pub fn secret_file(pod_id: &str, volume: &str, file_name: &str) -> PathBuf {
-    pod_secrets_dir(pod_id).join(volume).join(file_name)
+/// Where one secret volume's file is, on the host. `token` is the pod's
+/// [`crate::PodSpec::secrets_token`] (empty for pods from before it).
+pub fn secret_file(pod_id: &str, token: &str, volume: &str, file_name: &str) -> PathBuf {
+    pod_secrets_dir(pod_id).join(token).join(volume).join(file_name)
 }
 
 /// Writes secrets to the shim's pipe: a count, then for each a name and its
@@ -96,24 +97,34 @@ pub(crate) fn receive(from: impl Read) -> Result<Vec<Secret>, RuntimeError> {
 
 /// Mounts the pod's secret tmpfs and writes each secret volume's file into
 /// it; the tmpfs ends up read-only.
+///
+/// The container's processes open the file to bind it in after joining the
+/// pod's user namespace, as host ids with no special rights, so every
+/// directory on the way may be traversed by anyone; none may be listed, and
+/// the directory under the tmpfs is named by the pod's random token, which
+/// only root can read (in the pod's spec): no other host user finds the file.
 pub(crate) fn mount_pod_secrets(
     pod_id: &str,
+    token: &str,
     volumes: &[(String, String)],
     secrets: &[Secret],
 ) -> Result<(), RuntimeError> {
     use nix::mount::{mount, MsFlags};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if volumes.is_empty() {
         return Ok(());
     }
     let dir = pod_secrets_dir(pod_id);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&dir)?;
+    for d in [Path::new(SECRETS_ROOT), Path::new(SECRETS_ROOT).parent().unwrap_or(Path::new("/run"))] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+    }
     let total: usize = secrets.iter().map(|s| s.contents.len()).sum();
     let size = (total + volumes.len() * 4096 + 64 * 1024).next_multiple_of(4096);
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let setup = |what: &str, e: nix::Error| RuntimeError::Setup(format!("{what} {}: {e}", dir.display()));
     // `noswap` (Linux 6.4+) keeps the pages out of swap, which may be a disk.
-    let options = format!("size={size},mode=0755");
+    let options = format!("size={size},mode=0711");
     match mount(Some("sealpod-secrets"), &dir, Some("tmpfs"), flags, Some(format!("{options},noswap").as_str())) {
         Ok(()) => {}
         Err(nix::Error::EINVAL) => {
@@ -123,13 +134,17 @@ pub(crate) fn mount_pod_secrets(
         }
         Err(e) => return Err(setup("mount tmpfs on", e)),
     }
+    let base = dir.join(token);
+    if !token.is_empty() {
+        std::fs::DirBuilder::new().mode(0o711).create(&base)?;
+    }
     for (volume, file_name) in volumes {
         let secret = secrets
             .iter()
             .find(|s| &s.volume == volume)
             .ok_or_else(|| RuntimeError::Setup(format!("no contents arrived for secret volume {volume:?}")))?;
-        let vdir = dir.join(volume);
-        std::fs::DirBuilder::new().mode(0o755).create(&vdir)?;
+        let vdir = base.join(volume);
+        std::fs::DirBuilder::new().mode(0o711).create(&vdir)?;
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o444).open(vdir.join(file_name))?;
         f.write_all(&secret.contents)?;
     }

@@ -139,7 +139,7 @@ fn prepare(
             _ => None,
         })
         .collect();
-    crate::secrets::mount_pod_secrets(&spec.pod_id, &secret_volumes, secrets)?;
+    crate::secrets::mount_pod_secrets(&spec.pod_id, &spec.secrets_token, &secret_volumes, secrets)?;
     let disk = disk_path(pod_dir);
     if spec.storage_bytes > 0 && !is_mount_point(&disk) {
         storage::mount_limited(&pod_dir.join("disk.img"), &disk, spec.storage_bytes, (0, 0))?;

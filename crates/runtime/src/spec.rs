@@ -36,6 +36,11 @@ pub struct PodSpec {
     /// the provider's filesystem (pods created before sealpod limited disk).
     #[serde(default)]
     pub storage_bytes: u64,
+    /// Names the directory holding the pod's secret files on the host, so
+    /// that only root (which reads this spec) can find them; set by
+    /// [`crate::Runtime::create`].
+    #[serde(default)]
+    pub secrets_token: String,
 }
 
 /// One container of a pod.
@@ -229,7 +234,7 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
             mounts.push(json!({
                 "destination": m.path,
                 "type": "bind",
-                "source": crate::secrets::secret_file(&pod.pod_id, &m.volume, file_name),
+                "source": crate::secrets::secret_file(&pod.pod_id, &pod.secrets_token, &m.volume, file_name),
                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
             }));
             continue;
@@ -342,6 +347,7 @@ mod tests {
             egress: None,
             user_ns: None,
             storage_bytes: 0,
+            secrets_token: String::new(),
         }
     }
 
