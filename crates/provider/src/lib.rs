@@ -81,7 +81,14 @@ pub struct ProviderConfig {
     /// Where `/metrics` and `/earnings` are served (loopback); the address
     /// bound is written to `STATE_DIR/metrics.addr`. `None`: not served.
     pub metrics: Option<std::net::SocketAddr>,
+    /// What peers may hold of the node (connections, streams, requests).
+    pub peer_limits: sealpod_net::PeerLimits,
+    /// Pods one publisher may have on this provider at once.
+    pub pods_per_publisher: usize,
 }
+
+/// Pods one publisher may have at once unless the operator says otherwise.
+pub const DEFAULT_PODS_PER_PUBLISHER: usize = 32;
 
 /// Resources the provider offers in total.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +248,7 @@ impl Provider {
         node_config.mdns = self.config.mdns;
         node_config.serve = true;
         node_config.advertise = true;
+        node_config.limits = self.config.peer_limits;
         let (node, mut inbound) = Node::start(node_config).await?;
         let ready = Ready {
             peer_id: node.peer_id().to_string(),
@@ -408,6 +416,17 @@ impl Provider {
                     field: "payment.channel_id".into(),
                 });
             }
+        }
+        let owner = peer.to_string();
+        let held = self.store.all().unwrap_or_default().iter().filter(|r| r.owner == owner).count();
+        if held >= self.config.pods_per_publisher {
+            return Err(Error::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "this provider runs at most {} pods per publisher and you have {held}; delete one first",
+                    self.config.pods_per_publisher
+                ),
+            ));
         }
         let free = self.free();
         if cpu > free.cpu_millicores || memory > free.memory_bytes {

@@ -139,12 +139,15 @@ impl Provider {
             let Ok((mut sock, _)) = listener.accept().await else { continue };
             let this = self.clone();
             tokio::spawn(async move {
-                // The request line may come in pieces: read until its end
-                // (at most 1 KiB, at most 5 s).
-                let mut buf = [0u8; 1024];
+                // The request may come in pieces: read its head to the end
+                // (at most 4 KiB, at most 5 s). Answering before the client's
+                // headers are read would close a socket with unread data,
+                // which the kernel turns into a reset the client may see
+                // before the answer.
+                let mut buf = [0u8; 4096];
                 let mut n = 0;
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-                while n < buf.len() && !buf[..n].windows(2).any(|w| w == b"\r\n") {
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
                     match tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await {
                         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                         Ok(Ok(k)) => n += k,
@@ -171,6 +174,13 @@ impl Provider {
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(body.as_bytes()).await;
+                let _ = sock.shutdown().await;
+                // Let the client close first, so nothing it sent is left unread.
+                let mut sink = [0u8; 512];
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    while matches!(sock.read(&mut sink).await, Ok(k) if k > 0) {}
+                })
+                .await;
             });
         }
     }

@@ -1,7 +1,7 @@
 //! The provider's handle on its pods' shims.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 
 use crate::logs::{LogWriter, DEFAULT_ROTATE_BYTES};
 use crate::netns::{Connector, NetNs};
-use crate::userns::{self, PodNamespaces};
 use crate::spec::{disk_path, oci_config, volume_path, ContainerPaths, PodSpec, RestartPolicy, VolumeKind};
-use crate::storage;
 use crate::status::{process_start_time, ContainerState, Phase, PodState, RunState};
+use crate::storage;
+use crate::userns::{self, PodNamespaces};
 use crate::RuntimeError;
 
 /// First file descriptor of the host listeners the provider passes to the

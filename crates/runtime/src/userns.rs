@@ -284,7 +284,8 @@ pub fn idmapped_bind(source: &Path, target: &Path, userns: &File) -> io::Result<
     }
     // SAFETY: open_tree returned a new descriptor nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr =
+        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
     // SAFETY: mount_setattr on our detached tree with a live, correctly sized
     // mount_attr.
     let r = unsafe {

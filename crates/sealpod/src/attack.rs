@@ -51,9 +51,7 @@ pub fn probe(args: &[String]) -> i32 {
         check(pid)
     });
     report("mount-tmpfs", {
-        check(unsafe {
-            libc::mount(c"x".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null())
-        } as i64)
+        check(unsafe { libc::mount(c"x".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) } as i64)
     });
     report("keyring-add-key", {
         const KEY_SPEC_PROCESS_KEYRING: i64 = -2;
@@ -68,10 +66,7 @@ pub fn probe(args: &[String]) -> i32 {
             )
         })
     });
-    report(
-        "ptrace-outside-process",
-        check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, outside_pid, 0usize, 0usize) }),
-    );
+    report("ptrace-outside-process", check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, outside_pid, 0usize, 0usize) }));
     report("bpf", check(unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) }));
     report("load-kernel-module", check(unsafe { libc::syscall(libc::SYS_init_module, 0usize, 0usize, c"".as_ptr()) }));
     report("kexec", check(unsafe { libc::syscall(libc::SYS_kexec_load, 0usize, 0usize, 0usize, 0usize) }));

@@ -268,6 +268,18 @@ struct ProviderArgs {
     /// written to STATE_DIR/metrics.addr. Loopback only.
     #[arg(long, default_value = "127.0.0.1:0")]
     metrics: std::net::SocketAddr,
+    /// Pods one publisher (peer id) may have here at once.
+    #[arg(long, default_value_t = sealpod_provider::DEFAULT_PODS_PER_PUBLISHER)]
+    max_pods_per_publisher: usize,
+    /// Connections one peer may have open at once.
+    #[arg(long, default_value_t = sealpod_net::PeerLimits::default().connections_per_peer)]
+    max_connections_per_peer: u32,
+    /// Requests of one peer handled at once; more are answered "unavailable".
+    #[arg(long, default_value_t = sealpod_net::PeerLimits::default().requests_per_peer)]
+    max_requests_per_peer: usize,
+    /// Inbound connections established at once, all peers together.
+    #[arg(long, default_value_t = sealpod_net::PeerLimits::default().incoming_connections)]
+    max_incoming_connections: u32,
 }
 
 #[derive(Args, Clone)]
@@ -706,6 +718,13 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
             }
             Some(args.metrics)
         },
+        peer_limits: sealpod_net::PeerLimits {
+            connections_per_peer: args.max_connections_per_peer.max(1),
+            requests_per_peer: args.max_requests_per_peer.max(1),
+            incoming_connections: args.max_incoming_connections.max(1),
+            ..Default::default()
+        },
+        pods_per_publisher: args.max_pods_per_publisher,
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

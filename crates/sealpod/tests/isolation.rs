@@ -18,9 +18,7 @@ fn write_single(dir: &Path, name: &str, host_port: u16, args: &str, extra: &str)
     let ports = if host_port == 0 { String::new() } else { format!("\n    ports: [\"{host_port}:8080\"]") };
     std::fs::write(
         &path,
-        format!(
-            "containers:\n  - name: main\n    image: {image}\n    args: {args}{ports}\n{extra}",
-        ),
+        format!("containers:\n  - name: main\n    image: {image}\n    args: {args}{ports}\n{extra}",),
     )
     .unwrap();
     path
@@ -188,4 +186,23 @@ fn bombs_stay_inside_their_pod_while_the_provider_and_a_neighbour_serve() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(sealpod(&home, &["delete", &neighbour]).status.success());
+}
+
+#[test]
+fn one_publisher_cannot_take_every_pod_slot_of_a_provider() {
+    let Some((tmp, provider, home)) = fixture_with("greedy", &["--max-pods-per-publisher", "1"]) else { return };
+    let dir = tmp.path();
+    let idle = r#"[serve, --port, "8080", --text, "x"]"#;
+    let first = deploy(&home, &write_single(dir, "first", 0, idle, ""), &provider);
+    let second = write_single(dir, "second", 0, idle, "");
+    let out = sealpod(&home, &["deploy", second.to_str().unwrap(), "--provider", &provider.addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("at most 1 pods per publisher"), "{err}");
+    // Another publisher is still served.
+    let other = dir.join("modest");
+    let theirs = deploy(&other, &second, &provider);
+    for (h, pod) in [(&home, &first), (&other, &theirs)] {
+        assert!(sealpod(h, &["delete", pod]).status.success());
+    }
 }

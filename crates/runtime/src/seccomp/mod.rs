@@ -22,9 +22,9 @@ pub mod syscalls;
 
 use std::collections::HashMap;
 
+use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
-use libcontainer::oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
 use serde_json::{json, Value};
 
