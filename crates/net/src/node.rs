@@ -75,7 +75,7 @@ impl Default for PeerLimits {
         PeerLimits {
             connections_per_peer: 4,
             incoming_connections: 512,
-            pending_incoming: 128,
+            pending_incoming: 1024,
             streams_per_connection: 16,
             requests_per_peer: 8,
             inbound_bytes: 64 << 20,
