@@ -539,6 +539,7 @@ impl Supervisor<'_> {
         }
         let dir = self.pod_dir.join("execs");
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        forget_old_execs(&dir, MAX_FINISHED_EXECS);
         let out = log_pipe(&dir, &req.exec_id, None).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(self.exe)
@@ -628,6 +629,32 @@ enum Helper {
     Start(usize),
     /// Running an exec with this id.
     Exec(String),
+}
+
+/// Finished execs whose output is kept for `exec` to read; older ones go,
+/// so a pod that execs without end cannot fill the provider's disk.
+const MAX_FINISHED_EXECS: usize = 32;
+
+/// Removes the files of all but the `keep` most recent finished execs.
+fn forget_old_execs(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut finished: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let id = name.strip_suffix(".exit")?.to_owned();
+            Some((e.metadata().and_then(|m| m.modified()).ok()?, id))
+        })
+        .collect();
+    if finished.len() <= keep {
+        return;
+    }
+    finished.sort();
+    for (_, id) in &finished[..finished.len() - keep] {
+        for suffix in ["log", "log.1", "log.base", "eof", "exit", "pid"] {
+            let _ = fs::remove_file(dir.join(format!("{id}.{suffix}")));
+        }
+    }
 }
 
 fn write_exit(dir: &Path, id: &str, code: i32) {
@@ -829,4 +856,27 @@ pub fn exec_container(root: &Path, id: &str, pid_file: &Path, argv: Vec<String>)
         .build()
         .map_err(|e| RuntimeError::Container(format!("exec: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_most_recent_finished_execs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            let id = format!("x{i}");
+            fs::write(dir.path().join(format!("{id}.log")), b"out").unwrap();
+            fs::write(dir.path().join(format!("{id}.exit")), b"0").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A running exec has no exit file yet and is never removed.
+        fs::write(dir.path().join("xrun.log"), b"out").unwrap();
+        forget_old_execs(dir.path(), 2);
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["x3.exit", "x3.log", "x4.exit", "x4.log", "xrun.log"]);
+    }
 }

@@ -43,7 +43,8 @@ fn raw_crowd(port: u16, n: usize, kind: &'static str, stop: Arc<AtomicBool>) -> 
                     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                     match kind {
                         "garbage" => {
-                            let junk: Vec<u8> = (0..4096u32).map(|j| (j.wrapping_mul(2654435761) >> (i % 24)) as u8).collect();
+                            let junk: Vec<u8> =
+                                (0..4096u32).map(|j| (j.wrapping_mul(2654435761) >> (i % 24)) as u8).collect();
                             let _ = s.write_all(&junk);
                         }
                         // A multistream-select header, then a byte every so often.
@@ -64,7 +65,9 @@ fn raw_crowd(port: u16, n: usize, kind: &'static str, stop: Arc<AtomicBool>) -> 
                         match s.read(&mut buf) {
                             Ok(0) => break,
                             Ok(_) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
                             Err(_) => break,
                         }
                     }
@@ -147,7 +150,8 @@ fn a_publisher_is_served_while_a_thousand_hostile_connections_and_request_floods
     )
     .unwrap();
     let t = Instant::now();
-    let deployed = ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
+    let deployed =
+        ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let deploy_time = t.elapsed();
     let pod = deployed["status"]["podId"].as_str().unwrap().to_owned();
     assert!(eventually("the pod answers", || http_get(&format!("127.0.0.1:{web_port}"))).contains("calm"));
@@ -178,7 +182,8 @@ fn a_publisher_is_served_while_a_thousand_hostile_connections_and_request_floods
     assert!(peak < 512 * 1024, "the provider grew to {peak} KiB under the crowd");
 
     // Afterwards it serves as before.
-    let again = ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
+    let again =
+        ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let pod = again["status"]["podId"].as_str().unwrap().to_owned();
     assert!(sealpod(&home, &["delete", &pod]).status.success());
 }
