@@ -95,7 +95,10 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
         let paths = ContainerPaths::new(pod_dir, &c.name);
         let user_path = userns.as_ref().map(|f| fd_path(f.as_raw_fd()));
         let net_path = if userns.is_some() { userns::pinned_netns_path(&spec.pod_id) } else { netns.path() };
-        let config = oci_config(&spec, c, pod_dir, &net_path, user_path.as_deref());
+        // Under a user namespace the containers reach the pod directory
+        // through its exposed copy (see `userns::expose_pod_dir`).
+        let seen_dir = if userns.is_some() { userns::visible_pod_dir(&spec.pod_id) } else { pod_dir.to_owned() };
+        let config = oci_config(&spec, c, &seen_dir, &net_path, user_path.as_deref());
         fs::write(paths.bundle.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     }
     let connector = netns.connector()?;
@@ -191,6 +194,9 @@ fn prepare(
             let _ = nix::mount::umount2(&p.lower, nix::mount::MntFlags::MNT_DETACH);
         }
         mounted?;
+    }
+    if userns.is_some() {
+        userns::expose_pod_dir(&spec.pod_id, pod_dir)?;
     }
     Ok((netns, userns))
 }
@@ -734,8 +740,10 @@ pub fn teardown(pod_dir: &Path, spec: &PodSpec) -> Result<(), RuntimeError> {
             problems.push(format!("{}: {e}", c.id()));
         }
     }
-    // Root filesystems, volumes, then the pod's disk under them (deepest
-    // first); the layout of pods from older versions included.
+    // The containers' view of the pod directory first, then root
+    // filesystems, volumes and the pod's disk under them (deepest first);
+    // the layout of pods from older versions included.
+    userns::hide_pod_dir(&spec.pod_id, &mut problems);
     unmount_all(pod_dir, &mut problems);
     crate::secrets::unmount_pod_secrets(&spec.pod_id, &mut problems);
     userns::unpin_netns(&spec.pod_id, &mut problems);

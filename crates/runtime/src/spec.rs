@@ -284,7 +284,7 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile(), "soft": nofile()}],
             "noNewPrivileges": true,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": ContainerPaths::new(pod_dir, &c.name).rootfs, "readonly": false},
         "hostname": pod.pod_id,
         "mounts": mounts,
         "linux": {

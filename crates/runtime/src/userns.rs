@@ -245,6 +245,49 @@ pub fn unpin_netns(pod_id: &str, problems: &mut Vec<String>) {
     let _ = std::fs::remove_file(target);
 }
 
+/// Where a pod's directory is shown to its own containers.
+pub const VISIBLE_PODS_DIR: &str = "/run/sealpod/pods";
+
+/// The path through which pod `pod_id`'s containers reach its directory.
+pub fn visible_pod_dir(pod_id: &str) -> PathBuf {
+    Path::new(VISIBLE_PODS_DIR).join(pod_id)
+}
+
+/// Bind-mounts the pod directory, with everything mounted under it, where
+/// the pod's own ids can reach it.
+///
+/// A container resolves its root filesystem, `/etc/hosts` and volume
+/// sources after joining the pod's user namespace; under a state directory
+/// in a private parent (`/root`, a `0700` temporary directory) it could not.
+/// Every directory on the way here may be traversed but not listed.
+pub fn expose_pod_dir(pod_id: &str, pod_dir: &Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(VISIBLE_PODS_DIR)?;
+    for d in [Path::new(VISIBLE_PODS_DIR), Path::new("/run/sealpod")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+    }
+    let target = visible_pod_dir(pod_id);
+    if crate::shim::is_mount_point(&target) {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&target)?;
+    use nix::mount::MsFlags;
+    nix::mount::mount(Some(pod_dir), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| io::Error::other(format!("showing the pod directory to the pod: {e}")))?;
+    Ok(target)
+}
+
+/// Undoes [`expose_pod_dir`], if it was done.
+pub fn hide_pod_dir(pod_id: &str, problems: &mut Vec<String>) {
+    let target = visible_pod_dir(pod_id);
+    if crate::shim::is_mount_point(&target) {
+        if let Err(e) = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
+            problems.push(format!("unmount {}: {e}", target.display()));
+            return;
+        }
+    }
+    let _ = std::fs::remove_dir(target);
+}
+
 // The mount API calls and constants (linux/mount.h), which the libc crate
 // does not wrap.
 const OPEN_TREE_CLONE: libc::c_uint = 1;

@@ -31,7 +31,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 /// Opens `n` raw connections that each behave as `kind` says, and keeps them
-/// open until `stop`; returns how many were accepted by the kernel.
+/// open until `stop`; returns the threads holding them.
 fn raw_crowd(port: u16, n: usize, kind: &'static str, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     (0..n)
         .map(|i| {
