@@ -398,5 +398,8 @@ fn bad_vouchers_are_refused_by_name_and_a_dead_chain_stops_only_claims() {
     let metrics = raw_get(&metrics_addr, "/metrics");
     assert!(metrics.contains("sealpod_claims_failing 1"), "{metrics}");
     assert!(metrics.contains("sealpod_vouchers_refused_total 4"), "{metrics}");
+    // Deleting needs no chain; nothing is left running after the test.
+    let out = sealpod(&alice, &["delete", &pod]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(provider);
 }
