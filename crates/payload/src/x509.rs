@@ -139,7 +139,31 @@ pub fn split_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, CertificateError
 }
 
 /// [`split_certificates`] with another limit on the number of certificates.
+///
+/// Base64 text of any of the accepted forms is read too: Golem's procedure
+/// hands the author's certificate around as `base64 author.crt.pem
+/// --wrap=0`, and DER certificates never consist of base64 characters only.
 pub(crate) fn split_certificates_limited(input: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, CertificateError> {
+    match base64_text(input) {
+        Some(decoded) => split_plain_certificates(&decoded, limit),
+        None => split_plain_certificates(input, limit),
+    }
+}
+
+/// The bytes of `input` if it is base64 text (standard alphabet, padded or
+/// not, line breaks allowed), not PEM, DER or empty.
+fn base64_text(input: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let base64_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    if text.is_empty() || !text.iter().all(base64_alphabet) {
+        return None;
+    }
+    let unpadded: &[u8] = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(&text);
+    base64::engine::general_purpose::STANDARD_NO_PAD.decode(unpadded).ok()
+}
+
+fn split_plain_certificates(input: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, CertificateError> {
     let looks_like_pem = input.windows(11).any(|w| w == b"-----BEGIN ");
     let ders: Vec<Vec<u8>> = if looks_like_pem {
         let blocks = pem::parse_many(input).map_err(|e| CertificateError::Pem(e.to_string()))?;

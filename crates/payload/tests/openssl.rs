@@ -62,6 +62,24 @@ fn accepts_manifest_signed_with_openssl_by_an_author_the_ca_vouches_for() {
 }
 
 #[test]
+fn accepts_the_certificate_base64_encoded_as_golems_procedure_hands_it_over() {
+    let s = seed();
+    // `base64 author.crt.pem --wrap=0 > author.crt.pem.base64`, and the
+    // same of the DER form, wrapped as coreutils does by default.
+    s.ssl.run(&["x509", "-in", "author.pem", "-outform", "DER", "-out", "author.der"]);
+    for (input, wrap) in [("author.pem", "--wrap=0"), ("author.der", "--wrap=76")] {
+        let out = std::process::Command::new("base64").arg(s.ssl.path(input)).arg(wrap).output().unwrap();
+        assert!(out.status.success());
+        let verified = verify(&s.manifest, &s.signature, "sha256", &out.stdout, &s.keystore, now())
+            .unwrap_or_else(|e| panic!("{input} in base64: {e}"));
+        assert!(verified.signer.chain[0].subject.contains("App Author"));
+    }
+    // Base64 of something that is no certificate is still refused by name.
+    let err = verify(&s.manifest, &s.signature, "sha256", b"aGVsbG8K", &s.keystore, now()).unwrap_err();
+    assert!(err.to_string().contains("not a valid X.509 certificate"), "{err}");
+}
+
+#[test]
 fn accepts_a_keystore_kept_in_a_directory() {
     let s = seed();
     let dir = tempfile::tempdir().unwrap();

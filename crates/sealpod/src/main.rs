@@ -151,7 +151,7 @@ enum Command {
         #[command(subcommand)]
         command: ManifestCommand,
     },
-    /// Build images locally.
+    /// Images: publish them to an artifact node, encrypt and decrypt them, build one from a binary.
     Image {
         #[command(subcommand)]
         command: ImageCommand,
@@ -368,13 +368,31 @@ fn main() {
     );
     let json = cli.json;
     if let Err(e) = run(cli) {
+        let message = error_text(&e);
         if json {
-            println!("{}", serde_json::json!({"error": format!("{e:#}")}));
+            println!("{}", serde_json::json!({"error": message}));
         } else {
-            eprintln!("sealpod: {e:#}");
+            eprintln!("sealpod: {message}");
         }
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once: many errors
+/// already quote their cause in their own message, which anyhow's `{:#}`
+/// would print a second time.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn init_tracing(verbose: u8, daemon: bool) {
@@ -737,4 +755,30 @@ fn nix_is_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_already_quoted_by_its_error_is_printed_once() {
+        #[derive(Debug)]
+        struct Read(std::io::Error);
+        impl std::fmt::Display for Read {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "cannot read the manifest: {}", self.0)
+            }
+        }
+        impl std::error::Error for Read {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e = anyhow::Error::new(Read(io)).context("/x/pod.yaml");
+        assert_eq!(error_text(&e), "/x/pod.yaml: cannot read the manifest: No such file or directory (os error 2)");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
+    }
 }

@@ -35,7 +35,7 @@ impl TrustDir {
 pub enum KeystoreCommand {
     /// List trusted certificates.
     List(TrustDir),
-    /// Add the certificates of a DER, PEM or PEM-chain file.
+    /// Add the certificates of a DER, PEM or PEM-chain file (or of its base64 text).
     Add {
         /// The certificate file.
         file: PathBuf,
@@ -121,7 +121,7 @@ pub enum Outbound {
 pub enum AuditedCert {
     /// Import a certificate file into the keystore and set the rule for it.
     ImportCert {
-        /// DER, PEM or PEM chain; the rule applies to its leaf.
+        /// DER, PEM or PEM chain, or its base64 text; the rule applies to its leaf.
         file: PathBuf,
         #[command(flatten)]
         rule: AuditedRule,
@@ -177,7 +177,7 @@ pub struct PayloadArgs {
     /// The signature: raw, as `openssl dgst -sign` writes it, or base64.
     #[arg(long = "signature", alias = "sig")]
     pub signature: Option<PathBuf>,
-    /// The author's certificate: DER, PEM or PEM chain.
+    /// The author's certificate: DER, PEM or PEM chain, or any of them in base64 (as `base64 author.crt.pem --wrap=0` writes it).
     #[arg(long = "cert")]
     pub cert: Option<PathBuf>,
     /// The digest the signature was made with.
