@@ -14,7 +14,8 @@
 # Environment: FUZZ_SANITIZER (default "none", or "address"), FUZZ_ONLY (a
 # regular expression on "crate/target" choosing which targets run).
 #
-# All builds come first, then the runs, so the time limit is spent fuzzing.
+# All builds come first, then the runs (the built binaries, directly), so the
+# time limit is spent fuzzing and sources may change meanwhile.
 # Output: target/fuzz-report/report.md (a Markdown table) and one log per
 # target beside it; crashing inputs stay in each crate's fuzz/artifacts/ and
 # the corpus each run grows in fuzz/corpus/. Uses the stable toolchain with
@@ -67,8 +68,13 @@ run_one() {
   local limits=(-max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048
     -malloc_limit_mb=2048 -max_len=65536 -timeout=10)
   [ "$runs" -gt 0 ] && limits+=(-runs="$runs")
-  (cd "$crate_dir" && cargo fuzz run -O --sanitizer "$sanitizer" "$target" -- "${limits[@]}") \
-    > "$log" 2>&1 || status=$?
+  # The binary built above, run directly (as `cargo fuzz run` would, with
+  # its corpus and artifact directories), so that sources edited meanwhile
+  # are not rebuilt half-way through a run.
+  local fuzz_dir="$crate_dir/fuzz"
+  mkdir -p "$fuzz_dir/corpus/$target" "$fuzz_dir/artifacts/$target"
+  "$fuzz_dir/target/$triple/release/$target" -artifact_prefix="$fuzz_dir/artifacts/$target/" "${limits[@]}" \
+    "$fuzz_dir/corpus/$target" > "$log" 2>&1 || status=$?
   ended=$(date +%s)
   local elapsed=$(( ended - started > 0 ? ended - started : 1 ))
   local execs
@@ -91,8 +97,9 @@ run_one() {
     "$rate" "$elapsed" "$corpus" "$verdict" > "$out/rows/$crate-$target"
   echo "== $crate/$target: $execs executions in $elapsed s, $verdict" >&2
 }
+triple="$(rustc -vV | sed -n 's/^host: //p')"
 export -f run_one
-export out secs runs sanitizer
+export out secs runs sanitizer triple
 
 printf '%s\n' "${targets[@]}" | xargs -P "$parallel" -I{} bash -c 'run_one "$@"' _ {}
 
