@@ -3,7 +3,7 @@
 //!
 //! This is the only place that builds a [`sealpod_proto::Pod`] from a manifest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -12,10 +12,11 @@ use sealpod_proto::{
     VolumeMount,
 };
 
+use crate::apocryph::{name_from_image, HttpHost, VolumeType};
 use crate::error::{FieldPath, ManifestErrorKind};
 use crate::pod::{
-    quoted, ContainerSpec, EmptyDirSpec, PersistentSpec, PodManifest, ReplicasSpec, ResourcesSpec, RestartPolicySpec,
-    SecretSpec,
+    quoted, ContainerSpec, Exposure, PodManifest, PortForm, PortSpec, ReplicasSpec, ResourcesSpec, RestartPolicySpec,
+    TargetPort, VolumeKindFields,
 };
 use crate::{PublisherSide, MAX_SECRET_BYTES};
 
@@ -41,6 +42,10 @@ struct PodState<'a> {
     /// Mounts by name, checked at the end: a container may mount a named
     /// inline volume that a later container defines.
     references: Vec<(String, FieldPath)>,
+    /// `type: trustedpods`: ports mean what Apocryph's manifest says.
+    apocryph: bool,
+    /// What the user should know: derived names, ignored fields.
+    notes: Vec<String>,
 }
 
 pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<(Pod, PublisherSide), Invalid> {
@@ -55,6 +60,8 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         volume_names: HashMap::new(),
         ports: PortRegistry::default(),
         references: Vec::new(),
+        apocryph: manifest.kind.is_some(),
+        notes: Vec::new(),
     };
     for (i, spec) in manifest.volumes.iter().enumerate() {
         let path = root.key("volumes").index(i);
@@ -62,40 +69,28 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         if let Some(first) = state.volume_names.get(&name) {
             return Err(invalid(path.key("name"), format!("volume name {name} is already used by {first}")));
         }
-        let kind = volume_kind(
-            &path,
-            &name,
-            spec.empty_dir.as_ref(),
-            spec.persistent.as_ref(),
-            spec.secret.as_ref(),
-            base_dir,
-        )?
-        .ok_or_else(|| invalid(path.clone(), "a volume needs one of emptyDir, persistent or secret"))?;
+        let kind = volume_kind(&path, &name, spec.kind_fields(), base_dir, &mut state.notes)?.ok_or_else(|| {
+            invalid(
+                path.clone(),
+                "a volume needs one of emptyDir, persistent or secret (or type: volume, emptyDir or secret)",
+            )
+        })?;
         state.volume_names.insert(name.clone(), path);
         state.volumes.push(Volume { name, kind: Some(kind) });
     }
 
-    let publisher = PublisherSide {
-        private_images: manifest
-            .containers
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.private_image)
-            .map(|(i, _)| i)
-            .collect(),
-    };
+    let private_images =
+        manifest.containers.iter().enumerate().filter(|(_, c)| c.private_image).map(|(i, _)| i).collect();
+    let names = container_names(&root, &manifest.containers, &mut state.notes);
     let mut containers = Vec::with_capacity(manifest.containers.len());
     let mut container_names: HashMap<String, FieldPath> = HashMap::new();
-    for (i, spec) in manifest.containers.into_iter().enumerate() {
+    for (i, (spec, name)) in manifest.containers.into_iter().zip(names).enumerate() {
         let path = root.key("containers").index(i);
-        if let Some(first) = container_names.get(&spec.name.0) {
-            return Err(invalid(
-                path.key("name"),
-                format!("container name {} is already used by {first}", spec.name.0),
-            ));
+        if let Some(first) = container_names.get(&name) {
+            return Err(invalid(path.key("name"), format!("container name {name} is already used by {first}")));
         }
-        container_names.insert(spec.name.0.clone(), path.clone());
-        containers.push(container(&path, spec, &mut state)?);
+        container_names.insert(name.clone(), path.clone());
+        containers.push(container(&path, name, spec, &mut state)?);
     }
 
     for (name, path) in &state.references {
@@ -120,12 +115,44 @@ pub(crate) fn to_wire(manifest: PodManifest, base_dir: Option<&Path>) -> Result<
         } as i32,
         volumes: state.volumes,
     };
-    Ok((pod, publisher))
+    Ok((pod, PublisherSide { private_images, notes: state.notes }))
 }
 
-fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) -> Result<Container, Invalid> {
-    let name = spec.name.0;
+/// Each container's name: its own, or one derived from its image that no
+/// other container has (Apocryph's containers are unnamed).
+fn container_names(root: &FieldPath, containers: &[ContainerSpec], notes: &mut Vec<String>) -> Vec<String> {
+    let mut taken: HashSet<String> = containers.iter().filter_map(|c| c.name.as_ref().map(|n| n.0.clone())).collect();
+    let mut names = Vec::with_capacity(containers.len());
+    for (i, c) in containers.iter().enumerate() {
+        let name = match &c.name {
+            Some(name) => name.0.clone(),
+            None => {
+                let base = name_from_image(&c.image.0);
+                let mut name = base.clone();
+                let mut n = 2;
+                while taken.contains(&name) {
+                    name = format!("{base}-{n}");
+                    n += 1;
+                }
+                taken.insert(name.clone());
+                notes.push(format!(
+                    "{}: no name given; named {name} after its image (write name: to choose one)",
+                    root.key("containers").index(i)
+                ));
+                name
+            }
+        };
+        names.push(name);
+    }
+    names
+}
 
+fn container(
+    path: &FieldPath,
+    name: String,
+    spec: ContainerSpec,
+    state: &mut PodState<'_>,
+) -> Result<Container, Invalid> {
     let (mounts_key, mounts) = match (spec.volume_mounts, spec.volumes) {
         (Some(_), Some(_)) => {
             return Err(invalid(path.key("volumes"), "give volumeMounts or volumes (the same thing), not both"))
@@ -147,14 +174,7 @@ fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) ->
         mount_paths.insert(mount.mount_path.0.clone(), mount_path.clone());
 
         let inline_name = mount.name.as_ref().map_or_else(|| format!("{name}-vol-{j}"), |n| n.0.clone());
-        let inline = volume_kind(
-            &mount_path,
-            &inline_name,
-            mount.empty_dir.as_ref(),
-            mount.persistent.as_ref(),
-            mount.secret.as_ref(),
-            state.base_dir,
-        )?;
+        let inline = volume_kind(&mount_path, &inline_name, mount.kind_fields(), state.base_dir, &mut state.notes)?;
         let volume_name = match inline {
             Some(kind) => {
                 if let Some(first) = state.volume_names.get(&inline_name) {
@@ -180,7 +200,7 @@ fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) ->
                     return Err(invalid(
                         mount_path,
                         "give the name of a pod volume, or define the volume here \
-                         with emptyDir, persistent or secret",
+                         with emptyDir, persistent or secret (or type)",
                     ))
                 }
             },
@@ -192,17 +212,27 @@ fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) ->
         });
     }
 
-    let mut wire_ports = Vec::with_capacity(spec.ports.len());
+    let mut wire_ports = Vec::with_capacity(spec.ports.len() + 1);
     for (j, port) in spec.ports.into_iter().enumerate() {
         let port_path = path.key("ports").index(j);
-        state.ports.register(&port_path, &port)?;
-        wire_ports.push(Port {
-            port: u32::from(port.port),
-            target_port: u32::from(port.target_port),
-            protocol: if port.udp { Protocol::Udp } else { Protocol::Tcp } as i32,
-            host_ip: port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            name: port.name.unwrap_or_default(),
-        });
+        let port = wire_port(port, state.apocryph);
+        state.ports.register(&name, &port_path, &port)?;
+        wire_ports.push(port);
+    }
+    match (spec.port, spec.host) {
+        (Some(TargetPort(target)), Some(HttpHost(host))) => {
+            let http = PortSpec { http_host: Some(host), ..PortSpec::new(0, target, PortForm::Object) };
+            let port = wire_port(http, state.apocryph);
+            state.ports.register(&name, &path.key("port"), &port)?;
+            wire_ports.push(port);
+        }
+        (Some(_), None) => {
+            return Err(invalid(path.key("port"), "an HTTP port needs host: the hostname that routes requests to it"))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(path.key("host"), "host needs port: the container's HTTP port it routes to"))
+        }
+        (None, None) => {}
     }
 
     let resources = match spec.resources {
@@ -229,42 +259,90 @@ fn container(path: &FieldPath, spec: ContainerSpec, state: &mut PodState<'_>) ->
     })
 }
 
+/// A port as it goes on the wire, after the dialect has given meaning to
+/// what the user left unsaid.
+///
+/// sealpod's own form publishes every port as written. Under `type:
+/// trustedpods`, Apocryph's: `- 123` is docker-compose's (container port 123
+/// published on a port the provider chooses), and a port written as a map is
+/// published only with `hostIP: true` (or an address), otherwise reachable
+/// by the pod's own containers only.
+fn wire_port(port: PortSpec, apocryph: bool) -> Port {
+    let http = port.http_host.is_some();
+    let pod_only = match port.exposure {
+        _ if http => false,
+        Exposure::PodOnly => true,
+        Exposure::Public => false,
+        Exposure::Unsaid => apocryph && port.form == PortForm::Object,
+    };
+    let public_port =
+        if apocryph && port.form == PortForm::Bare && port.exposure == Exposure::Unsaid { 0 } else { port.port };
+    Port {
+        port: u32::from(public_port),
+        target_port: u32::from(port.target_port),
+        protocol: if port.udp { Protocol::Udp } else { Protocol::Tcp } as i32,
+        host_ip: port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        name: port.name.unwrap_or_default(),
+        http_host: port.http_host.unwrap_or_default(),
+        pod_only,
+    }
+}
+
 /// Ports across the whole pod: every container shares one network namespace,
-/// so a target port can be listened on once, and a public port given once.
+/// so a target port belongs to one container (which may publish it more than
+/// once), a public port is given once, and one port is the pod's HTTP port.
 #[derive(Default)]
 struct PortRegistry {
-    targets: HashMap<(u16, bool), FieldPath>,
-    public: HashMap<(u16, bool), FieldPath>,
+    targets: HashMap<(u32, bool), (String, FieldPath)>,
+    public: HashMap<(u32, bool), FieldPath>,
     names: HashMap<String, FieldPath>,
+    http: Option<FieldPath>,
 }
 
 impl PortRegistry {
-    fn register(&mut self, path: &FieldPath, port: &crate::pod::PortSpec) -> Result<(), Invalid> {
-        let protocol = if port.udp { "udp" } else { "tcp" };
-        if let Some(first) = self.targets.get(&(port.target_port, port.udp)) {
-            return Err(invalid(
-                path.clone(),
-                format!(
-                    "target port {}/{protocol} is already used by {first}; all containers of a pod share one network",
-                    port.target_port
-                ),
-            ));
+    fn register(&mut self, container: &str, path: &FieldPath, port: &Port) -> Result<(), Invalid> {
+        let udp = port.protocol == Protocol::Udp as i32;
+        let protocol = if udp { "udp" } else { "tcp" };
+        match self.targets.get(&(port.target_port, udp)) {
+            Some((owner, first)) if owner != container => {
+                return Err(invalid(
+                    path.clone(),
+                    format!(
+                        "target port {}/{protocol} is already used by {first}; \
+                         all containers of a pod share one network",
+                        port.target_port
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.targets.insert((port.target_port, udp), (container.to_owned(), path.clone()));
+            }
         }
-        self.targets.insert((port.target_port, port.udp), path.clone());
-        if port.port != 0 {
-            if let Some(first) = self.public.get(&(port.port, port.udp)) {
+        if !port.http_host.is_empty() {
+            if let Some(first) = &self.http {
+                return Err(invalid(
+                    path.clone(),
+                    format!("a pod has one HTTP port (port and host), and {first} is already it"),
+                ));
+            }
+            self.http = Some(path.clone());
+        }
+        let published = !port.pod_only && port.http_host.is_empty();
+        if published && port.port != 0 {
+            if let Some(first) = self.public.get(&(port.port, udp)) {
                 return Err(invalid(
                     path.clone(),
                     format!("public port {}/{protocol} is already requested by {first}", port.port),
                 ));
             }
-            self.public.insert((port.port, port.udp), path.clone());
+            self.public.insert((port.port, udp), path.clone());
         }
-        if let Some(name) = &port.name {
-            if let Some(first) = self.names.get(name) {
-                return Err(invalid(path.key("name"), format!("port name {name} is already used by {first}")));
+        if !port.name.is_empty() {
+            if let Some(first) = self.names.get(&port.name) {
+                return Err(invalid(path.key("name"), format!("port name {} is already used by {first}", port.name)));
             }
-            self.names.insert(name.clone(), path.clone());
+            self.names.insert(port.name.clone(), path.clone());
         }
         Ok(())
     }
@@ -314,52 +392,115 @@ fn replicas(root: &FieldPath, spec: Option<ReplicasSpec>) -> Result<Replicas, In
     }
 }
 
-/// The wire kind of a volume given by exactly one of its kind fields; `None`
-/// when none is given (a mount may then be a reference).
+/// The wire kind of a volume given by exactly one of its kind fields, or by
+/// Apocryph's `type`; `None` when none is given (a mount may then be a
+/// reference).
 fn volume_kind(
     path: &FieldPath,
     name: &str,
-    empty_dir: Option<&EmptyDirSpec>,
-    persistent: Option<&PersistentSpec>,
-    secret: Option<&SecretSpec>,
+    fields: VolumeKindFields<'_>,
     base_dir: Option<&Path>,
+    notes: &mut Vec<String>,
 ) -> Result<Option<volume::Kind>, Invalid> {
-    let given = [empty_dir.is_some(), persistent.is_some(), secret.is_some()];
+    let given = [fields.empty_dir.is_some(), fields.persistent.is_some(), fields.secret.is_some()];
+    if let Some(volume_type) = fields.volume_type {
+        if given.contains(&true) {
+            return Err(invalid(
+                path.key("type"),
+                "give type (Apocryph's spelling) or one of emptyDir, persistent, secret, not both",
+            ));
+        }
+        return apocryph_volume(path, name, volume_type, &fields, base_dir, notes).map(Some);
+    }
+    if fields.resources.is_some() || fields.source.is_some() {
+        let key = if fields.resources.is_some() { "resources" } else { "source" };
+        return Err(invalid(
+            path.key(key),
+            format!(
+                "{key} goes with type: volume, emptyDir or secret (Apocryph's spelling); \
+                 add type, or write persistent: {{size}}, emptyDir: {{sizeLimit}} or secret: {{file}}"
+            ),
+        ));
+    }
     if given.iter().filter(|&&g| g).count() > 1 {
         return Err(invalid(path.clone(), "a volume has exactly one of emptyDir, persistent or secret"));
     }
-    if let Some(empty_dir) = empty_dir {
+    if let Some(empty_dir) = fields.empty_dir {
         return Ok(Some(volume::Kind::EmptyDir(volume::EmptyDir {
             size_limit_bytes: empty_dir.size_limit.map_or(0, |size| size.0),
             memory: empty_dir.medium.memory,
         })));
     }
-    if let Some(persistent) = persistent {
+    if let Some(persistent) = fields.persistent {
         if persistent.size.0 == 0 {
             return Err(invalid(path.key("persistent").key("size"), "a persistent volume needs a size above 0"));
         }
         return Ok(Some(volume::Kind::Persistent(volume::Persistent { size_bytes: persistent.size.0 })));
     }
-    if let Some(secret) = secret {
+    if let Some(secret) = fields.secret {
         let path = path.key("secret");
-        let (contents, file_name) = match (&secret.file, &secret.contents) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(invalid(path, "a secret has exactly one of file or contents"));
-            }
-            (None, Some(contents)) => (contents.clone().into_bytes(), name.to_owned()),
-            (Some(file), None) => {
-                let path = path.key("file");
-                let contents = read_secret(&path, file, base_dir)?;
-                let file_name = Path::new(file)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| name.to_owned());
-                (contents, file_name)
-            }
+        return match (&secret.file, &secret.contents) {
+            (Some(_), Some(_)) | (None, None) => Err(invalid(path, "a secret has exactly one of file or contents")),
+            (None, Some(contents)) => Ok(Some(volume::Kind::Secret(volume::Secret {
+                contents: contents.clone().into_bytes(),
+                file_name: name.to_owned(),
+            }))),
+            (Some(file), None) => secret_file(&path.key("file"), name, file, base_dir).map(Some),
         };
-        return Ok(Some(volume::Kind::Secret(volume::Secret { contents, file_name })));
     }
     Ok(None)
+}
+
+/// `type: volume | emptyDir | secret`, with `resources.storage` (the size)
+/// and `source` (a secret's file). A field the type has no use for is
+/// ignored with a note, as Apocryph's own example carries one.
+fn apocryph_volume(
+    path: &FieldPath,
+    name: &str,
+    volume_type: VolumeType,
+    fields: &VolumeKindFields<'_>,
+    base_dir: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<volume::Kind, Invalid> {
+    let storage = fields.resources.and_then(|r| r.storage).map(|size| size.0);
+    let mut ignore = |key: &str, why: &str| notes.push(format!("{}: ignored: {why}", path.key(key)));
+    match volume_type {
+        VolumeType::Volume => {
+            if fields.source.is_some() {
+                ignore("source", "source is only read for type: secret");
+            }
+            match storage {
+                Some(size) if size > 0 => Ok(volume::Kind::Persistent(volume::Persistent { size_bytes: size })),
+                _ => Err(invalid(
+                    path.key("resources").key("storage"),
+                    "a volume of type volume needs its size as resources: {storage: 8Gi}, above 0",
+                )),
+            }
+        }
+        VolumeType::EmptyDir => {
+            if fields.source.is_some() {
+                ignore("source", "source is only read for type: secret");
+            }
+            Ok(volume::Kind::EmptyDir(volume::EmptyDir { size_limit_bytes: storage.unwrap_or(0), memory: false }))
+        }
+        VolumeType::Secret => {
+            if fields.resources.is_some() {
+                ignore("resources", "a secret is as large as its file");
+            }
+            let Some(source) = fields.source else {
+                return Err(invalid(path.key("source"), "a volume of type secret needs source: the file to read"));
+            };
+            secret_file(&path.key("source"), name, source, base_dir)
+        }
+    }
+}
+
+/// A secret volume holding a local file's bytes, under the file's name.
+fn secret_file(path: &FieldPath, name: &str, file: &str, base_dir: Option<&Path>) -> Result<volume::Kind, Invalid> {
+    let contents = read_secret(path, file, base_dir)?;
+    let file_name =
+        Path::new(file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name.to_owned());
+    Ok(volume::Kind::Secret(volume::Secret { contents, file_name }))
 }
 
 /// Reads a secret file relative to the manifest's directory, refusing

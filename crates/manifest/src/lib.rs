@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod apocryph;
 mod convert;
 mod error;
 mod locate;
@@ -45,6 +46,7 @@ mod shell;
 use std::io::Read;
 use std::path::Path;
 
+pub use apocryph::check_hostname;
 pub use error::{ManifestError, ManifestErrorKind};
 pub use quantity::{parse_bytes, parse_cpu, QuantityError};
 
@@ -98,6 +100,10 @@ pub struct PublisherSide {
     /// The containers (by index) with `privateImage: true`: their images are
     /// encrypted and sent by content address and key.
     pub private_images: Vec<usize>,
+    /// What the user should know about how the manifest was read: names
+    /// derived for unnamed containers, fields ignored. One line each, with
+    /// the field path (`containers[0]: no name given; named web ...`).
+    pub notes: Vec<String>,
 }
 
 /// [`parse_pod_manifest`], with what the publisher is to do before sending.
@@ -257,5 +263,7 @@ fn yaml_problem(path: FieldPath, err: &serde_yaml_ng::Error) -> Problem {
     Problem { path, location, message }
 }
 
+#[cfg(test)]
+mod apocryph_tests;
 #[cfg(test)]
 mod tests;

@@ -12,12 +12,20 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::apocryph::{HttpHost, ManifestType, ManifestVersion, VolumeResources, VolumeType};
 use crate::quantity::{parse_bytes, parse_cpu};
 use crate::shell::split_words;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a pod manifest: a map with containers")]
 pub(crate) struct PodManifest {
+    /// Apocryph's header: `type: trustedpods`.
+    #[serde(rename = "type")]
+    pub kind: Option<ManifestType>,
+    /// Apocryph's header: `version: "1.0"` (checked while deserializing;
+    /// there is only one).
+    #[allow(dead_code)]
+    pub version: Option<ManifestVersion>,
     pub containers: Vec<ContainerSpec>,
     pub replicas: Option<ReplicasSpec>,
     pub restart_policy: Option<RestartPolicySpec>,
@@ -26,9 +34,10 @@ pub(crate) struct PodManifest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a container: a map with name and image")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a container: a map with an image")]
 pub(crate) struct ContainerSpec {
-    pub name: Name,
+    /// Derived from the image when not given (Apocryph's containers have none).
+    pub name: Option<Name>,
     pub image: ImageRef,
     pub command: Option<Words>,
     pub args: Option<Words>,
@@ -40,6 +49,11 @@ pub(crate) struct ContainerSpec {
     /// Apocryph's spelling of `volumeMounts`; at most one of the two is given.
     pub volumes: Option<Vec<MountSpec>>,
     pub resources: Option<ResourcesSpec>,
+    /// Apocryph: the container's HTTP port, served under `host` by the
+    /// provider's entry point.
+    pub port: Option<TargetPort>,
+    /// Apocryph: the hostname that routes requests to `port`.
+    pub host: Option<HttpHost>,
     /// Publisher side: encrypt the image and send it by content address and
     /// key (never travels itself).
     #[serde(default)]
@@ -58,7 +72,7 @@ pub(crate) enum RestartPolicySpec {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a volume: a map with name and one of emptyDir, persistent, secret"
+    expecting = "a volume: a map with name and one of emptyDir, persistent, secret (or type)"
 )]
 pub(crate) struct VolumeSpec {
     pub name: Name,
@@ -66,6 +80,13 @@ pub(crate) struct VolumeSpec {
     pub empty_dir: Option<EmptyDirSpec>,
     pub persistent: Option<PersistentSpec>,
     pub secret: Option<SecretSpec>,
+    /// Apocryph's spelling: `type: volume|emptyDir|secret`.
+    #[serde(rename = "type")]
+    pub volume_type: Option<VolumeType>,
+    /// Apocryph's spelling: `resources: {storage: 8Gi}`.
+    pub resources: Option<VolumeResources>,
+    /// Apocryph's spelling: the file of a `type: secret`.
+    pub source: Option<String>,
 }
 
 /// A container's mount: either a reference to a pod volume by `name`, or an
@@ -85,7 +106,45 @@ pub(crate) struct MountSpec {
     pub empty_dir: Option<EmptyDirSpec>,
     pub persistent: Option<PersistentSpec>,
     pub secret: Option<SecretSpec>,
+    /// Apocryph's spelling: `type: volume|emptyDir|secret`.
+    #[serde(rename = "type")]
+    pub volume_type: Option<VolumeType>,
+    /// Apocryph's spelling: `resources: {storage: 8Gi}`.
+    pub resources: Option<VolumeResources>,
+    /// Apocryph's spelling: the file of a `type: secret`.
+    pub source: Option<String>,
 }
+
+/// The fields that say what a volume is, in sealpod's spelling (one of
+/// `emptyDir`, `persistent`, `secret`) or Apocryph's (`type` with
+/// `resources.storage` or `source`), as a pod volume or an inline one has them.
+pub(crate) struct VolumeKindFields<'a> {
+    pub empty_dir: Option<&'a EmptyDirSpec>,
+    pub persistent: Option<&'a PersistentSpec>,
+    pub secret: Option<&'a SecretSpec>,
+    pub volume_type: Option<VolumeType>,
+    pub resources: Option<&'a VolumeResources>,
+    pub source: Option<&'a str>,
+}
+
+macro_rules! kind_fields {
+    ($t:ty) => {
+        impl $t {
+            pub fn kind_fields(&self) -> VolumeKindFields<'_> {
+                VolumeKindFields {
+                    empty_dir: self.empty_dir.as_ref(),
+                    persistent: self.persistent.as_ref(),
+                    secret: self.secret.as_ref(),
+                    volume_type: self.volume_type,
+                    resources: self.resources.as_ref(),
+                    source: self.source.as_deref(),
+                }
+            }
+        }
+    };
+}
+kind_fields!(VolumeSpec);
+kind_fields!(MountSpec);
 
 /// `emptyDir:` and `emptyDir: {}` mean the same.
 fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<EmptyDirSpec>, D::Error> {
@@ -177,7 +236,7 @@ pub(crate) fn quoted(text: &str) -> String {
 
 /// Deserializes a string and checks it inside the visitor, so that a
 /// rejection carries the deserializer's position of the value itself.
-fn checked_str<'de, D, T>(
+pub(crate) fn checked_str<'de, D, T>(
     deserializer: D,
     expecting: &'static str,
     check: fn(&str) -> Result<T, String>,
@@ -449,6 +508,49 @@ pub(crate) struct PortSpec {
     pub udp: bool,
     pub host_ip: Option<IpAddr>,
     pub name: Option<String>,
+    /// How it was written, which decides its meaning under `type: trustedpods`.
+    pub form: PortForm,
+    /// What `hostIP` said about reaching it.
+    pub exposure: Exposure,
+    /// Served by the provider's HTTP entry point under this hostname.
+    pub http_host: Option<String>,
+}
+
+/// The three ways to write a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortForm {
+    /// `80` or `"80/udp"`: one number.
+    Bare,
+    /// `"8080:80"`, `"127.0.0.1:8080:80"`.
+    Mapping,
+    /// `{port, targetPort, ...}`.
+    Object,
+}
+
+/// Whether a port is published on the provider's public side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposure {
+    /// Nothing said: the manifest's dialect decides.
+    Unsaid,
+    /// `hostIP: true` or an address.
+    Public,
+    /// `hostIP: false`: only the pod's own containers reach it.
+    PodOnly,
+}
+
+impl PortSpec {
+    pub(crate) fn new(port: u16, target_port: u16, form: PortForm) -> PortSpec {
+        PortSpec {
+            port,
+            target_port,
+            udp: false,
+            host_ip: None,
+            name: None,
+            form,
+            exposure: Exposure::Unsaid,
+            http_host: None,
+        }
+    }
 }
 
 const PORT_FORMS: &str =
@@ -465,7 +567,7 @@ impl<'de> Deserialize<'de> for PortSpec {
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortSpec, E> {
                 let port = port_number(n, 1).map_err(E::custom)?;
-                Ok(PortSpec { port, target_port: port, udp: false, host_ip: None, name: None })
+                Ok(PortSpec::new(port, port, PortForm::Bare))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortSpec, E> {
                 match u64::try_from(n) {
@@ -479,6 +581,25 @@ impl<'de> Deserialize<'de> for PortSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PortSpec, A::Error> {
                 let object = PortObject::deserialize(MapAccessDeserializer::new(map))?;
+                if let Some(HttpHost(host)) = object.host {
+                    if object.port.as_ref().is_some_and(|HostPort(port)| *port != 0) || object.host_ip.is_some() {
+                        return Err(de::Error::custom(
+                            "an HTTP port (with host) is reached through the provider's entry point: \
+                             give targetPort and host, without port or hostIP",
+                        ));
+                    }
+                    if object.protocol.as_ref().is_some_and(|ProtocolName(udp)| *udp) {
+                        return Err(de::Error::custom("an HTTP port (with host) is TCP"));
+                    }
+                    let Some(TargetPort(target)) = object.target_port else {
+                        return Err(de::Error::custom("targetPort is required with host"));
+                    };
+                    return Ok(PortSpec {
+                        name: object.name.map(|PortName(name)| name),
+                        http_host: Some(host),
+                        ..PortSpec::new(0, target, PortForm::Object)
+                    });
+                }
                 let (port, target_port) = match (object.port, object.target_port) {
                     (Some(HostPort(port)), Some(TargetPort(target))) => (port, target),
                     (Some(HostPort(0)), None) | (None, None) => {
@@ -487,12 +608,16 @@ impl<'de> Deserialize<'de> for PortSpec {
                     (Some(HostPort(port)), None) => (port, port),
                     (None, Some(TargetPort(target))) => (0, target),
                 };
+                let (exposure, host_ip) = match object.host_ip {
+                    Some(HostIp(exposure, ip)) => (exposure, ip),
+                    None => (Exposure::Unsaid, None),
+                };
                 Ok(PortSpec {
-                    port,
-                    target_port,
                     udp: object.protocol.is_some_and(|ProtocolName(udp)| udp),
-                    host_ip: object.host_ip.and_then(|HostIp(ip)| ip),
+                    host_ip,
+                    exposure,
                     name: object.name.map(|PortName(name)| name),
+                    ..PortSpec::new(port, target_port, PortForm::Object)
                 })
             }
         }
@@ -504,7 +629,7 @@ impl<'de> Deserialize<'de> for PortSpec {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a map with port, targetPort, protocol, hostIP, name"
+    expecting = "a map with port, targetPort, protocol, hostIP, name (or targetPort and host)"
 )]
 struct PortObject {
     port: Option<HostPort>,
@@ -513,6 +638,8 @@ struct PortObject {
     #[serde(rename = "hostIP")]
     host_ip: Option<HostIp>,
     name: Option<PortName>,
+    /// An HTTP port served by the entry point under this hostname.
+    host: Option<HttpHost>,
 }
 
 fn port_number(n: u64, min: u64) -> Result<u16, String> {
@@ -547,14 +674,19 @@ fn parse_port_string(text: &str) -> Result<PortSpec, String> {
         (None, spec)
     };
     let host_ip = host_ip.map(parse_ip).transpose()?;
-    let (port, target_port) = match ports.split_once(':') {
-        Some((port, target)) => (port_digits(port, 0)?, port_digits(target, 1)?),
+    let (port, target_port, form) = match ports.split_once(':') {
+        Some((port, target)) => (port_digits(port, 0)?, port_digits(target, 1)?, PortForm::Mapping),
         None => {
             let port = port_digits(ports, 1)?;
-            (port, port)
+            (port, port, if host_ip.is_some() { PortForm::Mapping } else { PortForm::Bare })
         }
     };
-    Ok(PortSpec { port, target_port, udp, host_ip, name: None })
+    Ok(PortSpec {
+        udp,
+        host_ip,
+        exposure: if host_ip.is_some() { Exposure::Public } else { Exposure::Unsaid },
+        ..PortSpec::new(port, target_port, form)
+    })
 }
 
 fn protocol_is_udp(protocol: &str) -> Result<bool, String> {
@@ -572,7 +704,9 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
 }
 
 struct HostPort(u16);
-struct TargetPort(u16);
+/// A port a container listens on, 1 to 65535.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TargetPort(pub u16);
 
 struct PortNumberVisitor(u64);
 
@@ -613,8 +747,9 @@ impl<'de> Deserialize<'de> for ProtocolName {
     }
 }
 
-/// `None` for an empty string: the provider's default.
-struct HostIp(Option<IpAddr>);
+/// `hostIP`: an address to bind on (`""` for the provider's default), or
+/// Apocryph's boolean: `true` published, `false` reachable only in the pod.
+struct HostIp(Exposure, Option<IpAddr>);
 
 impl<'de> Deserialize<'de> for HostIp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -622,16 +757,19 @@ impl<'de> Deserialize<'de> for HostIp {
         impl Visitor<'_> for HostIpVisitor {
             type Value = HostIp;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an IP address to bind on, like 0.0.0.0 or ::1")
+                f.write_str("an IP address to bind on, like 0.0.0.0 or ::1, or true/false (published or not)")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<HostIp, E> {
                 if text.is_empty() {
-                    return Ok(HostIp(None));
+                    return Ok(HostIp(Exposure::Public, None));
                 }
-                parse_ip(text).map(|ip| HostIp(Some(ip))).map_err(E::custom)
+                parse_ip(text).map(|ip| HostIp(Exposure::Public, Some(ip))).map_err(E::custom)
+            }
+            fn visit_bool<E: de::Error>(self, published: bool) -> Result<HostIp, E> {
+                Ok(HostIp(if published { Exposure::Public } else { Exposure::PodOnly }, None))
             }
         }
-        deserializer.deserialize_str(HostIpVisitor)
+        deserializer.deserialize_any(HostIpVisitor)
     }
 }
 

@@ -333,7 +333,8 @@ fn port_object_defaults_target_to_port() {
             target_port: 8081,
             protocol: Protocol::Udp as i32,
             host_ip: "0.0.0.0".into(),
-            name: "metrics".into()
+            name: "metrics".into(),
+            ..Default::default()
         }
     );
     assert_eq!(ports[2], tcp(0, 9090), "only targetPort: the provider chooses the public port");
@@ -371,22 +372,27 @@ fn rejects_malformed_port_strings() {
 }
 
 #[test]
-fn rejects_unknown_protocol_and_boolean_host_ip() {
+fn rejects_unknown_protocol_and_takes_boolean_host_ip_as_apocryphs_published_or_not() {
     assert_error(
         &yaml_err(&web("ports:\n  - {port: 80, protocol: SCTP}")),
         "containers[0].ports[0].protocol",
         Some(5),
         "expected TCP or UDP",
     );
-    // Apocryph's draft used `hostIP: false` for "not public"; here it is an address.
+    // Apocryph's `hostIP: false`: not published, reachable in the pod only.
+    let pod = yaml(&web("ports:\n  - {port: 80, hostIP: false}\n  - {port: 81, hostIP: true}"));
+    assert_eq!(only(&pod).ports[0], Port { pod_only: true, ..tcp(80, 80) });
+    assert_eq!(only(&pod).ports[1], tcp(81, 81));
+    let pod = json(r#"{"containers": [{"name": "web", "image": "x", "ports": [{"port": 80, "hostIP": false}]}]}"#);
+    assert!(only(&pod).ports[0].pod_only);
+    let err = json_err(r#"{"containers": [{"name": "web", "image": "x", "ports": [{"port": 80, "hostIP": 7}]}]}"#);
+    assert_error(&err, "containers[0].ports[0].hostIP", Some(1), "an IP address");
     assert_error(
-        &yaml_err(&web("ports:\n  - {port: 80, hostIP: false}")),
+        &yaml_err(&web("ports:\n  - {port: 80, hostIP: nowhere}")),
         "containers[0].ports[0].hostIP",
         Some(5),
         "invalid host IP",
     );
-    let err = json_err(r#"{"containers": [{"name": "web", "image": "x", "ports": [{"port": 80, "hostIP": false}]}]}"#);
-    assert_error(&err, "containers[0].ports[0].hostIP", Some(1), "an IP address");
 }
 
 #[test]
@@ -835,7 +841,7 @@ fn wrong_types_name_what_was_expected() {
     let err = yaml_err("containers: web\n");
     assert_error(&err, "containers", Some(1), "expected a sequence");
     let err = yaml_err("containers:\n  - web\n");
-    assert_error(&err, "containers[0]", Some(2), "a container: a map with name and image");
+    assert_error(&err, "containers[0]", Some(2), "a container: a map with an image");
     let err = yaml_err(&web("ports: 80"));
     assert_error(&err, "containers[0].ports", Some(4), "expected a sequence");
 }

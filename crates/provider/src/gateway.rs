@@ -1,0 +1,430 @@
+//! The provider's HTTP entry point: one listener for every pod's HTTP port,
+//! routing each request by its `Host` header to the pod that claimed the
+//! hostname (Apocryph's `port` + `host`).
+//!
+//! Requests are forwarded one by one over pooled HTTP/1.1 connections to the
+//! pod's loopback listener (which the pod's shim forwards into the pod's
+//! network namespace, waking it if it sleeps). Bodies stream both ways;
+//! upgrades (WebSockets) become a byte pipe. A hostname belongs to one pod
+//! at a time; the operator may restrict hostnames to suffixes.
+//!
+//! Bounded against hostile clients: connections in all and per client
+//! address, the size of and the time to send a request head, and the time to
+//! reach a pod. What it leaves to others: TLS (put a terminating proxy in
+//! front, or use the pod's own public ports), and which pod a request may
+//! reach beyond its hostname.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Limits of the entry point; the defaults suit a small provider.
+#[derive(Debug, Clone)]
+pub struct GatewayLimits {
+    /// Client connections served at once; more are closed at accept.
+    pub connections: usize,
+    /// Client connections from one IP address at once.
+    pub connections_per_ip: usize,
+    /// Longest wait for a request head (also between keep-alive requests).
+    pub header_read_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Longest wait to reach a pod, its start from zero included.
+    pub connect_timeout: Duration,
+    /// Idle connections kept to each pod.
+    pub pooled_per_backend: usize,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayLimits {
+            connections: 4096,
+            connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(15),
+            max_header_bytes: 64 * 1024,
+            connect_timeout: Duration::from_secs(60),
+            pooled_per_backend: 64,
+        }
+    }
+}
+
+/// Where a pod's HTTP port is reached, with the requests pending on it.
+#[derive(Debug)]
+pub struct Backend {
+    /// The pod's loopback listener for its HTTP port.
+    pub addr: SocketAddr,
+    pending: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend at `addr` with nothing pending.
+    pub fn new(addr: SocketAddr) -> Backend {
+        Backend { addr, pending: AtomicUsize::new(0) }
+    }
+
+    /// Requests sent to it and not yet answered.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// The pod a hostname routes to, and its copies' backends.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The pod that claimed the hostname.
+    pub pod_id: String,
+    /// Its copies; a request goes to the one with the fewest pending.
+    pub backends: Vec<Arc<Backend>>,
+}
+
+impl Route {
+    fn pick(&self) -> Option<Arc<Backend>> {
+        self.backends.iter().min_by_key(|b| b.pending()).cloned()
+    }
+}
+
+/// Hostnames claimed by pods, and which suffixes may be claimed.
+#[derive(Debug, Default)]
+pub struct Routes {
+    routes: RwLock<HashMap<String, Route>>,
+    suffixes: Vec<String>,
+}
+
+/// Why a hostname cannot be claimed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Another pod has it.
+    #[error("hostname {host} is already claimed by another pod on this provider")]
+    Taken {
+        /// The hostname.
+        host: String,
+    },
+    /// The operator does not serve it.
+    #[error("this provider serves only hostnames ending in {}; {host} is not one", suffixes.join(", "))]
+    NotAllowed {
+        /// The hostname.
+        host: String,
+        /// The suffixes allowed.
+        suffixes: Vec<String>,
+    },
+}
+
+impl Routes {
+    /// Routes where only hostnames ending in one of `suffixes` may be
+    /// claimed (`example.com` allows `example.com` and `a.example.com`, not
+    /// `badexample.com`); any hostname when `suffixes` is empty.
+    pub fn new(suffixes: &[String]) -> Routes {
+        let suffixes = suffixes
+            .iter()
+            .map(|s| s.trim().trim_start_matches('.').trim_end_matches('.').to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Routes { routes: RwLock::default(), suffixes }
+    }
+
+    /// Whether `host` may be claimed at all (before a pod is started for it).
+    pub fn check(&self, host: &str) -> Result<(), ClaimError> {
+        let allowed = self.suffixes.is_empty()
+            || self.suffixes.iter().any(|s| host == s || host.strip_suffix(s.as_str()).is_some_and(|h| h.ends_with('.')));
+        if !allowed {
+            return Err(ClaimError::NotAllowed { host: host.to_owned(), suffixes: self.suffixes.clone() });
+        }
+        if self.routes.read().unwrap_or_else(|p| p.into_inner()).contains_key(host) {
+            return Err(ClaimError::Taken { host: host.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Gives `host` to `route`'s pod, unless another pod has it. The same
+    /// pod claiming again replaces its backends.
+    pub fn claim(&self, host: &str, route: Route) -> Result<(), ClaimError> {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        match routes.get(host) {
+            Some(existing) if existing.pod_id != route.pod_id => Err(ClaimError::Taken { host: host.to_owned() }),
+            _ => {
+                routes.insert(host.to_owned(), route);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases every hostname of `pod_id`.
+    pub fn release(&self, pod_id: &str) {
+        self.routes.write().unwrap_or_else(|p| p.into_inner()).retain(|_, r| r.pod_id != pod_id);
+    }
+
+    /// The route of `host`, if a pod claimed it.
+    pub fn get(&self, host: &str) -> Option<Route> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).get(host).cloned()
+    }
+}
+
+/// Idle connections to backends, by address.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+}
+
+impl Pool {
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let senders = idle.get_mut(&addr)?;
+        while let Some(sender) = senders.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, sender: SendRequest<Incoming>, limit: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let senders = idle.entry(addr).or_default();
+        senders.retain(|s| !s.is_closed());
+        if senders.len() < limit {
+            senders.push(sender);
+        }
+    }
+}
+
+struct Gateway {
+    routes: Arc<Routes>,
+    limits: GatewayLimits,
+    pool: Arc<Pool>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Serves the entry point on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, routes: Arc<Routes>, limits: GatewayLimits) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let gateway = Arc::new(Gateway { routes, limits, pool: Arc::default(), per_ip: Mutex::default() });
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, mostly: wait instead of spinning.
+                tracing::warn!(error = %e, "entry point accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Some(slot) = PerIpSlot::take(&gateway, peer.ip()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _slot = slot;
+            let service = hyper::service::service_fn({
+                let gateway = gateway.clone();
+                move |request| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(gateway.limits.header_read_timeout)
+                .max_buf_size(gateway.limits.max_header_bytes)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = connection.await;
+        });
+    }
+}
+
+/// A client address's share of connections, given back on drop.
+struct PerIpSlot {
+    gateway: Arc<Gateway>,
+    ip: IpAddr,
+}
+
+impl PerIpSlot {
+    fn take(gateway: &Arc<Gateway>, ip: IpAddr) -> Option<PerIpSlot> {
+        let mut per_ip = gateway.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= gateway.limits.connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpSlot { gateway: gateway.clone(), ip })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.gateway.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn text(status: StatusCode, message: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message + "\n")).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// The hostname a request is for: its `Host` header (or the authority of an
+/// absolute URI), without port or trailing dot, lowercase.
+fn request_host(request: &Request<Incoming>) -> Option<String> {
+    let raw = match request.headers().get(HOST) {
+        Some(value) => value.to_str().ok()?.to_owned(),
+        None => request.uri().authority()?.as_str().to_owned(),
+    };
+    let host = raw.trim();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Headers that concern one hop only (RFC 9110 §7.6.1), and those the
+/// `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in ["keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "proxy-authorization"] {
+        headers.remove(name);
+    }
+    headers.remove(CONNECTION);
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Counts a request as pending on its backend until dropped.
+struct Pending(Arc<Backend>);
+
+impl Pending {
+    fn new(backend: Arc<Backend>) -> Pending {
+        backend.pending.fetch_add(1, Ordering::Relaxed);
+        Pending(backend)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gateway {
+    async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let Some(host) = request_host(&request) else {
+            return text(StatusCode::BAD_REQUEST, "the request names no host".into());
+        };
+        let Some(backend) = self.routes.get(&host).and_then(|route| route.pick()) else {
+            return text(StatusCode::NOT_FOUND, format!("no pod serves {host} here"));
+        };
+        let _pending = Pending::new(backend.clone());
+        let upgrade = wants_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers, upgrade);
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", value);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+
+        let mut sender = match self.pool.take(backend.addr) {
+            Some(sender) => sender,
+            None => match self.connect(backend.addr).await {
+                Ok(sender) => sender,
+                Err(message) => return text(StatusCode::BAD_GATEWAY, message),
+            },
+        };
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return text(StatusCode::BAD_GATEWAY, format!("the pod serving {host} did not answer: {e}")),
+        };
+        if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let pod_upgrade = hyper::upgrade::on(&mut response);
+            if let Some(client_upgrade) = client_upgrade {
+                tokio::spawn(async move {
+                    let (Ok(client), Ok(pod)) = tokio::join!(client_upgrade, pod_upgrade) else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(pod)).await;
+                });
+            }
+            return response.map(|body| body.boxed());
+        }
+        // Back to the pool once this response's body is through.
+        let (pool, addr, limit) = (self.pool.clone(), backend.addr, self.limits.pooled_per_backend);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(addr, sender, limit);
+            }
+        });
+        strip_hop_by_hop(response.headers_mut(), false);
+        response.map(|body| body.boxed())
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, String> {
+        let stream = tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "the pod did not accept the connection in time".to_owned())?
+            .map_err(|e| format!("the pod cannot be reached: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("the pod cannot be reached: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+}
