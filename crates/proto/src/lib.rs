@@ -93,3 +93,28 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Checks the hostname of a pod's HTTP port ([`Port::http_host`]) as a
+/// `Host` header would carry it (no port, no trailing dot) and returns it
+/// lowercase; the error says what is wrong.
+pub fn check_hostname(text: &str) -> Result<String, String> {
+    let host = text.to_ascii_lowercase();
+    if host.is_empty() || host.len() > 253 {
+        return Err("a hostname has 1 to 253 characters".into());
+    }
+    if host.contains(':') {
+        return Err("give the hostname alone, without a port or scheme".into());
+    }
+    for label in host.split('.') {
+        let ok = (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("use dot-separated labels of 1 to 63 letters, digits and '-', \
+                        each starting and ending with a letter or digit"
+                .into());
+        }
+    }
+    Ok(host)
+}

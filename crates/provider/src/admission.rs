@@ -21,6 +21,22 @@ pub struct Admitted {
     pub image_manifests: Vec<Vec<u8>>,
     /// Secret volumes' bytes, for the shim's pipe only.
     pub secrets: Vec<sealpod_runtime::Secret>,
+    /// The pod's HTTP port, served by the entry point: its hostname and the
+    /// loopback listener (one of `listeners`) the entry point sends to.
+    pub http: Option<HttpPort>,
+}
+
+/// A pod's HTTP port as admitted.
+#[derive(Debug, Clone)]
+pub struct HttpPort {
+    /// The hostname, lowercase.
+    pub host: String,
+    /// The loopback address the shim forwards into the pod.
+    pub backend: SocketAddr,
+    /// The container that declared it.
+    pub container: String,
+    /// Its port inside the pod.
+    pub container_port: u16,
 }
 
 /// The disk a pod gets when none of its containers asks for
@@ -98,7 +114,9 @@ pub fn admit(
     let mut image_manifests = Vec::new();
     let mut forwards = Vec::new();
     let mut listeners = Vec::new();
-    let mut target_ports = std::collections::HashSet::new();
+    // Each port inside the pod belongs to one container (they share a network).
+    let mut target_ports = std::collections::HashMap::new();
+    let mut http = None;
     for (i, c) in pod.containers.iter().enumerate() {
         let field = format!("pod.containers[{i}]");
         check_name(&c.name, &format!("{field}.name"))?;
@@ -184,12 +202,33 @@ pub fn admit(
             })?;
             let port = u16::try_from(p.port)
                 .map_err(|_| invalid(format!("{pfield}.port"), format!("{} is not a valid port", p.port)))?;
-            if !target_ports.insert(target) {
+            if target_ports.entry(target).or_insert(c.name.as_str()) != &c.name.as_str() {
                 return Err(Error {
                     code: ErrorCode::Conflict as i32,
-                    message: format!("port {target} is declared twice in the pod (its containers share one network)"),
+                    message: format!("port {target} is declared by two containers of the pod (they share one network)"),
                     field: pfield,
                 });
+            }
+            if p.pod_only {
+                // Reached by the pod's own containers over its loopback; nothing to bind.
+                continue;
+            }
+            if !p.http_host.is_empty() {
+                if http.is_some() {
+                    return Err(invalid(pfield, "a pod has one HTTP port (http_host) at most"));
+                }
+                let host = sealpod_proto::check_hostname(&p.http_host)
+                    .map_err(|m| invalid(format!("{pfield}.http_host"), m))?;
+                if host != p.http_host {
+                    return Err(invalid(format!("{pfield}.http_host"), "the hostname must be lowercase"));
+                }
+                let listener = TcpListener::bind(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0))
+                    .map_err(|e| Error::new(ErrorCode::Internal, format!("binding the pod's HTTP port: {e}")))?;
+                let backend = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+                http = Some(HttpPort { host, backend, container: c.name.clone(), container_port: target });
+                forwards.push(PortForward { host: backend, target_port: target, container: c.name.clone() });
+                listeners.push(listener);
+                continue;
             }
             let listener = TcpListener::bind(SocketAddr::new(expose_ip, port)).map_err(|e| Error {
                 code: ErrorCode::Conflict as i32,
@@ -228,6 +267,7 @@ pub fn admit(
         .fold(0u64, |sum, r| sum.saturating_add(r.ephemeral_storage_bytes));
     let storage_bytes = if asked > 0 { asked } else { DEFAULT_EPHEMERAL_STORAGE };
     Ok(Admitted {
+        http,
         spec: PodSpec {
             pod_id: pod_id.to_owned(),
             containers,

@@ -137,7 +137,10 @@ impl Routes {
     /// Whether `host` may be claimed at all (before a pod is started for it).
     pub fn check(&self, host: &str) -> Result<(), ClaimError> {
         let allowed = self.suffixes.is_empty()
-            || self.suffixes.iter().any(|s| host == s || host.strip_suffix(s.as_str()).is_some_and(|h| h.ends_with('.')));
+            || self
+                .suffixes
+                .iter()
+                .any(|s| host == s || host.strip_suffix(s.as_str()).is_some_and(|h| h.ends_with('.')));
         if !allowed {
             return Err(ClaimError::NotAllowed { host: host.to_owned(), suffixes: self.suffixes.clone() });
         }
@@ -426,5 +429,63 @@ impl Gateway {
             let _ = connection.with_upgrades().await;
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(pod: &str) -> Route {
+        Route { pod_id: pod.into(), backends: vec![Arc::new(Backend::new("127.0.0.1:1".parse().unwrap()))] }
+    }
+
+    #[test]
+    fn a_hostname_is_claimed_by_one_pod_until_it_is_released() {
+        let routes = Routes::new(&[]);
+        routes.claim("a.test", route("p1")).unwrap();
+        assert_eq!(routes.claim("a.test", route("p2")), Err(ClaimError::Taken { host: "a.test".into() }));
+        assert!(routes.check("a.test").is_err());
+        routes.claim("a.test", route("p1")).unwrap();
+        routes.release("p1");
+        assert!(routes.get("a.test").is_none());
+        routes.claim("a.test", route("p2")).unwrap();
+    }
+
+    #[test]
+    fn suffixes_allow_the_domain_and_its_subdomains_only() {
+        let routes = Routes::new(&[".Apps.Example.com".into()]);
+        for ok in ["apps.example.com", "a.apps.example.com", "x.y.apps.example.com"] {
+            routes.check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for refused in ["badapps.example.com", "example.com", "apps.example.com.evil.net"] {
+            assert!(matches!(routes.check(refused), Err(ClaimError::NotAllowed { .. })), "{refused}");
+        }
+    }
+
+    #[test]
+    fn requests_go_to_the_copy_with_the_fewest_pending() {
+        let (a, b) = (
+            Arc::new(Backend::new("127.0.0.1:1".parse().unwrap())),
+            Arc::new(Backend::new("127.0.0.1:2".parse().unwrap())),
+        );
+        let r = Route { pod_id: "p".into(), backends: vec![a.clone(), b.clone()] };
+        let first = Pending::new(r.pick().unwrap());
+        let second = r.pick().unwrap();
+        assert_ne!(first.0.addr, second.addr);
+        drop(first);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_do_not_pass() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
     }
 }

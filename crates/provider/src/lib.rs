@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod billing;
+pub mod gateway;
 pub mod images;
 mod market;
 mod metrics;
@@ -85,6 +86,14 @@ pub struct ProviderConfig {
     pub peer_limits: sealpod_net::PeerLimits,
     /// Pods one publisher may have on this provider at once.
     pub pods_per_publisher: usize,
+    /// Where the HTTP entry point listens (pods' `port` + `host`); the
+    /// address bound is written to `STATE_DIR/http.addr`. `None`: not served,
+    /// and pods with an HTTP port are refused.
+    pub http: Option<std::net::SocketAddr>,
+    /// Hostname suffixes pods may claim; empty: any hostname.
+    pub http_host_suffixes: Vec<String>,
+    /// Limits of the HTTP entry point.
+    pub gateway_limits: gateway::GatewayLimits,
 }
 
 /// Pods one publisher may have at once unless the operator says otherwise.
@@ -137,6 +146,10 @@ pub struct Provider {
     /// Held while an account is read, changed and written back.
     billing_lock: Mutex<()>,
     counters: metrics::Counters,
+    /// Hostnames claimed by pods, for the HTTP entry point.
+    routes: Arc<gateway::Routes>,
+    /// Where the HTTP entry point listens, once bound.
+    http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// What the provider's node is reachable at.
@@ -157,6 +170,7 @@ impl Provider {
         let images = ImageStore::new(&config.state_dir.join("images"), config.image_roots.clone())?
             .with_artifact_node(config.artifact_node.clone());
         let trust = TrustSettings::load(&config.trust_dir)?;
+        let routes = Arc::new(gateway::Routes::new(&config.http_host_suffixes));
         let provider = Provider {
             config,
             runtime,
@@ -170,6 +184,8 @@ impl Provider {
             handle: std::sync::OnceLock::new(),
             billing_lock: Mutex::new(()),
             counters: metrics::Counters::default(),
+            routes,
+            http_addr: std::sync::OnceLock::new(),
         };
         provider.reattach()?;
         Ok(provider)
@@ -188,6 +204,17 @@ impl Provider {
                 Err(e) => {
                     tracing::warn!(pod = %r.pod_id, error = %e, "forgetting pod without state");
                     self.store.remove(&r.pod_id)?;
+                }
+            }
+        }
+        for r in &records {
+            if let Some(http) = &r.http {
+                let route = gateway::Route {
+                    pod_id: r.pod_id.clone(),
+                    backends: vec![Arc::new(gateway::Backend::new(http.backend))],
+                };
+                if let Err(e) = self.routes.claim(&http.host, route) {
+                    tracing::warn!(pod = %r.pod_id, error = %e, "HTTP route not restored");
                 }
             }
         }
@@ -237,6 +264,16 @@ impl Provider {
             std::fs::write(self.config.state_dir.join("metrics.addr"), bound.to_string())?;
             tracing::info!("metrics on http://{bound}/metrics, earnings on http://{bound}/earnings");
             tokio::spawn(self.clone().serve_metrics(listener));
+        }
+        if let Some(addr) = self.config.http {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("the HTTP entry point cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr()?;
+            std::fs::write(self.config.state_dir.join("http.addr"), bound.to_string())?;
+            let _ = self.http_addr.set(bound);
+            tracing::info!("HTTP entry point on http://{bound} (pods by Host header)");
+            tokio::spawn(gateway::serve(listener, self.routes.clone(), self.config.gateway_limits.clone()));
         }
         if let Some(terms) = self.terms() {
             tracing::info!(chain = terms.chain.chain_id, contract = %terms.chain.contract, payout = %terms.payout, "selling; offers signed by the node key");
@@ -428,6 +465,23 @@ impl Provider {
                 ),
             ));
         }
+        let http_host = pod.containers.iter().flat_map(|c| &c.ports).find(|p| !p.http_host.is_empty());
+        if let Some(port) = http_host {
+            if self.config.http.is_none() {
+                return Err(Error::new(
+                    ErrorCode::Unavailable,
+                    "this provider runs no HTTP entry point, so it cannot serve a pod's HTTP port (port + host)",
+                ));
+            }
+            self.routes.check(&port.http_host).map_err(|e| Error {
+                code: match e {
+                    gateway::ClaimError::Taken { .. } => ErrorCode::Conflict,
+                    gateway::ClaimError::NotAllowed { .. } => ErrorCode::PermissionDenied,
+                } as i32,
+                message: e.to_string(),
+                field: "pod.containers.ports.http_host".into(),
+            })?;
+        }
         let free = self.free();
         if cpu > free.cpu_millicores || memory > free.memory_bytes {
             return Err(Error::new(
@@ -472,6 +526,12 @@ impl Provider {
             memory_bytes: memory,
             payload_manifest_base64: request.payload_manifest.as_ref().map(|pm| pm.manifest_base64.clone()),
             denials: Vec::new(),
+            http: admitted.http.as_ref().map(|h| store::HttpRoute {
+                host: h.host.clone(),
+                backend: h.backend,
+                container: h.container.clone(),
+                container_port: h.container_port,
+            }),
         };
         // Recorded before the shim starts: a crash in between leaves a record
         // that re-attachment resolves, never a pod nobody knows of.
@@ -482,8 +542,16 @@ impl Provider {
         self.update_deny_file();
         match self.runtime.create(&admitted.spec, admitted.listeners, admitted.secrets) {
             Ok(state) => {
+                if let Some(http) = &record.http {
+                    // Checked above under the same admission lock, so it is free.
+                    let route = gateway::Route {
+                        pod_id: pod_id.clone(),
+                        backends: vec![Arc::new(gateway::Backend::new(http.backend))],
+                    };
+                    self.routes.claim(&http.host, route).map_err(|e| Error::new(ErrorCode::Conflict, e.to_string()))?;
+                }
                 tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
-                Ok(self.with_billing(status(&record, &state)))
+                Ok(self.pod_status(&record, &state))
             }
             Err(e) => {
                 tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
@@ -633,7 +701,7 @@ impl Provider {
             Some(Op::Status(s)) => {
                 let record = self.owned(&peer, &s.pod_id)?;
                 let state = self.runtime.state(&record.pod_id).map_err(internal)?;
-                Ok(ControlResult::Status(self.with_billing(status(&record, &state))))
+                Ok(ControlResult::Status(self.pod_status(&record, &state)))
             }
             Some(Op::List(_)) => {
                 let me = peer.to_string();
@@ -643,7 +711,7 @@ impl Provider {
                     .map_err(internal)?
                     .into_iter()
                     .filter(|r| r.owner == me)
-                    .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| self.with_billing(status(&r, &s))))
+                    .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| self.pod_status(&r, &s)))
                     .collect();
                 Ok(ControlResult::List(PodList { pods }))
             }
@@ -721,12 +789,13 @@ impl Provider {
                 // A suspended pod is thawed so that its processes can be killed.
                 let _ = sealpod_runtime::cgroup::freeze(&record.pod_id, false);
                 self.runtime.delete(&record.pod_id).map_err(internal)?;
+                self.routes.release(&record.pod_id);
                 self.store.remove(&record.pod_id).map_err(internal)?;
                 self.images.forget_private(&record.pod_id);
                 self.update_deny_file();
                 self.end_account(&record.pod_id, "deleted by its owner");
                 tracing::info!(pod = %record.pod_id, "deleted pod");
-                let mut s = last.take().map(|s| self.with_billing(status(&record, &s))).unwrap_or_default();
+                let mut s = last.take().map(|s| self.pod_status(&record, &s)).unwrap_or_default();
                 s.pod_id = record.pod_id.clone();
                 s.phase = PodPhase::Deleted as i32;
                 s.addresses.clear();
@@ -739,11 +808,27 @@ impl Provider {
 }
 
 impl Provider {
+    /// The wire status of a pod, with its HTTP route and its billing.
+    fn pod_status(&self, record: &PodRecord, state: &PodState) -> PodStatus {
+        let mut status = status(record, state);
+        if let (Some(http), Some(entry)) = (&record.http, self.http_addr.get()) {
+            status.addresses.push(ExposedAddress {
+                multiaddr: socket_multiaddr(*entry),
+                container_name: http.container.clone(),
+                container_port: u32::from(http.container_port),
+                protocol: sealpod_proto::Protocol::Tcp as i32,
+                http_host: http.host.clone(),
+            });
+        }
+        self.with_billing(status)
+    }
+
     /// Removes a pod the provider itself decided to end (unpaid).
     fn remove_pod(&self, pod_id: &str) {
         if let Err(e) = self.runtime.delete(pod_id) {
             tracing::error!(pod = %pod_id, error = %e, "could not delete pod");
         }
+        self.routes.release(pod_id);
         let _ = self.store.remove(pod_id);
         self.images.forget_private(pod_id);
         self.update_deny_file();
@@ -832,6 +917,7 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
                 container_name: e.container.clone(),
                 container_port: e.container_port as u32,
                 protocol: sealpod_proto::Protocol::Tcp as i32,
+                http_host: String::new(),
             })
             .collect(),
         created_unix_seconds: record.created_unix_seconds,

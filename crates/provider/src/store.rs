@@ -34,6 +34,23 @@ pub struct PodRecord {
     /// Recent exec refusals, newest last.
     #[serde(default)]
     pub denials: Vec<sealpod_runtime::DenialRecord>,
+    /// The pod's HTTP port, served by the entry point.
+    #[serde(default)]
+    pub http: Option<HttpRoute>,
+}
+
+/// A pod's HTTP port: the hostname it claimed and where the entry point
+/// sends its requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpRoute {
+    /// The hostname, lowercase.
+    pub host: String,
+    /// The pod's loopback listener for the port.
+    pub backend: std::net::SocketAddr,
+    /// The container that declared it.
+    pub container: String,
+    /// The port inside the pod.
+    pub container_port: u16,
 }
 
 /// A port of the pod reachable from outside.
@@ -162,6 +179,12 @@ mod tests {
             memory_bytes: 1,
             payload_manifest_base64: None,
             denials: vec![],
+            http: Some(HttpRoute {
+                host: "app.example.com".into(),
+                backend: "127.0.0.1:4000".parse().unwrap(),
+                container: "web".into(),
+                container_port: 80,
+            }),
         };
         PodStore::open(&path).unwrap().put(&rec).unwrap();
         let store = PodStore::open(&path).unwrap();

@@ -280,6 +280,16 @@ struct ProviderArgs {
     /// Inbound connections established at once, all peers together.
     #[arg(long, default_value_t = sealpod_net::PeerLimits::default().incoming_connections)]
     max_incoming_connections: u32,
+    /// The HTTP entry point: routes requests by Host header to the pod that
+    /// claimed the hostname (a pod's `port` + `host`). Port 0 picks one; the
+    /// address bound is written to STATE_DIR/http.addr and shown in pod
+    /// status. Use 0.0.0.0:80 to serve the world.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: std::net::SocketAddr,
+    /// Pods may claim only hostnames ending in this suffix (repeatable; e.g.
+    /// apps.example.com allows a.apps.example.com). Default: any hostname.
+    #[arg(long, value_name = "SUFFIX")]
+    http_host_suffix: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -448,7 +458,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Manifest { command: ManifestCommand::Check { file } } => {
-            let pod = sealpod_manifest::load_pod_manifest(&file)?;
+            let (pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&file)?;
+            for note in &side.notes {
+                eprintln!("note: {}: {note}", file.display());
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&pod)?);
             } else {
@@ -479,6 +492,9 @@ fn run(cli: Cli) -> Result<()> {
             .block_on(async {
                 let options = attestation.attest.options(&home, attestation.require_attestation)?;
                 let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&manifest)?;
+                for note in &side.notes {
+                    eprintln!("note: {}: {note}", manifest.display());
+                }
                 let which: Vec<usize> =
                     if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
                 let sealed = if which.is_empty() {
@@ -743,6 +759,9 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
             ..Default::default()
         },
         pods_per_publisher: args.max_pods_per_publisher,
+        http: Some(args.http_listen),
+        http_host_suffixes: args.http_host_suffix,
+        gateway_limits: Default::default(),
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

@@ -33,7 +33,14 @@ pub fn status_text(s: &PodStatus) -> String {
         out += "\n";
     }
     for a in &s.addresses {
-        out += &format!("  port {}:{} exposed at {}\n", a.container_name, a.container_port, a.multiaddr);
+        if a.http_host.is_empty() {
+            out += &format!("  port {}:{} exposed at {}\n", a.container_name, a.container_port, a.multiaddr);
+        } else {
+            out += &format!(
+                "  http://{}/ -> {}:{} (entry point {})\n",
+                a.http_host, a.container_name, a.container_port, a.multiaddr
+            );
+        }
     }
     if let Some(b) = &s.billing {
         out.push_str(&format!(
@@ -140,10 +147,26 @@ pub fn pod_summary(pod: &Pod) -> String {
             out += &format!("    command {:?} args {:?}\n", c.command, c.args);
         }
         for p in &c.ports {
-            out += &format!("    port {} -> {}\n", p.port, p.target_port);
+            let protocol = if p.protocol == sealpod_proto::Protocol::Udp as i32 { "/udp" } else { "" };
+            out += &if !p.http_host.is_empty() {
+                format!(
+                    "    http port {} for host {} (through the provider's entry point)\n",
+                    p.target_port, p.http_host
+                )
+            } else if p.pod_only {
+                format!("    port {}{protocol} inside the pod only (service port {})\n", p.target_port, p.port)
+            } else if p.port == 0 {
+                format!("    port (chosen by the provider) -> {}{protocol}\n", p.target_port)
+            } else {
+                format!("    port {} -> {}{protocol}\n", p.port, p.target_port)
+            };
         }
         if let Some(r) = &c.resources {
-            out += &format!("    cpu {}m, memory {} bytes\n", r.cpu_millicores, r.memory_bytes);
+            out += &format!("    cpu {}m, memory {} bytes", r.cpu_millicores, r.memory_bytes);
+            if r.gpus > 0 {
+                out += &format!(", {} GPU(s)", r.gpus);
+            }
+            out.push('\n');
         }
     }
     for v in &pod.volumes {

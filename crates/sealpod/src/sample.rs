@@ -92,34 +92,81 @@ fn serve(port: u16, text: &str) -> i32 {
     };
     println!("serving on port {port}");
     let _ = std::io::stdout().flush();
-    let mut served = 0u64;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let text: std::sync::Arc<str> = text.into();
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut reader = BufReader::new(match stream.try_clone() {
-            Ok(s) => s,
-            Err(_) => continue,
-        });
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).is_err() {
-            continue;
-        }
-        // Drain the headers.
-        let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-            line.clear();
-        }
-        served += 1;
-        let body = format!("{text} (request {served})\n");
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        println!("served {}", request_line.trim_end());
-        let _ = std::io::stdout().flush();
+        let Ok(stream) = stream else { continue };
+        let (served, text) = (served.clone(), text.clone());
+        std::thread::spawn(move || answer(stream, &served, &text));
     }
     0
+}
+
+/// One connection of `serve`: `GET /` answers the text and a request
+/// count; `/stream?n=K` sends K chunks 100 ms apart; `/env/NAME` the
+/// variable's value; a request with `Upgrade:` switches to an echo of every
+/// byte sent (as a WebSocket would keep the connection).
+fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64, text: &str) {
+    use std::io::Read;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut upgrade = false;
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+        upgrade |= line.to_ascii_lowercase().starts_with("upgrade:");
+        line.clear();
+    }
+    let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    println!("served {}", request_line.trim_end());
+    let _ = std::io::stdout().flush();
+    if upgrade {
+        let _ = write!(stream, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(k) => {
+                    if stream.write_all(&buf[..k]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(count) = path.strip_prefix("/stream?n=").and_then(|k| k.parse::<u32>().ok()) {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        for i in 0..count {
+            let chunk = format!("chunk {i}\n");
+            if write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+                return;
+            }
+            let _ = stream.flush();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = write!(stream, "0\r\n\r\n");
+        return;
+    }
+    let body = match path.strip_prefix("/env/") {
+        Some(name) => format!("{}\n", std::env::var(name).unwrap_or_default()),
+        None => format!("{text} (request {n})\n"),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// Fetches `http://host:port/path` and returns the body, through the proxy in

@@ -1,0 +1,183 @@
+//! Apocryph's HTTP apps: pods that claim hostnames, reached through the
+//! provider's one HTTP entry point by `Host` header. Real provider, real
+//! pods, real sockets; needs root, skipped otherwise.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+/// An Apocryph manifest (as written: no container name, `port` + `host`)
+/// serving `text` under `host`.
+fn http_pod(dir: &Path, file: &str, host: &str, text: &str) -> PathBuf {
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            r#"type: "trustedpods"
+version: "1.0"
+containers:
+- image: {image}
+  args: serve --port 8080 --text "{text}"
+  port: 8080
+  host: {host}
+  resources:
+    cpu: 100m
+    memory: 64Mi
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) and reads until the server closes.
+fn exchange(entry: &str, request: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(entry).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+fn get(entry: &str, host: &str, path: &str) -> Result<String, String> {
+    let response = exchange(entry, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return Err(response);
+    }
+    Ok(response)
+}
+
+fn deploy(home: &Path, manifest: &Path, provider: &Provider) -> serde_json::Value {
+    ok_json(sealpod(home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]))
+}
+
+#[test]
+fn hostnames_route_to_the_pods_that_claimed_them_and_are_claimed_once() {
+    let Some((tmp, provider, home)) = fixture_with("alice", &["--http-host-suffix", "example.test"]) else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+
+    let a = deploy(&home, &http_pod(dir, "a.yaml", "Alpha.Example.Test", "alpha"), &provider);
+    let b = deploy(&home, &http_pod(dir, "b.yaml", "beta.example.test", "beta"), &provider);
+    let a_id = a["status"]["podId"].as_str().unwrap().to_owned();
+    // The status names the route: the entry point and the hostname.
+    let http = a["status"]["addresses"].as_array().unwrap().iter().find(|x| x["httpHost"].is_string()).cloned();
+    let http = http.unwrap_or_else(|| panic!("no HTTP address in {a}"));
+    assert_eq!(http["httpHost"], "alpha.example.test");
+    assert_eq!(socket_of(http["multiaddr"].as_str().unwrap()), entry);
+    assert_eq!(http["containerName"], "sample", "named after its image");
+
+    let page = eventually("alpha through the entry point", || get(&entry, "alpha.example.test", "/"));
+    assert!(page.contains("alpha (request"), "{page}");
+    // Host headers are case-insensitive and may carry a port.
+    let page = eventually("beta", || get(&entry, "BETA.example.test:8000", "/"));
+    assert!(page.contains("beta (request"), "{page}");
+    let missing = exchange(&entry, "GET / HTTP/1.1\r\nHost: gamma.example.test\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("no pod serves gamma.example.test"), "{missing}");
+
+    // A taken hostname is refused, by name, and so is one outside the suffixes.
+    let out = sealpod(
+        &home,
+        &[
+            "deploy",
+            http_pod(dir, "c.yaml", "alpha.example.test", "thief").to_str().unwrap(),
+            "--provider",
+            &provider.addr,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("alpha.example.test is already claimed"), "{err}");
+    let out = sealpod(
+        &home,
+        &["deploy", http_pod(dir, "d.yaml", "evil.example.com", "x").to_str().unwrap(), "--provider", &provider.addr],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("serves only hostnames ending in example.test"), "{err}");
+    assert!(get(&entry, "alpha.example.test", "/").unwrap().contains("alpha"), "the owner still serves");
+
+    // Streaming responses arrive as they are written, and upgrades become a pipe.
+    let stream = get(&entry, "beta.example.test", "/stream?n=5").unwrap();
+    for i in 0..5 {
+        assert!(stream.contains(&format!("chunk {i}")), "{stream}");
+    }
+    let mut ws = TcpStream::connect(&entry).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(ws, "GET /chat HTTP/1.1\r\nHost: beta.example.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for message in ["ping", "and again"] {
+        ws.write_all(message.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        ws.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+    drop(ws);
+
+    // The routes survive a provider restart (the pods never stopped).
+    let port = provider.port();
+    drop(provider);
+    let provider = Provider::start_with(dir, port, &["--http-host-suffix", "example.test"]);
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    assert!(eventually("alpha after restart", || get(&entry, "alpha.example.test", "/")).contains("alpha"));
+
+    // Deleting a pod frees its hostname for another.
+    let out = sealpod(&home, &["delete", &a_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gone = exchange(&entry, "GET / HTTP/1.1\r\nHost: alpha.example.test\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(gone.starts_with("HTTP/1.1 404"), "{gone}");
+    let c = deploy(&home, &http_pod(dir, "c.yaml", "alpha.example.test", "new owner"), &provider);
+    assert!(eventually("the new owner", || get(&entry, "alpha.example.test", "/")).contains("new owner"));
+    for pod in [&b, &c] {
+        let out = sealpod(&home, &["delete", pod["status"]["podId"].as_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn hostile_clients_of_the_entry_point_are_cut_off_and_others_served() {
+    let Some((tmp, provider, home)) = fixture("alice") else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    let pod = deploy(&home, &http_pod(dir, "a.yaml", "app.test", "steady"), &provider);
+    eventually("app", || get(&entry, "app.test", "/"));
+
+    // Clients that never finish their request head, and one that sends an
+    // endless one: neither holds up a normal client.
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(&entry).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let mut huge = TcpStream::connect(&entry).unwrap();
+    huge.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let header = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    let _ = huge.write_all(header.as_bytes());
+    let mut answer = String::new();
+    let _ = huge.read_to_string(&mut answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "an oversized head is refused: {answer:.100}");
+    for _ in 0..20 {
+        assert!(get(&entry, "app.test", "/").unwrap().contains("steady"));
+    }
+    for s in &mut slow {
+        let _ = s.write_all(b"x");
+    }
+    drop(slow);
+    let out = sealpod(&home, &["delete", pod["status"]["podId"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
