@@ -56,6 +56,7 @@ pub fn admit(
     images: &ImageStore,
     expose_ip: IpAddr,
     egress: Option<EgressPolicy>,
+    scale_down_after: std::time::Duration,
 ) -> Result<Admitted, Error> {
     if pod.containers.is_empty() {
         return Err(invalid("pod.containers".into(), "a pod needs at least one container"));
@@ -266,6 +267,20 @@ pub fn admit(
         .filter_map(|c| c.resources.as_ref())
         .fold(0u64, |sum, r| sum.saturating_add(r.ephemeral_storage_bytes));
     let storage_bytes = if asked > 0 { asked } else { DEFAULT_EPHEMERAL_STORAGE };
+    // `replicas.min == 0`: the containers stop when idle and a connection
+    // through one of the pod's ports wakes them, so there must be one.
+    let scale_to_zero = match pod.replicas {
+        Some(r) if r.min == 0 => {
+            if forwards.is_empty() {
+                return Err(invalid(
+                    "pod.replicas.min".into(),
+                    "a pod that scales to zero (min 0) needs a port or an HTTP port to wake it",
+                ));
+            }
+            Some(sealpod_runtime::scale::ScaleToZero { idle_ms: scale_down_after.as_millis() as u64 })
+        }
+        _ => None,
+    };
     Ok(Admitted {
         http,
         spec: PodSpec {
@@ -278,6 +293,7 @@ pub fn admit(
             user_ns: None,
             storage_bytes,
             secrets_token: String::new(),
+            scale_to_zero,
         },
         listeners,
         image_manifests,

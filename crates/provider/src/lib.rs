@@ -94,7 +94,13 @@ pub struct ProviderConfig {
     pub http_host_suffixes: Vec<String>,
     /// Limits of the HTTP entry point.
     pub gateway_limits: gateway::GatewayLimits,
+    /// How long a pod with `replicas.min == 0` may go without a connection
+    /// before its containers stop.
+    pub scale_down_after: std::time::Duration,
 }
+
+/// How long an idle pod with `replicas.min == 0` keeps running by default.
+pub const DEFAULT_SCALE_DOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Pods one publisher may have at once unless the operator says otherwise.
 pub const DEFAULT_PODS_PER_PUBLISHER: usize = 32;
@@ -492,7 +498,8 @@ impl Provider {
                 ),
             ));
         }
-        let admitted = admission::admit(&pod_id, pod, &self.images, self.config.expose_ip, egress);
+        let admitted =
+            admission::admit(&pod_id, pod, &self.images, self.config.expose_ip, egress, self.config.scale_down_after);
         if admitted.is_err() {
             self.images.forget_private(&pod_id);
         }
@@ -887,6 +894,7 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
         Phase::Running => PodPhase::Running,
         Phase::Succeeded => PodPhase::Succeeded,
         Phase::Failed => PodPhase::Failed,
+        Phase::ScaledToZero => PodPhase::ScaledToZero,
         Phase::Stopping | Phase::Deleted => PodPhase::Deleted,
     };
     PodStatus {

@@ -22,6 +22,7 @@ pub mod egress;
 pub mod logs;
 pub mod netns;
 mod pod;
+pub mod scale;
 pub mod seccomp;
 pub mod secrets;
 pub mod shim;

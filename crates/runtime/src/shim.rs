@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::logs::{LogWriter, DEFAULT_ROTATE_BYTES};
 use crate::netns::{Connector, NetNs};
+use crate::scale;
 use crate::spec::{disk_path, oci_config, volume_path, ContainerPaths, PodSpec, RestartPolicy, VolumeKind};
 use crate::status::{process_start_time, ContainerState, Phase, PodState, RunState};
 use crate::storage;
@@ -242,6 +243,11 @@ enum Event {
     Restart(usize),
     Denied(&'static str, String),
     Exec(ExecRequest, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// A connection arrived: the pod is to run, and the sender told once
+    /// its containers have started.
+    Wake(tokio::sync::oneshot::Sender<bool>),
+    /// The grace period of the stop with this number is over.
+    KillStopped(u64),
 }
 
 /// A request on the shim's control socket: run a command in a container.
@@ -330,6 +336,18 @@ struct Supervisor<'a> {
     /// helper does).
     unclaimed: HashMap<i32, i32>,
     events: mpsc::UnboundedSender<Event>,
+    /// Scaled to zero: the containers are stopped (or stopping) until a
+    /// connection wakes the pod.
+    asleep: bool,
+    /// Containers signalled to stop for scaling to zero, not yet exited.
+    stopping: std::collections::HashSet<usize>,
+    /// Stops so far; numbers each stop's grace timer.
+    stops: u64,
+    /// Connections waiting for the pod's containers to start.
+    wakers: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// The containers were started for the waiting connections (so they
+    /// may need a moment before they listen).
+    woke: bool,
 }
 
 async fn supervise(
@@ -367,10 +385,13 @@ async fn supervise(
     tokio::spawn(serve_control(control, events_tx.clone()));
 
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS));
+    let activity = scale::Activity::new();
+    let waker = spec.scale_to_zero.map(|_| events_tx.clone());
     for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), connections.clone()));
+        let through = Through { connections: connections.clone(), activity: activity.clone(), waker: waker.clone() };
+        tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), through));
     }
 
     let mut sup = Supervisor {
@@ -383,11 +404,26 @@ async fn supervise(
         execs: HashMap::new(),
         unclaimed: HashMap::new(),
         events: events_tx,
+        asleep: spec.scale_to_zero.is_some(),
+        stopping: std::collections::HashSet::new(),
+        stops: 0,
+        wakers: Vec::new(),
+        woke: false,
     };
-    for i in 0..spec.containers.len() {
-        sup.start(i);
+    if sup.asleep {
+        // Scaled to zero from the start: the first connection starts it.
+        for c in &mut sup.state.containers {
+            c.state = RunState::Exited;
+            c.message = SCALED_DOWN.into();
+        }
+    } else {
+        for i in 0..spec.containers.len() {
+            sup.start(i);
+        }
     }
     sup.save();
+    let mut idle_check = tokio::time::interval(Duration::from_millis(250));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     loop {
         tokio::select! {
@@ -404,13 +440,26 @@ async fn supervise(
                     let _ = reply.send(sup.exec(req));
                 }
                 Event::Restart(i) => {
-                    if sup.state.containers[i].state == RunState::Restarting {
+                    if sup.state.containers[i].state == RunState::Restarting && !sup.asleep {
                         sup.state.containers[i].restarts += 1;
                         sup.start(i);
                         sup.save();
                     }
                 }
+                Event::Wake(reply) => {
+                    activity.reset();
+                    sup.wake(reply);
+                    sup.save();
+                }
+                Event::KillStopped(stop) => sup.kill_stopped(stop),
             },
+            _ = idle_check.tick(), if spec.scale_to_zero.is_some() && !sup.asleep => {
+                let idle = spec.scale_to_zero.map(|s| Duration::from_millis(s.idle_ms)).unwrap_or(Duration::MAX);
+                if activity.idle_for().is_some_and(|for_| for_ >= idle) && sup.helpers.is_empty() {
+                    sup.sleep();
+                    sup.save();
+                }
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -448,6 +497,9 @@ impl Supervisor<'_> {
 
     fn phase(&self) -> Phase {
         let cs = &self.state.containers;
+        if self.asleep {
+            return Phase::ScaledToZero;
+        }
         if cs.iter().all(|c| c.state == RunState::Exited) {
             if cs.iter().all(|c| c.exit_code == Some(0)) {
                 Phase::Succeeded
@@ -491,6 +543,7 @@ impl Supervisor<'_> {
             Ok(child) => {
                 self.helpers.insert(child.id() as i32, Helper::Start(i));
                 cs.state = RunState::Created;
+                cs.message.clear();
                 // The child handle is dropped on purpose: this process reaps
                 // every child itself in `reap`.
                 drop(child);
@@ -582,6 +635,11 @@ impl Supervisor<'_> {
     }
 
     fn helper_done(&mut self, i: usize, code: i32) {
+        self.helper_result(i, code);
+        self.release_wakers();
+    }
+
+    fn helper_result(&mut self, i: usize, code: i32) {
         let name = self.spec.containers[i].name.clone();
         let pid_file = ContainerPaths::new(self.pod_dir, &name).bundle.join("init.pid");
         let pid = fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
@@ -605,6 +663,19 @@ impl Supervisor<'_> {
 
     /// Container `i`'s process ended with `code`: restart it or let it rest.
     fn exited(&mut self, i: usize, code: i32) {
+        if self.stopping.remove(&i) {
+            // Stopped on purpose, to scale to zero: no restart, and a wake
+            // that came meanwhile starts it now.
+            let c = &mut self.state.containers[i];
+            c.pid = None;
+            c.exit_code = Some(code);
+            c.state = RunState::Exited;
+            c.message = SCALED_DOWN.into();
+            if !self.asleep {
+                self.start(i);
+            }
+            return;
+        }
         let restart = match self.spec.restart {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => code != 0,
@@ -627,6 +698,89 @@ impl Supervisor<'_> {
             c.state = RunState::Exited;
         }
     }
+}
+
+impl Supervisor<'_> {
+    /// Starts the containers of a pod scaled to zero; `reply` is told once
+    /// they have started (at once when they run).
+    fn wake(&mut self, reply: tokio::sync::oneshot::Sender<bool>) {
+        self.wakers.push(reply);
+        if self.asleep {
+            self.asleep = false;
+            self.woke = true;
+            for i in 0..self.spec.containers.len() {
+                // One still stopping is started when it has exited.
+                if !self.stopping.contains(&i) && self.state.containers[i].pid.is_none() {
+                    self.start(i);
+                }
+            }
+        }
+        self.release_wakers();
+    }
+
+    /// Tells the waiting connections once no container is starting.
+    fn release_wakers(&mut self) {
+        let starting =
+            !self.stopping.is_empty() || self.state.containers.iter().any(|c| matches!(c.state, RunState::Created));
+        if !starting {
+            for reply in self.wakers.drain(..) {
+                let _ = reply.send(self.woke);
+            }
+            self.woke = false;
+        }
+    }
+
+    /// Stops every container (SIGTERM, then SIGKILL after a grace period):
+    /// the pod has been idle long enough.
+    fn sleep(&mut self) {
+        self.asleep = true;
+        self.stops += 1;
+        for (i, c) in self.state.containers.iter_mut().enumerate() {
+            match c.pid {
+                Some(pid) => {
+                    self.stopping.insert(i);
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                }
+                None => {
+                    c.state = RunState::Exited;
+                    c.message = SCALED_DOWN.into();
+                }
+            }
+        }
+        eprintln!("scaled to zero after {} ms without a connection", self.spec.scale_to_zero.map_or(0, |s| s.idle_ms));
+        let (events, stop) = (self.events.clone(), self.stops);
+        tokio::spawn(async move {
+            tokio::time::sleep(scale::STOP_GRACE).await;
+            let _ = events.send(Event::KillStopped(stop));
+        });
+    }
+
+    /// Kills what a stop left running once its grace period is over. (A
+    /// container's init that ignores SIGTERM, as a process without a handler
+    /// does as pid 1, ends here.)
+    fn kill_stopped(&mut self, stop: u64) {
+        if stop != self.stops {
+            return;
+        }
+        for &i in &self.stopping {
+            if let Some(pid) = self.state.containers[i].pid {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// What a stopped container of a pod scaled to zero says.
+const SCALED_DOWN: &str = "stopped: the pod scaled to zero; the next connection starts it";
+
+/// How a forwarded connection is accounted for.
+struct Through {
+    /// Connections forwarded at once, all ports together.
+    connections: Arc<tokio::sync::Semaphore>,
+    /// Open connections and idle time, for scaling to zero.
+    activity: Arc<scale::Activity>,
+    /// For pods that scale to zero: where to ask for the pod to run.
+    waker: Option<mpsc::UnboundedSender<Event>>,
 }
 
 /// What a helper process was launched for.
@@ -674,25 +828,37 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-async fn forward_port(
-    listener: tokio::net::TcpListener,
-    target_port: u16,
-    connector: Connector,
-    connections: Arc<tokio::sync::Semaphore>,
-) {
+async fn forward_port(listener: tokio::net::TcpListener, target_port: u16, connector: Connector, through: Through) {
+    let through = Arc::new(through);
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Ok(permit) = through.connections.clone().try_acquire_owned() else {
             // Over the limit: refuse by closing rather than queueing forever.
             continue;
         };
-        let connector = connector.clone();
+        let (connector, through) = (connector.clone(), through.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let outbound = tokio::task::spawn_blocking(move || connector.connect(target_port)).await;
-            let Ok(Ok(outbound)) = outbound else { return };
+            let _open = through.activity.begin();
+            let woken = match &through.waker {
+                Some(waker) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if waker.send(Event::Wake(tx)).is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(woken) => woken,
+                        Err(_) => return,
+                    }
+                }
+                None => false,
+            };
+            // A container just woken needs a moment before it listens.
+            let patience = if woken { scale::WAKE_TIMEOUT } else { Duration::ZERO };
+            let outbound = scale::connect_when_listening(patience, move || connector.connect(target_port)).await;
+            let Ok(outbound) = outbound else { return };
             if outbound.set_nonblocking(true).is_err() {
                 return;
             }

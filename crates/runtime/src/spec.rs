@@ -41,6 +41,10 @@ pub struct PodSpec {
     /// [`crate::Runtime::create`].
     #[serde(default)]
     pub secrets_token: String,
+    /// Stop the containers when no connection came through the pod's ports
+    /// for a while, and start them on the next (`replicas.min == 0`).
+    #[serde(default)]
+    pub scale_to_zero: Option<crate::scale::ScaleToZero>,
 }
 
 /// One container of a pod.
@@ -348,6 +352,7 @@ mod tests {
             user_ns: None,
             storage_bytes: 0,
             secrets_token: String::new(),
+            scale_to_zero: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub enum Phase {
     Succeeded,
     /// A container failed and will not restart, or setup failed.
     Failed,
+    /// Its containers are stopped until a connection to one of its ports
+    /// starts them (a pod with `replicas.min == 0` that was idle).
+    ScaledToZero,
     /// Being torn down.
     Stopping,
     /// Torn down; nothing of it is left.

@@ -290,6 +290,10 @@ struct ProviderArgs {
     /// apps.example.com allows a.apps.example.com). Default: any hostname.
     #[arg(long, value_name = "SUFFIX")]
     http_host_suffix: Vec<String>,
+    /// Seconds a pod with `replicas: {min: 0}` may go without a connection
+    /// before its containers stop; the next connection starts them again.
+    #[arg(long, value_name = "SECONDS", default_value_t = sealpod_provider::DEFAULT_SCALE_DOWN_AFTER.as_secs_f64())]
+    scale_down_after: f64,
 }
 
 #[derive(Args, Clone)]
@@ -762,6 +766,12 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         http: Some(args.http_listen),
         http_host_suffixes: args.http_host_suffix,
         gateway_limits: Default::default(),
+        scale_down_after: std::time::Duration::try_from_secs_f64(args.scale_down_after)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+            anyhow::anyhow!("--scale-down-after {}: give a number of seconds above 0", args.scale_down_after)
+        })?,
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

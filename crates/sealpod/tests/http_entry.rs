@@ -14,6 +14,11 @@ use common::*;
 /// An Apocryph manifest (as written: no container name, `port` + `host`)
 /// serving `text` under `host`.
 fn http_pod(dir: &Path, file: &str, host: &str, text: &str) -> PathBuf {
+    http_pod_with(dir, file, host, text, "")
+}
+
+/// [`http_pod`] with more top-level lines.
+fn http_pod_with(dir: &Path, file: &str, host: &str, text: &str, extra: &str) -> PathBuf {
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     let path = dir.join(file);
     std::fs::write(
@@ -29,7 +34,7 @@ containers:
   resources:
     cpu: 100m
     memory: 64Mi
-"#
+{extra}"#
         ),
     )
     .unwrap();
@@ -179,5 +184,60 @@ fn hostile_clients_of_the_entry_point_are_cut_off_and_others_served() {
     }
     drop(slow);
     let out = sealpod(&home, &["delete", pod["status"]["podId"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Processes running in the pod's cgroup.
+fn pod_processes(pod_id: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            p.file_name().to_string_lossy().parse::<u32>().is_ok()
+                && std::fs::read_to_string(p.path().join("cgroup"))
+                    .is_ok_and(|cg| cg.contains(&format!("/sealpod/{pod_id}/")))
+        })
+        .count()
+}
+
+fn phase(home: &Path, pod_id: &str) -> String {
+    ok_json(sealpod(home, &["--json", "status", pod_id]))["phase"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_pod_with_min_zero_runs_only_while_it_is_used() {
+    let Some((tmp, provider, home)) = fixture_with("alice", &["--scale-down-after", "1"]) else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    let manifest = http_pod_with(dir, "z.yaml", "zero.test", "awake", "replicas:\n  min: 0\n  max: 1\n");
+    let deployed = deploy(&home, &manifest, &provider);
+    let pod = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    assert_eq!(deployed["status"]["phase"], "POD_PHASE_SCALED_TO_ZERO", "{deployed}");
+    assert_eq!(pod_processes(&pod), 0, "no container runs before the first request");
+
+    // The first request wakes it and is answered; the start is what it waits for.
+    let t = std::time::Instant::now();
+    let page = get(&entry, "zero.test", "/").unwrap();
+    eprintln!("cold start through the entry point: {:.1} ms", ms(t.elapsed()));
+    assert!(page.contains("awake (request 1)"), "{page}");
+    assert_eq!(phase(&home, &pod), "POD_PHASE_RUNNING");
+    assert!(pod_processes(&pod) > 0);
+    assert!(get(&entry, "zero.test", "/").unwrap().contains("awake (request 2)"));
+
+    // Idle for a second (and the stop's grace): it stops again, and the next
+    // request starts a fresh process.
+    eventually("scaled to zero again", || match phase(&home, &pod).as_str() {
+        "POD_PHASE_SCALED_TO_ZERO" if pod_processes(&pod) == 0 => Ok(()),
+        other => Err(format!("{other}, {} processes", pod_processes(&pod))),
+    });
+    let page = get(&entry, "zero.test", "/").unwrap();
+    assert!(page.contains("awake (request 1)"), "a fresh process answered: {page}");
+    // A connection held open keeps it awake past the idle period.
+    let mut held = TcpStream::connect(&entry).unwrap();
+    write!(held, "GET /stream?n=30 HTTP/1.1\r\nHost: zero.test\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(phase(&home, &pod), "POD_PHASE_RUNNING", "an open connection counts as use");
+    drop(held);
+    let out = sealpod(&home, &["delete", &pod]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
