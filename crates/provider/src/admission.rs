@@ -76,7 +76,11 @@ pub fn admit(
             Some(volume::Kind::EmptyDir(e)) if e.size_limit_bytes > 0 => {
                 VolumeKind::LimitedDir { size_bytes: e.size_limit_bytes }
             }
-            Some(volume::Kind::EmptyDir(_)) | Some(volume::Kind::Persistent(_)) => VolumeKind::EmptyDir,
+            Some(volume::Kind::EmptyDir(_)) => VolumeKind::EmptyDir,
+            Some(volume::Kind::Persistent(p)) if p.size_bytes == 0 => {
+                return Err(invalid(format!("{field}.persistent.size_bytes"), "a persistent volume needs a size"));
+            }
+            Some(volume::Kind::Persistent(p)) => VolumeKind::Persistent { size_bytes: p.size_bytes },
             Some(volume::Kind::Secret(s)) => {
                 let file_name = if s.file_name.is_empty() { v.name.clone() } else { s.file_name.clone() };
                 let plain = !file_name.is_empty()

@@ -160,9 +160,14 @@ fn prepare(
                 opts.push_str(&format!(",uid={},gid={}", root.0, root.1));
                 mount("tmpfs", &path, "tmpfs", &opts)?;
             }
+            _ if is_mount_point(&path) => continue,
             VolumeKind::LimitedDir { size_bytes } => {
                 let image = disk.join("volumes").join(format!(".{}.img", v.name));
                 storage::mount_limited(&image, &path, size_bytes, root)?;
+            }
+            VolumeKind::Persistent { size_bytes } => {
+                let image = crate::spec::persistent_image_path(pod_dir, &v.name);
+                storage::mount_persistent(&image, &path, size_bytes, root)?;
             }
             VolumeKind::EmptyDir => {
                 fs::create_dir_all(&path)?;

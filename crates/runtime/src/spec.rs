@@ -116,6 +116,13 @@ pub enum VolumeKind {
         /// Size limit.
         size_bytes: u64,
     },
+    /// A filesystem of exactly this size of its own, kept outside the pod's
+    /// disk so that it outlives container restarts, scaling to zero and
+    /// updates; deleted with the pod (Apocryph's `type: volume`).
+    Persistent {
+        /// Size limit.
+        size_bytes: u64,
+    },
     /// A tmpfs of at most this many bytes (0: the kernel's default).
     Memory {
         /// Size limit.
@@ -322,6 +329,11 @@ pub fn volume_path(pod_dir: &Path, name: &str) -> PathBuf {
 
 /// Where the pod's own filesystem is mounted (a plain directory for a pod
 /// without a storage limit).
+/// Where the image of persistent volume `name` of the pod lives.
+pub fn persistent_image_path(pod_dir: &Path, name: &str) -> PathBuf {
+    pod_dir.join("persistent").join(format!("{name}.img"))
+}
+
 pub fn disk_path(pod_dir: &Path) -> PathBuf {
     pod_dir.join("disk")
 }

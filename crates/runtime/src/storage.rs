@@ -42,6 +42,26 @@ pub fn mount_limited(image: &Path, target: &Path, bytes: u64, owner: (u32, u32))
     run(Command::new("mount").args(["-o", "loop,nosuid,nodev"]).arg(image).arg(target))
 }
 
+/// Mounts the filesystem in `image` at `target`, making it first (as
+/// [`mount_limited`] does) only when `image` does not exist yet: a
+/// persistent volume keeps its data across every mount of the pod's life.
+pub fn mount_persistent(image: &Path, target: &Path, bytes: u64, owner: (u32, u32)) -> Result<(), RuntimeError> {
+    if image.exists() {
+        std::fs::create_dir_all(target)?;
+        return run(Command::new("mount").args(["-o", "loop,nosuid,nodev"]).arg(image).arg(target));
+    }
+    if let Some(dir) = image.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
+    // Made under another name and renamed once whole, so that a crash while
+    // formatting leaves no half-made volume to be mounted later.
+    let making = image.with_extension("making");
+    mount_limited(&making, target, bytes, owner)?;
+    std::fs::rename(&making, image)?;
+    Ok(())
+}
+
 fn run(cmd: &mut Command) -> Result<(), RuntimeError> {
     let what = cmd.get_program().to_string_lossy().into_owned();
     let out = cmd.output().map_err(|e| RuntimeError::Setup(format!("{what}: {e}")))?;
@@ -83,5 +103,23 @@ mod tests {
         // The image is sparse: the host spent what was written, not the limit.
         let on_disk = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(dir.path().join("disk.img")).unwrap());
         assert!(on_disk * 512 <= (16 << 20) + (1 << 20));
+    }
+
+    #[test]
+    fn a_persistent_volume_keeps_its_data_from_one_mount_to_the_next() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (image, target) = (dir.path().join("persistent/data.img"), dir.path().join("data"));
+        mount_persistent(&image, &target, 16 << 20, (0, 0)).unwrap();
+        std::fs::write(target.join("kept"), b"still here").unwrap();
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        mount_persistent(&image, &target, 16 << 20, (0, 0)).unwrap();
+        let kept = std::fs::read(target.join("kept"));
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(kept.unwrap(), b"still here");
+        assert!(!dir.path().join("persistent/data.making").exists());
     }
 }

@@ -168,7 +168,7 @@ pub fn membomb() -> i32 {
 /// Writes to `path` until the filesystem refuses (or `max` bytes are
 /// written, then exits 0), reports how far it got, then keeps running: a
 /// full disk must not stop the pod or its neighbours.
-pub fn fill(path: &str, max: Option<u64>) -> i32 {
+pub fn fill(path: &str, max: Option<u64>, exit_when_full: bool) -> i32 {
     let mut written: u64 = 0;
     let chunk = vec![0x5au8; 1 << 20];
     let result = std::fs::File::create(path).and_then(|mut f| loop {
@@ -185,6 +185,9 @@ pub fn fill(path: &str, max: Option<u64>) -> i32 {
     let why = result.err().map(|e| e.to_string()).unwrap_or_default();
     println!("fill stopped after {written} bytes: {why}");
     let _ = std::io::stdout().flush();
+    if exit_when_full {
+        return 1;
+    }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -68,7 +68,8 @@ pub fn main(args: &[String]) -> i32 {
         Some("forkbomb") => attack::forkbomb(),
         Some("membomb") => attack::membomb(),
         Some("fill") => {
-            attack::fill(args.get(1).map_or("/fill", String::as_str), flag("--max-bytes").and_then(|m| m.parse().ok()))
+            let max = flag("--max-bytes").and_then(|m| m.parse().ok());
+            attack::fill(args.get(1).map_or("/fill", String::as_str), max, args.iter().any(|a| a == "--exit"))
         }
         Some("exit") => {
             let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -76,7 +77,7 @@ pub fn main(args: &[String]) -> i32 {
             code
         }
         _ => {
-            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE | probe [--reach ADDR]... [--outside-pid PID] | forkbomb | membomb | fill PATH");
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE | probe [--reach ADDR]... [--outside-pid PID] | forkbomb | membomb | fill PATH [--max-bytes N] [--exit]");
             2
         }
     }

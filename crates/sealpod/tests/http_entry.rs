@@ -241,3 +241,49 @@ fn a_pod_with_min_zero_runs_only_while_it_is_used() {
     let out = sealpod(&home, &["delete", &pod]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+fn exec(home: &Path, pod_id: &str, argv: &[&str]) -> (bool, String) {
+    let mut args = vec!["exec", pod_id, "--"];
+    args.extend_from_slice(argv);
+    let out = sealpod(home, &args);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_persistent_volume_keeps_its_data_through_restarts_and_scaling_to_zero_within_its_size() {
+    let Some((tmp, provider, home)) = fixture_with("alice", &["--scale-down-after", "1"]) else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    let extra = "  volumes:\n  - {name: data, mountPath: /data}\nreplicas: {min: 0, max: 1}\nvolumes:\n- name: data\n  type: volume\n  resources: {storage: 32Mi}\n";
+    let manifest = http_pod_with(dir, "p.yaml", "keep.test", "keeper", "");
+    // The volume mount goes inside the container, the rest at the top.
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "  resources:\n    cpu",
+        &format!("{}  resources:\n    cpu", &extra[..extra.find("replicas").unwrap()]),
+    ) + &extra[extra.find("replicas").unwrap()..];
+    std::fs::write(&manifest, text).unwrap();
+    let pod = deploy(&home, &manifest, &provider)["status"]["podId"].as_str().unwrap().to_owned();
+
+    get(&entry, "keep.test", "/").unwrap();
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "fill", "/data/kept", "--max-bytes", "3000000"]);
+    assert!(ok, "{out}");
+    // Its size holds: a write past 32 MiB fails inside the pod.
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "fill", "/data/big", "--exit"]);
+    assert!(!ok && out.contains("No space left on device"), "{out}");
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "fill", "/data/big", "--max-bytes", "1"]);
+    assert!(ok, "freed again: {out}");
+
+    // Scaled to zero and woken: the data is still there.
+    eventually("scaled to zero", || match phase(&home, &pod).as_str() {
+        "POD_PHASE_SCALED_TO_ZERO" => Ok(()),
+        other => Err(other.to_owned()),
+    });
+    get(&entry, "keep.test", "/").unwrap();
+    let image = dir.join("provider/pods").join(&pod).join("persistent/data.img");
+    assert!(image.exists(), "the volume's image lives outside the pod's disk");
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "cat", "/data/kept"]);
+    assert!(ok && out.len() >= 3_000_000, "the data survived scaling to zero: {} bytes", out.len());
+    let out = sealpod(&home, &["delete", &pod]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("provider/pods").join(&pod).exists(), "deleted with the pod");
+}
