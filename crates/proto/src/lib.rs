@@ -46,8 +46,9 @@ pub mod limits {
     pub const PROVISION_REQUEST: usize = 4 << 20;
     /// Status replies.
     pub const PROVISION_RESPONSE: usize = 256 * 1024;
-    /// Control requests are ids and offsets.
-    pub const CONTROL_REQUEST: usize = 64 * 1024;
+    /// Control requests are ids and offsets, or an update, which carries a
+    /// pod manifest as a provisioning request does.
+    pub const CONTROL_REQUEST: usize = PROVISION_REQUEST;
     /// Log chunks are capped at [`LOG_CHUNK`] plus framing.
     pub const CONTROL_RESPONSE: usize = 2 << 20;
     /// Blob request and response frames (the blob bytes follow unframed).

@@ -15,8 +15,10 @@ use crate::images::{ImageStore, UnpackedImage};
 pub struct Admitted {
     /// What the shim runs.
     pub spec: PodSpec,
-    /// Bound host listeners, one per `spec.ports` entry.
-    pub listeners: Vec<TcpListener>,
+    /// Bound host listeners, one per `spec.ports` entry; `None` for a port
+    /// the pod already holds (an update), bound by [`Admitted::listeners`]
+    /// once the old copy has let it go.
+    pub listeners: Vec<Option<TcpListener>>,
     /// Each container's image manifest bytes, in container order.
     pub image_manifests: Vec<Vec<u8>>,
     /// Secret volumes' bytes, for the shim's pipe only.
@@ -24,6 +26,29 @@ pub struct Admitted {
     /// The pod's HTTP port, served by the entry point: its hostname and the
     /// loopback listener (one of `listeners`) the entry point sends to.
     pub http: Option<HttpPort>,
+}
+
+impl Admitted {
+    /// One bound listener per `spec.ports` entry, binding those left for
+    /// later (the ports an update keeps).
+    pub fn listeners(&mut self) -> Result<Vec<TcpListener>, Error> {
+        let mut bound = Vec::with_capacity(self.listeners.len());
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            let listener = match listener.take() {
+                Some(listener) => listener,
+                None => {
+                    let host = self.spec.ports[i].host;
+                    TcpListener::bind(host).map_err(|e| Error {
+                        code: ErrorCode::Conflict as i32,
+                        message: format!("cannot take port {} back for the pod: {e}", host.port()),
+                        field: "pod.containers.ports".into(),
+                    })?
+                }
+            };
+            bound.push(listener);
+        }
+        Ok(bound)
+    }
 }
 
 /// A pod's HTTP port as admitted.
@@ -57,6 +82,7 @@ pub fn admit(
     expose_ip: IpAddr,
     egress: Option<EgressPolicy>,
     scale_down_after: std::time::Duration,
+    held: &[SocketAddr],
 ) -> Result<Admitted, Error> {
     if pod.containers.is_empty() {
         return Err(invalid("pod.containers".into(), "a pod needs at least one container"));
@@ -232,17 +258,24 @@ pub fn admit(
                 let backend = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
                 http = Some(HttpPort { host, backend, container: c.name.clone(), container_port: target });
                 forwards.push(PortForward { host: backend, target_port: target, container: c.name.clone() });
-                listeners.push(listener);
+                listeners.push(Some(listener));
                 continue;
             }
-            let listener = TcpListener::bind(SocketAddr::new(expose_ip, port)).map_err(|e| Error {
+            let wanted = SocketAddr::new(expose_ip, port);
+            if port != 0 && held.contains(&wanted) {
+                // The pod's own port (an update): bound once its old copy is gone.
+                forwards.push(PortForward { host: wanted, target_port: target, container: c.name.clone() });
+                listeners.push(None);
+                continue;
+            }
+            let listener = TcpListener::bind(wanted).map_err(|e| Error {
                 code: ErrorCode::Conflict as i32,
                 message: format!("cannot expose port {port} on the provider: {e}"),
                 field: format!("{pfield}.port"),
             })?;
             let host = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
             forwards.push(PortForward { host, target_port: target, container: c.name.clone() });
-            listeners.push(listener);
+            listeners.push(Some(listener));
         }
         image_manifests.push(image.manifest.clone());
         containers.push(ContainerSpec {

@@ -26,6 +26,7 @@ pub mod images;
 mod market;
 mod metrics;
 pub mod store;
+mod update;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -395,6 +396,32 @@ impl Provider {
         Ok(evidence.to_proto())
     }
 
+    /// Whether the pod's HTTP hostname, if it has one, may be served here:
+    /// an entry point runs, the operator allows the name, and no other pod
+    /// has it (`own`: the hostname the pod being updated holds already).
+    fn check_http_host(&self, pod: &sealpod_proto::Pod, own: Option<&str>) -> Result<(), Error> {
+        let Some(port) = pod.containers.iter().flat_map(|c| &c.ports).find(|p| !p.http_host.is_empty()) else {
+            return Ok(());
+        };
+        if self.config.http.is_none() {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "this provider runs no HTTP entry point, so it cannot serve a pod's HTTP port (port + host)",
+            ));
+        }
+        if own == Some(port.http_host.as_str()) {
+            return Ok(());
+        }
+        self.routes.check(&port.http_host).map_err(|e| Error {
+            code: match e {
+                gateway::ClaimError::Taken { .. } => ErrorCode::Conflict,
+                gateway::ClaimError::NotAllowed { .. } => ErrorCode::PermissionDenied,
+            } as i32,
+            message: e.to_string(),
+            field: "pod.containers.ports.http_host".into(),
+        })
+    }
+
     fn reserved(&self) -> (u64, u64) {
         self.store.all().unwrap_or_default().iter().fold((0, 0), |(c, m), r| (c + r.cpu_millicores, m + r.memory_bytes))
     }
@@ -471,23 +498,7 @@ impl Provider {
                 ),
             ));
         }
-        let http_host = pod.containers.iter().flat_map(|c| &c.ports).find(|p| !p.http_host.is_empty());
-        if let Some(port) = http_host {
-            if self.config.http.is_none() {
-                return Err(Error::new(
-                    ErrorCode::Unavailable,
-                    "this provider runs no HTTP entry point, so it cannot serve a pod's HTTP port (port + host)",
-                ));
-            }
-            self.routes.check(&port.http_host).map_err(|e| Error {
-                code: match e {
-                    gateway::ClaimError::Taken { .. } => ErrorCode::Conflict,
-                    gateway::ClaimError::NotAllowed { .. } => ErrorCode::PermissionDenied,
-                } as i32,
-                message: e.to_string(),
-                field: "pod.containers.ports.http_host".into(),
-            })?;
-        }
+        self.check_http_host(pod, None)?;
         let free = self.free();
         if cpu > free.cpu_millicores || memory > free.memory_bytes {
             return Err(Error::new(
@@ -498,26 +509,23 @@ impl Provider {
                 ),
             ));
         }
-        let admitted =
-            admission::admit(&pod_id, pod, &self.images, self.config.expose_ip, egress, self.config.scale_down_after);
+        let admitted = admission::admit(
+            &pod_id,
+            pod,
+            &self.images,
+            self.config.expose_ip,
+            egress,
+            self.config.scale_down_after,
+            &[],
+        );
         if admitted.is_err() {
             self.images.forget_private(&pod_id);
         }
-        let admitted = admitted?;
+        let mut admitted = admitted?;
         if let Some(v) = &verified {
-            // The manifest speaks for the image it names, and for no other.
-            for (i, c) in admitted.spec.containers.iter().enumerate() {
-                // sha256 names the image by its digest; other algorithms
-                // (sha3-256 and friends) by the manifest bytes it covers.
-                let by_digest = sealpod_payload::check_image_digest(&v.manifest, &c.image_digest);
-                let by_bytes = sealpod_payload::check_image_bytes(&v.manifest, &admitted.image_manifests[i]);
-                by_digest.or(by_bytes).map_err(|e| Error {
-                    code: ErrorCode::PermissionDenied as i32,
-                    message: format!("payload manifest does not cover container {}: {e}", c.name),
-                    field: format!("pod.containers[{i}].image"),
-                })?;
-            }
+            covers(v, &admitted)?;
         }
+        let listeners = admitted.listeners()?;
         let record = PodRecord {
             pod_id: pod_id.clone(),
             name: request.name.chars().take(128).collect(),
@@ -547,7 +555,7 @@ impl Provider {
             self.save_account(a);
         }
         self.update_deny_file();
-        match self.runtime.create(&admitted.spec, admitted.listeners, admitted.secrets) {
+        match self.runtime.create(&admitted.spec, listeners, admitted.secrets) {
             Ok(state) => {
                 if let Some(http) = &record.http {
                     // Checked above under the same admission lock, so it is free.
@@ -809,6 +817,7 @@ impl Provider {
                 Ok(ControlResult::Deleted(s))
             }
             Some(Op::Pay(p)) => Ok(ControlResult::Paid(self.pay(&peer, p)?)),
+            Some(Op::Update(u)) => Ok(ControlResult::Updated(self.update(peer, u)?)),
             None => Err(Error::new(ErrorCode::InvalidRequest, "empty control request")),
         }
     }
@@ -840,6 +849,23 @@ impl Provider {
         self.images.forget_private(pod_id);
         self.update_deny_file();
     }
+}
+
+/// Checks that a payload manifest speaks for every image of the pod: it
+/// speaks for the images it names, and for no other.
+fn covers(verified: &sealpod_payload::VerifiedManifest, admitted: &admission::Admitted) -> Result<(), Error> {
+    for (i, c) in admitted.spec.containers.iter().enumerate() {
+        // sha256 names the image by its digest; other algorithms
+        // (sha3-256 and friends) by the manifest bytes it covers.
+        let by_digest = sealpod_payload::check_image_digest(&verified.manifest, &c.image_digest);
+        let by_bytes = sealpod_payload::check_image_bytes(&verified.manifest, &admitted.image_manifests[i]);
+        by_digest.or(by_bytes).map_err(|e| Error {
+            code: ErrorCode::PermissionDenied as i32,
+            message: format!("payload manifest does not cover container {}: {e}", c.name),
+            field: format!("pod.containers[{i}].image"),
+        })?;
+    }
+    Ok(())
 }
 
 /// Zeroizes a request's secret volume contents and image keys: the admitted

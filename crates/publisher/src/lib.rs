@@ -26,7 +26,7 @@ use sealpod_net::{Multiaddr, Node, NodeConfig, NodeError, PeerId};
 use sealpod_proto::{
     pod_control_request::Op, pod_control_response::Result as ControlResult, CapacityRequest, DeleteRequest, ExecOutput,
     ExecOutputRequest, ExecRequest, LogChunk, LogsRequest, Pod, PodControlRequest, PodStatus, ProvisionPodRequest,
-    StatusRequest,
+    StatusRequest, UpdateRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -395,6 +395,30 @@ impl Publisher {
         match self.control(pod_id, Op::ExecOutput(request)).await? {
             ControlResult::ExecOutput(o) => Ok(o),
             _ => Err(PublisherError::Incomplete(self.reach(pod_id).await?)),
+        }
+    }
+
+    /// Replaces the containers of a deployed pod with those of `pod`,
+    /// keeping its id, hostname, ports and persistent volumes. A pod
+    /// carrying secrets (or `attest.require`) goes only to a provider that
+    /// passed attestation on this connection just before, as on deploy.
+    pub async fn update(
+        &self,
+        pod_id: &str,
+        pod: Pod,
+        payload_manifest: Option<sealpod_proto::PayloadManifest>,
+        attest: &AttestOptions,
+    ) -> Result<(PodStatus, Option<Attested>), PublisherError> {
+        let peer = self.reach(pod_id).await?;
+        let attested = if attest.require || attest.policy.require_attestation || carries_secrets(&pod) {
+            Some(self.attest_peer(peer, attest).await?)
+        } else {
+            None
+        };
+        let request = UpdateRequest { pod_id: pod_id.to_owned(), pod: Some(pod), payload_manifest };
+        match self.control(pod_id, Op::Update(request)).await? {
+            ControlResult::Updated(s) => Ok((s, attested)),
+            _ => Err(PublisherError::Incomplete(peer)),
         }
     }
 

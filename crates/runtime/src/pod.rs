@@ -129,6 +129,15 @@ impl Runtime {
         }
     }
 
+    /// The spec the pod runs.
+    pub fn spec(&self, pod_id: &str) -> Result<PodSpec, RuntimeError> {
+        let bytes = std::fs::read(self.pod_dir(pod_id).join("spec.json")).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::NotFound(pod_id.to_owned()),
+            _ => RuntimeError::Io(e),
+        })?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
     /// The pod's current state. A shim that died without tearing down is
     /// reported as a failed pod.
     pub fn state(&self, pod_id: &str) -> Result<PodState, RuntimeError> {
@@ -161,13 +170,25 @@ impl Runtime {
         if !dir.exists() {
             return Err(RuntimeError::NotFound(pod_id.to_owned()));
         }
-        if let Ok(state) = PodState::load(&dir) {
+        let spec = self.stop(&dir);
+        // Its processes are gone: the ids can go to the next pod.
+        if let Some(range) = spec.ok().and_then(|s| s.user_ns) {
+            crate::userns::release(&range, &dir);
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Stops the pod's shim (SIGTERM, SIGKILL after 20 s) and makes sure its
+    /// teardown is complete; returns the spec it ran.
+    fn stop(&self, dir: &Path) -> Result<PodSpec, RuntimeError> {
+        if let Ok(state) = PodState::load(dir) {
             if process_alive(state.shim_pid, state.shim_start_time) {
                 let pid = nix::unistd::Pid::from_raw(state.shim_pid as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while process_alive(state.shim_pid, state.shim_start_time) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 if process_alive(state.shim_pid, state.shim_start_time) {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -179,18 +200,39 @@ impl Runtime {
             .map_err(RuntimeError::from)
             .and_then(|b| serde_json::from_slice::<PodSpec>(&b).map_err(RuntimeError::from));
         if let Ok(spec) = &spec {
-            teardown(&dir, spec)?;
+            teardown(dir, spec)?;
         }
-        let left = mounts_under(&dir);
+        let left = mounts_under(dir);
         if !left.is_empty() {
             return Err(RuntimeError::Teardown(format!("mounts still present: {left:?}")));
         }
-        // Its processes are gone: the ids can go to the next pod.
-        if let Some(range) = spec.ok().and_then(|s| s.user_ns) {
-            crate::userns::release(&range, &dir);
+        spec
+    }
+
+    /// The first half of an update: stops the pod's containers and its shim
+    /// and removes what belonged to them (root filesystems, writable layers,
+    /// ephemeral volumes), keeping what outlives them: the pod's id range,
+    /// its persistent volumes and its logs. Returns the spec that ran, for
+    /// [`Runtime::create`] to start again should the new one fail.
+    ///
+    /// The second half is [`Runtime::create`] with the new spec, whose
+    /// `user_ns` and `secrets_token` are to be the returned spec's.
+    pub fn stop_for_update(&self, pod_id: &str) -> Result<PodSpec, RuntimeError> {
+        let dir = self.pod_dir(pod_id);
+        if !dir.exists() {
+            return Err(RuntimeError::NotFound(pod_id.to_owned()));
         }
-        std::fs::remove_dir_all(&dir)?;
-        Ok(())
+        let spec = self.stop(&dir)?;
+        for gone in ["containers", "state", "disk", "execs"] {
+            match std::fs::remove_dir_all(dir.join(gone)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        for gone in ["disk.img", "status.json", "control.sock"] {
+            let _ = std::fs::remove_file(dir.join(gone));
+        }
+        Ok(spec)
     }
 
     /// Starts `argv` in a running container of the pod; its output is read

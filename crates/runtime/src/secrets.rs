@@ -47,6 +47,23 @@ pub fn secret_file(pod_id: &str, token: &str, volume: &str, file_name: &str) -> 
     pod_secrets_dir(pod_id).join(token).join(volume).join(file_name)
 }
 
+/// The secrets a running pod holds, read back from its tmpfs: what an
+/// update keeps in memory to start the pod again as it was, should the new
+/// spec fail to start.
+pub fn read_back(spec: &crate::PodSpec) -> std::io::Result<Vec<Secret>> {
+    spec.volumes
+        .iter()
+        .filter_map(|v| match &v.kind {
+            crate::VolumeKind::Secret { file_name } => Some((v, file_name)),
+            _ => None,
+        })
+        .map(|(v, file_name)| {
+            let path = secret_file(&spec.pod_id, &spec.secrets_token, &v.name, file_name);
+            Ok(Secret { volume: v.name.clone(), contents: Zeroizing::new(std::fs::read(path)?) })
+        })
+        .collect()
+}
+
 /// Writes secrets to the shim's pipe: a count, then for each a name and its
 /// bytes, every length a little-endian u32.
 pub(crate) fn send(mut to: impl Write, secrets: &[Secret]) -> std::io::Result<()> {

@@ -392,10 +392,12 @@ async fn supervise(
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS));
     let activity = scale::Activity::new();
     let waker = spec.scale_to_zero.map(|_| events_tx.clone());
+    let started = std::time::Instant::now();
     for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let through = Through { connections: connections.clone(), activity: activity.clone(), waker: waker.clone() };
+        let through =
+            Through { connections: connections.clone(), activity: activity.clone(), waker: waker.clone(), started };
         tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), through));
     }
 
@@ -786,6 +788,10 @@ struct Through {
     activity: Arc<scale::Activity>,
     /// For pods that scale to zero: where to ask for the pod to run.
     waker: Option<mpsc::UnboundedSender<Event>>,
+    /// When the shim started the containers: a connection that comes before
+    /// they listen (a new pod, or one just updated) waits for them rather
+    /// than being closed.
+    started: std::time::Instant,
 }
 
 /// What a helper process was launched for.
@@ -860,8 +866,9 @@ async fn forward_port(listener: tokio::net::TcpListener, target_port: u16, conne
                 }
                 None => false,
             };
-            // A container just woken needs a moment before it listens.
-            let patience = if woken { scale::WAKE_TIMEOUT } else { Duration::ZERO };
+            // A container just woken or started needs a moment before it listens.
+            let patience =
+                if woken { scale::WAKE_TIMEOUT } else { scale::WAKE_TIMEOUT.saturating_sub(through.started.elapsed()) };
             let outbound = scale::connect_when_listening(patience, move || connector.connect(target_port)).await;
             let Ok(outbound) = outbound else { return };
             if outbound.set_nonblocking(true).is_err() {

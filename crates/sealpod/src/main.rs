@@ -75,6 +75,22 @@ enum Command {
         #[arg(long)]
         cheapest: bool,
     },
+    /// Replace a deployed pod's containers (images, commands, env,
+    /// resources) with a new manifest's, keeping its id, hostname, ports and
+    /// persistent volumes; HTTP requests wait for the new containers instead
+    /// of failing, and a refused update leaves the pod as it was.
+    Update {
+        /// The pod id.
+        pod: String,
+        /// The new pod manifest (YAML or JSON).
+        manifest: PathBuf,
+        #[command(flatten)]
+        payload: trust::PayloadArgs,
+        #[command(flatten)]
+        attestation: attest::DeployAttestArgs,
+        #[command(flatten)]
+        private: private::PrivateArgs,
+    },
     /// List providers that fit a request, cheapest first, with their offers.
     Providers(market::ProvidersArgs),
     /// Pay for a pod: sign a cumulative voucher for its channel.
@@ -495,25 +511,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deploy { manifest, name, discovery, payload, attestation, private, pay, cheapest } => runtime()?
             .block_on(async {
                 let options = attestation.attest.options(&home, attestation.require_attestation)?;
-                let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(&manifest)?;
-                for note in &side.notes {
-                    eprintln!("note: {}: {note}", manifest.display());
-                }
-                let which: Vec<usize> =
-                    if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
-                let sealed = if which.is_empty() {
-                    Vec::new()
-                } else {
-                    let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
-                    let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
-                    private::make_private(&mut pod, &which, &home, &base, &private.node).await?
-                };
-                if !json {
-                    for s in &sealed {
-                        let how = if s.reused { "reused the encrypted copy" } else { "encrypted" };
-                        println!("{}: {how} {} -> {} (published by digest only)", s.container, s.source, s.digest);
-                    }
-                }
+                let (pod, sealed) = load_pod(&manifest, &private, &home, json).await?;
                 let payload_manifest = payload.load()?;
                 let name = name.unwrap_or_else(|| {
                     manifest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pod".into())
@@ -584,6 +582,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, json)
             }),
+        Command::Update { pod: pod_id, manifest, payload, attestation, private } => runtime()?.block_on(async {
+            let options = attestation.attest.options(&home, attestation.require_attestation)?;
+            let (pod, sealed) = load_pod(&manifest, &private, &home, json).await?;
+            let payload_manifest = payload.load()?;
+            let publisher =
+                open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
+            let (status, attested) = publisher.update(&pod_id, pod, payload_manifest, &options).await?;
+            if let Some(a) = &attested {
+                attest::warn_if_insecure(&a.claims);
+            }
+            output::print_updated(&status, attested.as_ref(), &sealed, json)
+        }),
         Command::Pods { status } => runtime()?.block_on(async {
             let publisher =
                 open_publisher(&home, &Discovery { provider: None, bootstrap: vec![], mdns: false }).await?;
@@ -784,6 +794,36 @@ fn nix_is_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
+}
+
+/// Reads a pod manifest for sending, printing its notes, and encrypts the
+/// images it (or `--encrypt-images`) marks private.
+async fn load_pod(
+    manifest: &Path,
+    private: &private::PrivateArgs,
+    home: &Path,
+    json: bool,
+) -> Result<(sealpod_proto::Pod, Vec<private::PrivateImage>)> {
+    let (mut pod, side) = sealpod_manifest::load_pod_manifest_for_publisher(manifest)?;
+    for note in &side.notes {
+        eprintln!("note: {}: {note}", manifest.display());
+    }
+    let which: Vec<usize> =
+        if private.encrypt_images { (0..pod.containers.len()).collect() } else { side.private_images };
+    let sealed = if which.is_empty() {
+        Vec::new()
+    } else {
+        let base = manifest.parent().map(Path::to_owned).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { std::env::current_dir()? } else { base };
+        private::make_private(&mut pod, &which, home, &base, &private.node).await?
+    };
+    if !json {
+        for s in &sealed {
+            let how = if s.reused { "reused the encrypted copy" } else { "encrypted" };
+            println!("{}: {how} {} -> {} (published by digest only)", s.container, s.source, s.digest);
+        }
+    }
+    Ok((pod, sealed))
 }
 
 #[cfg(test)]

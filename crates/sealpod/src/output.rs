@@ -95,6 +95,29 @@ pub fn print_deployed(
     Ok(())
 }
 
+/// Prints the outcome of an update.
+pub fn print_updated(
+    status: &PodStatus,
+    attested: Option<&sealpod_publisher::Attested>,
+    private_images: &[crate::private::PrivateImage],
+    json: bool,
+) -> Result<()> {
+    if json {
+        let mut v = serde_json::json!({"status": status, "attestation": attested});
+        if !private_images.is_empty() {
+            v["private_images"] = serde_json::to_value(private_images)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if let Some(a) = attested {
+            println!("provider {} attested ({}) before anything secret was sent", a.provider, a.claims.kind);
+        }
+        println!("updated {}", status.pod_id);
+        print!("{}", status_text(status));
+    }
+    Ok(())
+}
+
 /// Prints a pod's status.
 pub fn print_status(status: &PodStatus, json: bool) -> Result<()> {
     if json {

@@ -287,3 +287,135 @@ fn a_persistent_volume_keeps_its_data_through_restarts_and_scaling_to_zero_withi
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.join("provider/pods").join(&pod).exists(), "deleted with the pod");
 }
+
+/// An HTTP pod with `GREETING` in its environment and a persistent volume.
+fn greeting_pod(dir: &Path, file: &str, host: &str, greeting: &str, image: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            r#"type: "trustedpods"
+version: "1.0"
+containers:
+- image: {image}
+  args: serve --port 8080 --text "{greeting}"
+  port: 8080
+  host: {host}
+  env:
+    GREETING: {greeting}
+  volumes:
+  - {{name: data, mountPath: /data}}
+  resources:
+    cpu: 100m
+    memory: 64Mi
+volumes:
+- name: data
+  type: volume
+  resources: {{storage: 16Mi}}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn an_update_changes_the_containers_without_a_failed_request_and_keeps_the_data() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let Some((tmp, provider, home)) = fixture("alice") else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let first = deploy(&home, &greeting_pod(dir, "one.yaml", "update.test", "one", &image), &provider);
+    let pod = first["status"]["podId"].as_str().unwrap().to_owned();
+    assert!(eventually("first", || get(&entry, "update.test", "/env/GREETING")).ends_with("one\n"));
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "fill", "/data/kept", "--max-bytes", "100000"]);
+    assert!(ok, "{out}");
+
+    // A client keeps asking through the entry point while the pod is updated.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<Result<String, String>>::new()));
+    let poller = {
+        let (stop, seen, entry) = (stop.clone(), seen.clone(), entry.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let answer = get(&entry, "update.test", "/env/GREETING");
+                seen.lock().unwrap().push(answer.map(|r| r.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_owned()));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let updated = ok_json(sealpod(
+        &home,
+        &["--json", "update", &pod, greeting_pod(dir, "two.yaml", "update.test", "two", &image).to_str().unwrap()],
+    ));
+    eprintln!("update took {:.1} ms", ms(t.elapsed()));
+    assert_eq!(updated["status"]["podId"], pod.as_str(), "{updated}");
+    assert_eq!(updated["status"]["phase"], "POD_PHASE_RUNNING", "{updated}");
+    eventually("the new environment", || {
+        let last = seen.lock().unwrap().last().cloned();
+        match last {
+            Some(Ok(v)) if v == "two" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let failed: Vec<_> = seen.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed during the update: {:?}", failed.len(), seen.len(), failed);
+    let values: Vec<&str> = seen.iter().map(|r| r.as_deref().unwrap()).collect();
+    let switch = values.iter().position(|v| *v == "two").unwrap();
+    assert!(values[..switch].iter().all(|v| *v == "one") && values[switch..].iter().all(|v| *v == "two"), "{values:?}");
+    eprintln!("{} requests during the update, none failed", seen.len());
+
+    // The persistent volume came along.
+    let (ok, out) = exec(&home, &pod, &["/app/sealpod-sample", "cat", "/data/kept"]);
+    assert!(ok && out.len() >= 100_000, "the data survived the update: {} bytes", out.len());
+
+    // Refused updates leave the pod as it was: an image that is not there,
+    // a hostname another pod holds, a persistent volume of another size.
+    let other = deploy(&home, &http_pod(dir, "other.yaml", "other.test", "other"), &provider);
+    let refused = [
+        (
+            greeting_pod(dir, "bad.yaml", "update.test", "three", &format!("oci:{}:v1", dir.join("nope").display())),
+            "nope",
+        ),
+        (greeting_pod(dir, "taken.yaml", "other.test", "three", &image), "other.test is already claimed"),
+        (
+            {
+                let p = greeting_pod(dir, "resize.yaml", "update.test", "three", &image);
+                let text = std::fs::read_to_string(&p).unwrap().replace("16Mi", "32Mi");
+                std::fs::write(&p, text).unwrap();
+                p
+            },
+            "cannot be resized",
+        ),
+    ];
+    for (manifest, why) in refused {
+        let out = sealpod(&home, &["update", &pod, manifest.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{}: {err}", manifest.display());
+        assert!(get(&entry, "update.test", "/env/GREETING").unwrap().ends_with("two\n"), "still the same pod");
+    }
+    assert!(get(&entry, "other.test", "/").unwrap().contains("other"));
+
+    // Only the owner updates a pod.
+    let bob = dir.join("bob");
+    std::fs::create_dir_all(&bob).unwrap();
+    std::fs::copy(home.join("pods.json"), bob.join("pods.json")).unwrap();
+    let out = sealpod(&bob, &["update", &pod, dir.join("one.yaml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("belongs to another publisher"), "{err}");
+    assert!(get(&entry, "update.test", "/env/GREETING").unwrap().ends_with("two\n"));
+
+    for id in [pod.as_str(), other["status"]["podId"].as_str().unwrap()] {
+        let out = sealpod(&home, &["delete", id]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
