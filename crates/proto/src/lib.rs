@@ -71,15 +71,29 @@ impl Error {
     }
 }
 
-/// What a pod asks for in total: the sum of its containers' resources.
+/// What a pod asks for in total: the sum of its containers' resources,
+/// times the copies it may run ([`copies`]), all of which are reserved.
 pub fn total_resources(pod: &Pod) -> Resources {
-    pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |a, r| Resources {
+    let one = pod.containers.iter().filter_map(|c| c.resources.as_ref()).fold(Resources::default(), |a, r| Resources {
         cpu_millicores: a.cpu_millicores.saturating_add(r.cpu_millicores),
         memory_bytes: a.memory_bytes.saturating_add(r.memory_bytes),
         gpus: a.gpus.saturating_add(r.gpus),
         ephemeral_storage_bytes: a.ephemeral_storage_bytes.saturating_add(r.ephemeral_storage_bytes),
         pids: a.pids.saturating_add(r.pids),
-    })
+    });
+    let n = copies(pod);
+    Resources {
+        cpu_millicores: one.cpu_millicores.saturating_mul(u64::from(n)),
+        memory_bytes: one.memory_bytes.saturating_mul(u64::from(n)),
+        gpus: one.gpus.saturating_mul(n),
+        ephemeral_storage_bytes: one.ephemeral_storage_bytes.saturating_mul(u64::from(n)),
+        pids: one.pids.saturating_mul(n),
+    }
+}
+
+/// How many copies of the pod run: `replicas.max` (at least 1).
+pub fn copies(pod: &Pod) -> u32 {
+    pod.replicas.map_or(1, |r| r.max.max(r.min).max(1))
 }
 
 impl std::fmt::Display for Error {

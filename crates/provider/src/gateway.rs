@@ -87,11 +87,24 @@ pub struct Route {
     pub pod_id: String,
     /// Its copies; a request goes to the one with the fewest pending.
     pub backends: Vec<Arc<Backend>>,
+    /// Copies that scale to zero: among those with the fewest pending, the
+    /// first takes the request, so a later copy is woken only when the
+    /// earlier ones are busy. Otherwise ties take turns.
+    pub wake_in_order: bool,
+    /// Whose turn it is among tied copies.
+    turn: Arc<AtomicUsize>,
 }
 
 impl Route {
+    /// A route to `backends`, copy 0 first.
+    pub fn new(pod_id: &str, backends: Vec<Arc<Backend>>, wake_in_order: bool) -> Route {
+        Route { pod_id: pod_id.to_owned(), backends, wake_in_order, turn: Arc::new(AtomicUsize::new(0)) }
+    }
+
     fn pick(&self) -> Option<Arc<Backend>> {
-        self.backends.iter().min_by_key(|b| b.pending()).cloned()
+        let n = self.backends.len();
+        let start = if self.wake_in_order || n < 2 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) % n };
+        (0..n).map(|k| &self.backends[(start + k) % n]).min_by_key(|b| b.pending()).cloned()
     }
 }
 
@@ -366,7 +379,9 @@ impl Gateway {
         let Some(backend) = self.routes.get(&host).and_then(|route| route.pick()) else {
             return text(StatusCode::NOT_FOUND, format!("no pod serves {host} here"));
         };
-        let _pending = Pending::new(backend.clone());
+        // Pending until the response's body is through (or the upgraded
+        // connection closes): a streaming answer keeps its copy busy.
+        let pending = Pending::new(backend.clone());
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let headers = request.headers_mut();
@@ -398,6 +413,7 @@ impl Gateway {
             let pod_upgrade = hyper::upgrade::on(&mut response);
             if let Some(client_upgrade) = client_upgrade {
                 tokio::spawn(async move {
+                    let _pending = pending;
                     let (Ok(client), Ok(pod)) = tokio::join!(client_upgrade, pod_upgrade) else { return };
                     let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(pod)).await;
                 });
@@ -407,6 +423,7 @@ impl Gateway {
         // Back to the pool once this response's body is through.
         let (pool, addr, limit) = (self.pool.clone(), backend.addr, self.limits.pooled_per_backend);
         tokio::spawn(async move {
+            let _pending = pending;
             if sender.ready().await.is_ok() {
                 pool.put(addr, sender, limit);
             }
@@ -437,7 +454,7 @@ mod tests {
     use super::*;
 
     fn route(pod: &str) -> Route {
-        Route { pod_id: pod.into(), backends: vec![Arc::new(Backend::new("127.0.0.1:1".parse().unwrap()))] }
+        Route::new(pod, vec![Arc::new(Backend::new("127.0.0.1:1".parse().unwrap()))], false)
     }
 
     #[test]
@@ -465,15 +482,32 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_copy_with_the_fewest_pending() {
-        let (a, b) = (
-            Arc::new(Backend::new("127.0.0.1:1".parse().unwrap())),
-            Arc::new(Backend::new("127.0.0.1:2".parse().unwrap())),
-        );
-        let r = Route { pod_id: "p".into(), backends: vec![a.clone(), b.clone()] };
+        let backends: Vec<Arc<Backend>> =
+            (1..=3).map(|p| Arc::new(Backend::new(format!("127.0.0.1:{p}").parse().unwrap()))).collect();
+        let r = Route::new("p", backends.clone(), false);
         let first = Pending::new(r.pick().unwrap());
-        let second = r.pick().unwrap();
-        assert_ne!(first.0.addr, second.addr);
-        drop(first);
+        let second = Pending::new(r.pick().unwrap());
+        let third = r.pick().unwrap();
+        let mut addrs = vec![first.0.addr, second.0.addr, third.addr];
+        addrs.dedup();
+        assert_eq!(addrs.len(), 3, "busy copies are passed over: {addrs:?}");
+        drop((first, second));
+        // Idle copies take turns.
+        let turns: std::collections::HashSet<_> = (0..3).map(|_| r.pick().unwrap().addr).collect();
+        assert_eq!(turns.len(), 3);
+    }
+
+    #[test]
+    fn copies_that_scale_to_zero_are_woken_only_when_the_earlier_ones_are_busy() {
+        let backends: Vec<Arc<Backend>> =
+            (1..=3).map(|p| Arc::new(Backend::new(format!("127.0.0.1:{p}").parse().unwrap()))).collect();
+        let r = Route::new("p", backends.clone(), true);
+        for _ in 0..5 {
+            assert_eq!(r.pick().unwrap().addr, backends[0].addr, "one copy serves a sequential client");
+        }
+        let busy = Pending::new(r.pick().unwrap());
+        assert_eq!(r.pick().unwrap().addr, backends[1].addr);
+        drop(busy);
     }
 
     #[test]

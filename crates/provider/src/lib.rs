@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod billing;
+mod copies;
 pub mod gateway;
 pub mod images;
 mod market;
@@ -216,10 +217,8 @@ impl Provider {
         }
         for r in &records {
             if let Some(http) = &r.http {
-                let route = gateway::Route {
-                    pod_id: r.pod_id.clone(),
-                    backends: vec![Arc::new(gateway::Backend::new(http.backend))],
-                };
+                let scales = self.runtime.spec(&r.pod_id).is_ok_and(|s| s.scale_to_zero.is_some());
+                let route = copies::route(&r.pod_id, http, scales);
                 if let Err(e) = self.routes.claim(&http.host, route) {
                     tracing::warn!(pod = %r.pod_id, error = %e, "HTTP route not restored");
                 }
@@ -228,7 +227,7 @@ impl Provider {
         // A pod directory without a record is what a crash during provisioning
         // leaves behind: nobody can control it, so it goes.
         for id in self.runtime.pod_ids() {
-            if !records.iter().any(|r| r.pod_id == id) {
+            if !records.iter().any(|r| copies::is_copy_of(&id, r)) {
                 tracing::warn!(pod = %id, "removing pod left from an interrupted provisioning");
                 if let Err(e) = self.runtime.delete(&id) {
                     tracing::error!(pod = %id, error = %e, "could not remove orphaned pod");
@@ -525,7 +524,10 @@ impl Provider {
         if let Some(v) = &verified {
             covers(v, &admitted)?;
         }
+        let n = sealpod_proto::copies(pod);
+        copies::check(&pod_id, &admitted.spec, n, account.is_some())?;
         let listeners = admitted.listeners()?;
+        let more = copies::more(&admitted.spec, &listeners, admitted.http.as_ref().map(|h| h.backend), n)?;
         let record = PodRecord {
             pod_id: pod_id.clone(),
             name: request.name.chars().take(128).collect(),
@@ -546,7 +548,9 @@ impl Provider {
                 backend: h.backend,
                 container: h.container.clone(),
                 container_port: h.container_port,
+                copy_backends: more.iter().filter_map(|c| c.backend).collect(),
             }),
+            copies: n,
         };
         // Recorded before the shim starts: a crash in between leaves a record
         // that re-attachment resolves, never a pod nobody knows of.
@@ -555,14 +559,18 @@ impl Provider {
             self.save_account(a);
         }
         self.update_deny_file();
-        match self.runtime.create(&admitted.spec, listeners, admitted.secrets) {
+        let secrets = if more.is_empty() { Vec::new() } else { admitted.secrets.clone() };
+        let started = self
+            .runtime
+            .create(&admitted.spec, listeners, admitted.secrets)
+            .map_err(|e| e.to_string())
+            .and_then(|state| self.start_copies(more, &secrets).map(|()| state).map_err(|e| e.message));
+        drop(secrets);
+        match started {
             Ok(state) => {
                 if let Some(http) = &record.http {
                     // Checked above under the same admission lock, so it is free.
-                    let route = gateway::Route {
-                        pod_id: pod_id.clone(),
-                        backends: vec![Arc::new(gateway::Backend::new(http.backend))],
-                    };
+                    let route = copies::route(&pod_id, http, admitted.spec.scale_to_zero.is_some());
                     self.routes.claim(&http.host, route).map_err(|e| Error::new(ErrorCode::Conflict, e.to_string()))?;
                 }
                 tracing::info!(pod = %pod_id, owner = %peer, phase = ?state.phase, "provisioned pod");
@@ -570,6 +578,7 @@ impl Provider {
             }
             Err(e) => {
                 tracing::warn!(pod = %pod_id, error = %e, "provisioning failed");
+                self.delete_more_copies(&record);
                 let _ = self.runtime.delete(&pod_id);
                 let _ = self.store.remove(&pod_id);
                 let _ = self.store.remove_account(&pod_id);
@@ -803,6 +812,7 @@ impl Provider {
                 let mut last = self.runtime.state(&record.pod_id).ok();
                 // A suspended pod is thawed so that its processes can be killed.
                 let _ = sealpod_runtime::cgroup::freeze(&record.pod_id, false);
+                self.delete_more_copies(&record);
                 self.runtime.delete(&record.pod_id).map_err(internal)?;
                 self.routes.release(&record.pod_id);
                 self.store.remove(&record.pod_id).map_err(internal)?;
@@ -827,6 +837,8 @@ impl Provider {
     /// The wire status of a pod, with its HTTP route and its billing.
     fn pod_status(&self, record: &PodRecord, state: &PodState) -> PodStatus {
         let mut status = status(record, state);
+        status.replicas = record.copies.max(1);
+        status.replicas_running = self.copies_running(record);
         if let (Some(http), Some(entry)) = (&record.http, self.http_addr.get()) {
             status.addresses.push(ExposedAddress {
                 multiaddr: socket_multiaddr(*entry),
@@ -841,6 +853,9 @@ impl Provider {
 
     /// Removes a pod the provider itself decided to end (unpaid).
     fn remove_pod(&self, pod_id: &str) {
+        if let Ok(Some(record)) = self.store.get(pod_id) {
+            self.delete_more_copies(&record);
+        }
         if let Err(e) = self.runtime.delete(pod_id) {
             tracing::error!(pod = %pod_id, error = %e, "could not delete pod");
         }
@@ -967,6 +982,8 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
             })
             .collect(),
         billing: None,
+        replicas: record.copies.max(1),
+        replicas_running: 0,
     }
 }
 

@@ -37,6 +37,11 @@ pub struct PodRecord {
     /// The pod's HTTP port, served by the entry point.
     #[serde(default)]
     pub http: Option<HttpRoute>,
+    /// How many copies of the pod run (`replicas.max`); 0 in records made
+    /// before copies, meaning one. Copy 0 has the pod's id, copy `i` the
+    /// runtime id `<pod id>-<i>`.
+    #[serde(default)]
+    pub copies: u32,
 }
 
 /// A pod's HTTP port: the hostname it claimed and where the entry point
@@ -51,6 +56,9 @@ pub struct HttpRoute {
     pub container: String,
     /// The port inside the pod.
     pub container_port: u16,
+    /// The loopback listeners of the pod's other copies, in copy order.
+    #[serde(default)]
+    pub copy_backends: Vec<std::net::SocketAddr>,
 }
 
 /// A port of the pod reachable from outside.
@@ -184,7 +192,9 @@ mod tests {
                 backend: "127.0.0.1:4000".parse().unwrap(),
                 container: "web".into(),
                 container_port: 80,
+                copy_backends: vec!["127.0.0.1:4001".parse().unwrap()],
             }),
+            copies: 2,
         };
         PodStore::open(&path).unwrap().put(&rec).unwrap();
         let store = PodStore::open(&path).unwrap();

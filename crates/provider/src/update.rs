@@ -11,7 +11,6 @@
 //! (its secrets were read back first) and the update is reported failed.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealpod_net::PeerId;
@@ -19,7 +18,7 @@ use sealpod_proto::{Error, ErrorCode, PodStatus, UpdateRequest};
 use sealpod_runtime::{PodSpec, VolumeKind};
 
 use crate::store::{Exposed, HttpRoute};
-use crate::{admission, gateway, internal, wipe_secrets, Provider};
+use crate::{admission, copies, gateway, internal, wipe_secrets, Provider};
 
 /// The longest wait for requests already at the old containers to finish.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -88,16 +87,29 @@ impl Provider {
             crate::covers(v, &admitted)?;
         }
         keeps_persistent_sizes(&running, &admitted.spec)?;
+        let n = sealpod_proto::copies(pod);
+        copies::check(pod_id, &admitted.spec, n, false)?;
         // Kept in memory, should the old spec have to start again.
         let old_secrets = sealpod_runtime::secrets::read_back(&running).map_err(internal)?;
+        let old_copies: Vec<PodSpec> =
+            copies::copy_ids(&record).iter().skip(1).filter_map(|id| self.runtime.spec(id).ok()).collect();
 
         // From here on the pod changes. Requests for its hostname go to the
         // new listener and wait there; those at the old copy finish first.
         let old_route = record.http.as_ref().and_then(|h| self.routes.get(&h.host));
-        self.route(pod_id, admitted.http.as_ref().map(|h| (h.host.as_str(), h.backend)));
+        let first_route = admitted.http.as_ref().map(|h| HttpRoute {
+            host: h.host.clone(),
+            backend: h.backend,
+            container: h.container.clone(),
+            container_port: h.container_port,
+            copy_backends: Vec::new(),
+        });
+        let scales = admitted.spec.scale_to_zero.is_some();
+        self.route(pod_id, first_route.as_ref(), scales);
         if let Some(route) = &old_route {
             drain(route, DRAIN);
         }
+        self.delete_more_copies(&record);
         let previous = match self.runtime.stop_for_update(pod_id) {
             Ok(previous) => previous,
             Err(e) => {
@@ -108,14 +120,24 @@ impl Provider {
         let mut spec = admitted.spec.clone();
         spec.user_ns = previous.user_ns;
         spec.secrets_token = previous.secrets_token.clone();
-        let started = admitted
-            .listeners()
-            .and_then(|listeners| self.runtime.create(&spec, listeners, admitted.secrets).map_err(internal));
+        let secrets = admitted.secrets.clone();
+        let mut more_backends = Vec::new();
+        let started = admitted.listeners().and_then(|listeners| {
+            let more = copies::more(&spec, &listeners, admitted.http.as_ref().map(|h| h.backend), n)?;
+            more_backends = more.iter().filter_map(|c| c.backend).collect();
+            let state = self.runtime.create(&spec, listeners, secrets.clone()).map_err(internal)?;
+            self.start_copies(more, &secrets)?;
+            Ok(state)
+        });
+        drop(secrets);
         let state = match started {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!(pod = %pod_id, error = %e.message, "update failed; starting the old containers again");
-                self.restore(pod_id, &previous, old_secrets, old_route);
+                let mut new = record.clone();
+                new.copies = n;
+                self.delete_more_copies(&new);
+                self.restore(pod_id, &previous, &old_copies, old_secrets, &record);
                 return Err(Error::new(
                     ErrorCode::Internal,
                     format!("the new containers did not start ({}); the pod runs as before", e.message),
@@ -130,12 +152,9 @@ impl Provider {
             .filter(|p| admitted.http.as_ref().is_none_or(|h| h.backend != p.host))
             .map(|p| Exposed { host: p.host, container: p.container.clone(), container_port: p.target_port })
             .collect();
-        record.http = admitted.http.as_ref().map(|h| HttpRoute {
-            host: h.host.clone(),
-            backend: h.backend,
-            container: h.container.clone(),
-            container_port: h.container_port,
-        });
+        record.http = first_route.map(|h| HttpRoute { copy_backends: more_backends, ..h });
+        record.copies = n;
+        self.route(pod_id, record.http.as_ref(), scales);
         record.cpu_millicores = want.cpu_millicores;
         record.memory_bytes = want.memory_bytes;
         record.payload_manifest_base64 = payload.map(|pm| pm.manifest_base64.clone());
@@ -145,48 +164,59 @@ impl Provider {
         Ok(self.pod_status(&record, &state))
     }
 
-    /// Points the pod's hostname (if any) at `backend`, dropping the names
+    /// Points the pod's hostname (if any) at its copies, dropping the names
     /// it no longer has.
-    fn route(&self, pod_id: &str, http: Option<(&str, SocketAddr)>) {
+    fn route(&self, pod_id: &str, http: Option<&HttpRoute>, scales_to_zero: bool) {
         self.routes.release(pod_id);
-        if let Some((host, backend)) = http {
-            let route =
-                gateway::Route { pod_id: pod_id.to_owned(), backends: vec![Arc::new(gateway::Backend::new(backend))] };
-            if let Err(e) = self.routes.claim(host, route) {
+        if let Some(http) = http {
+            if let Err(e) = self.routes.claim(&http.host, copies::route(pod_id, http, scales_to_zero)) {
                 tracing::error!(pod = %pod_id, error = %e, "update: the hostname could not be routed");
             }
         }
     }
 
-    /// Starts the spec that ran before a failed update, on its own ports.
+    /// Starts the specs that ran before a failed update (copy 0 and the
+    /// others) on their own ports, and routes the pod as `record` says.
     fn restore(
         &self,
         pod_id: &str,
         previous: &PodSpec,
+        old_copies: &[PodSpec],
         secrets: Vec<sealpod_runtime::Secret>,
-        old_route: Option<gateway::Route>,
+        record: &crate::store::PodRecord,
     ) {
         let _ = self.runtime.stop_for_update(pod_id);
-        let listeners: Result<Vec<TcpListener>, _> = previous.ports.iter().map(|p| TcpListener::bind(p.host)).collect();
-        let restored = listeners
-            .map_err(|e| e.to_string())
-            .and_then(|listeners| self.runtime.create(previous, listeners, secrets).map_err(|e| e.to_string()));
-        match restored {
-            Ok(_) => {
-                self.routes.release(pod_id);
-                if let Some(route) = old_route {
-                    for host in self.hosts_of(pod_id) {
-                        let _ = self.routes.claim(&host, route.clone());
-                    }
-                }
+        let restored = bind_like(previous, &[]).map_err(|e| e.to_string()).and_then(|listeners| {
+            let shared: Vec<(SocketAddr, TcpListener)> = previous
+                .ports
+                .iter()
+                .zip(&listeners)
+                .filter_map(|(p, l)| l.try_clone().ok().map(|l| (p.host, l)))
+                .collect();
+            self.runtime.create(previous, listeners, secrets.clone()).map_err(|e| e.to_string())?;
+            for copy in old_copies {
+                let listeners = bind_like(copy, &shared).map_err(|e| e.to_string())?;
+                self.runtime.create(copy, listeners, secrets.clone()).map_err(|e| e.to_string())?;
             }
+            Ok(())
+        });
+        match restored {
+            Ok(()) => self.route(pod_id, record.http.as_ref(), previous.scale_to_zero.is_some()),
             Err(e) => tracing::error!(pod = %pod_id, error = %e, "the pod could not be started as before"),
         }
     }
+}
 
-    fn hosts_of(&self, pod_id: &str) -> Vec<String> {
-        self.store.get(pod_id).ok().flatten().and_then(|r| r.http).map(|h| h.host).into_iter().collect()
-    }
+/// Listeners for `spec`'s ports: those in `shared` (copy 0's public ports)
+/// shared, the others bound again at their address.
+fn bind_like(spec: &PodSpec, shared: &[(SocketAddr, TcpListener)]) -> std::io::Result<Vec<TcpListener>> {
+    spec.ports
+        .iter()
+        .map(|p| match shared.iter().find(|(addr, _)| *addr == p.host) {
+            Some((_, l)) => l.try_clone(),
+            None => TcpListener::bind(p.host),
+        })
+        .collect()
 }
 
 /// Waits until no request is pending on `route`'s backends, at most `limit`.

@@ -22,7 +22,9 @@ pub const SECRETS_ROOT: &str = "/run/sealpod/secrets";
 /// Most bytes of secrets one pod may carry (all volumes together).
 pub const MAX_SECRET_BYTES: usize = 8 << 20;
 
-/// One secret volume's contents, zeroized when dropped.
+/// One secret volume's contents, zeroized when dropped (each copy: a pod
+/// running several copies hands each its own).
+#[derive(Clone)]
 pub struct Secret {
     /// The volume's name.
     pub volume: String,

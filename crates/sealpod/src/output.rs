@@ -19,6 +19,9 @@ fn container_state(code: i32) -> String {
 /// The status of a pod as lines of text.
 pub fn status_text(s: &PodStatus) -> String {
     let mut out = format!("pod {} ({}): {}\n", s.pod_id, s.name, phase(s));
+    if s.replicas > 1 {
+        out += &format!("  replicas: {} ({} running)\n", s.replicas, s.replicas_running);
+    }
     if !s.message.is_empty() {
         out += &format!("  {}\n", s.message);
     }

@@ -104,7 +104,7 @@ fn serve(port: u16, text: &str) -> i32 {
 }
 
 /// One connection of `serve`: `GET /` answers the text and a request
-/// count; `/stream?n=K` sends K chunks 100 ms apart; `/env/NAME` the
+/// count; `/stream?n=K` sends K chunks 100 ms apart; `/hostname` the pod copy's hostname; `/env/NAME` the
 /// variable's value; a request with `Upgrade:` switches to an echo of every
 /// byte sent (as a WebSocket would keep the connection).
 fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64, text: &str) {
@@ -161,6 +161,8 @@ fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64
     }
     let body = match path.strip_prefix("/env/") {
         Some(name) => format!("{}\n", std::env::var(name).unwrap_or_default()),
+        // Which copy of the pod answered: each has its own hostname.
+        None if path == "/hostname" => std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
         None => format!("{text} (request {n})\n"),
     };
     let _ = write!(

@@ -419,3 +419,97 @@ fn an_update_changes_the_containers_without_a_failed_request_and_keeps_the_data(
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Which copy answered: its hostname (`<pod id>` or `<pod id>-<i>`).
+fn copy_name(entry: &str, host: &str) -> String {
+    let page = get(entry, host, "/hostname").unwrap();
+    page.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_owned()
+}
+
+/// Processes in the cgroups of any copy of the pod.
+fn copy_processes(pod_id: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            p.file_name().to_string_lossy().parse::<u32>().is_ok()
+                && std::fs::read_to_string(p.path().join("cgroup"))
+                    .is_ok_and(|cg| cg.contains(&format!("/sealpod/{pod_id}")))
+        })
+        .count()
+}
+
+#[test]
+fn a_pod_with_several_replicas_runs_that_many_copies_and_the_entry_point_spreads_requests() {
+    let Some((tmp, provider, home)) = fixture_with("alice", &["--scale-down-after", "1"]) else { return };
+    let dir = tmp.path();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+
+    // replicas 3: three copies run all the time, and idle ones take turns.
+    let three = deploy(&home, &http_pod_with(dir, "three.yaml", "three.test", "x", "replicas: 3\n"), &provider);
+    let pod = three["status"]["podId"].as_str().unwrap().to_owned();
+    assert_eq!(three["status"]["replicas"], 3, "{three}");
+    eventually("three copies running", || {
+        match ok_json(sealpod(&home, &["--json", "status", &pod]))["replicasRunning"].as_u64() {
+            Some(3) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let names: std::collections::BTreeSet<String> = (0..12).map(|_| copy_name(&entry, "three.test")).collect();
+    let expected: std::collections::BTreeSet<String> =
+        [pod.clone(), format!("{pod}-1"), format!("{pod}-2")].into_iter().collect();
+    assert_eq!(names, expected, "requests went to every copy");
+    let text = String::from_utf8_lossy(&sealpod(&home, &["status", &pod]).stdout).into_owned();
+    assert!(text.contains("replicas: 3 (3 running)"), "{text}");
+
+    // {min: 0, max: 3}: nothing runs idle; one client is served by one copy;
+    // requests piling up wake the next copies.
+    let scaling = deploy(
+        &home,
+        &http_pod_with(dir, "scaling.yaml", "scaling.test", "y", "replicas: {min: 0, max: 3}\n"),
+        &provider,
+    );
+    let scaling = scaling["status"]["podId"].as_str().unwrap().to_owned();
+    assert_eq!(copy_processes(&scaling), 0, "no copy runs before the first request");
+    for _ in 0..5 {
+        assert_eq!(copy_name(&entry, "scaling.test"), scaling, "a sequential client keeps to the first copy");
+    }
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&entry).unwrap();
+            write!(s, "GET /stream?n=20 HTTP/1.1\r\nHost: scaling.test\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            s
+        })
+        .collect();
+    assert_eq!(copy_name(&entry, "scaling.test"), format!("{scaling}-2"), "two busy copies: the third woke");
+    drop(held);
+    eventually("every copy scaled to zero", || match copy_processes(&scaling) {
+        0 => Ok(()),
+        n => Err(format!("{n} processes")),
+    });
+
+    // A persistent volume cannot be shared by copies: refused, by name.
+    let manifest = http_pod_with(
+        dir,
+        "pv.yaml",
+        "pv.test",
+        "z",
+        "replicas: 2\nvolumes:\n- name: data\n  type: volume\n  resources: {storage: 8Mi}\n",
+    );
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("  resources:\n    cpu", "  volumes:\n  - {name: data, mountPath: /data}\n  resources:\n    cpu");
+    std::fs::write(&manifest, text).unwrap();
+    let out = sealpod(&home, &["deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot be shared by 2 copies"), "{err}");
+
+    // Deleting the pod removes every copy.
+    for id in [&pod, &scaling] {
+        let out = sealpod(&home, &["delete", id]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(copy_processes(id), 0);
+        assert!(!dir.join("provider/pods").join(format!("{id}-1")).exists(), "copy 1 is gone");
+    }
+}
