@@ -590,7 +590,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                     protocol::POD_CONTROL,
                     support,
                     (limits::CONTROL_REQUEST, limits::CONTROL_RESPONSE),
-                    request_timeout,
+                    // An update fetches and unpacks images, as provisioning does.
+                    provision_timeout,
                     &peer_limits,
                     &budget,
                 ),

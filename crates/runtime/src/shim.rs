@@ -77,6 +77,7 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
         shim_pid: std::process::id(),
         shim_start_time: process_start_time(std::process::id()).unwrap_or(0),
         denials: Vec::new(),
+        last_wake_us: None,
     };
     state.save(pod_dir)?;
 
@@ -253,6 +254,9 @@ enum Event {
     Wake(tokio::sync::oneshot::Sender<bool>),
     /// The grace period of the stop with this number is over.
     KillStopped(u64),
+    /// A woken pod's port accepted its first connection, this long after
+    /// the connection came.
+    Woke(Duration),
 }
 
 /// A request on the shim's control socket: run a command in a container.
@@ -459,6 +463,10 @@ async fn supervise(
                     sup.save();
                 }
                 Event::KillStopped(stop) => sup.kill_stopped(stop),
+                Event::Woke(took) => {
+                    sup.state.last_wake_us = Some(took.as_micros() as u64);
+                    sup.save();
+                }
             },
             _ = idle_check.tick(), if spec.scale_to_zero.is_some() && !sup.asleep => {
                 let idle = spec.scale_to_zero.map(|s| Duration::from_millis(s.idle_ms)).unwrap_or(Duration::MAX);
@@ -853,6 +861,7 @@ async fn forward_port(listener: tokio::net::TcpListener, target_port: u16, conne
         tokio::spawn(async move {
             let _permit = permit;
             let _open = through.activity.begin();
+            let came = std::time::Instant::now();
             let woken = match &through.waker {
                 Some(waker) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -871,6 +880,9 @@ async fn forward_port(listener: tokio::net::TcpListener, target_port: u16, conne
                 if woken { scale::WAKE_TIMEOUT } else { scale::WAKE_TIMEOUT.saturating_sub(through.started.elapsed()) };
             let outbound = scale::connect_when_listening(patience, move || connector.connect(target_port)).await;
             let Ok(outbound) = outbound else { return };
+            if let (true, Some(waker)) = (woken, &through.waker) {
+                let _ = waker.send(Event::Woke(came.elapsed()));
+            }
             if outbound.set_nonblocking(true).is_err() {
                 return;
             }

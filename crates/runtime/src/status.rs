@@ -24,6 +24,11 @@ pub struct PodState {
     /// Recent refusals (egress), newest last.
     #[serde(default)]
     pub denials: Vec<DenialRecord>,
+    /// The last wake of a pod that scales to zero: microseconds from the
+    /// connection that woke it to its port accepting, i.e. the containers'
+    /// own start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_wake_us: Option<u64>,
 }
 
 /// Something the pod tried and was refused.

@@ -4,7 +4,8 @@
 //! threads; requests per second and latency percentiles.
 //!
 //! Needs root (it runs a pod): `cargo bench -p sealpod --bench http_entry`
-//! (release build). Optional: `-- --seconds N --clients N`.
+//! (release build). Optional: `-- --seconds N --clients N --wakes N`.
+//! Then the cold start of a pod scaled to zero, woken through the entry point.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -90,6 +91,65 @@ fn main() {
         );
     }
     println!("\nentry point / direct: {:.2}x requests per second", e.rate() / d.rate());
+    let _ = common::sealpod(&home, &["delete", &pod]);
+    drop(provider);
+    drop(tmp);
+    cold_starts(flag("--wakes", 5) as usize);
+}
+
+/// A pod with `replicas.min 0`, woken `wakes` times by a request through
+/// the entry point: the first response's latency, next to the containers'
+/// own start (the shim's time from the connection to the port accepting).
+fn cold_starts(wakes: usize) {
+    let Some((tmp, provider, home)) = common::fixture_with("bench", &["--scale-down-after", "1"]) else { return };
+    let dir = tmp.path();
+    let manifest = dir.join("zero.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "containers:\n  - name: web\n    image: oci:{}:v1\n    args: [serve, --port, \"8080\", --text, hi]\n    port: 8080\n    host: zero.test\n    resources: {{cpu: 1, memory: 128Mi}}\nreplicas: {{min: 0, max: 1}}\n",
+            dir.join("images/sample").display()
+        ),
+    )
+    .unwrap();
+    let deployed = common::ok_json(common::sealpod(
+        &home,
+        &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr],
+    ));
+    let pod = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
+    let state = dir.join("provider/pods").join(&pod).join("status.json");
+    let (mut first, mut own) = (Vec::new(), Vec::new());
+    for i in 0..wakes {
+        common::eventually("scaled to zero", || {
+            let phase = common::ok_json(common::sealpod(&home, &["--json", "status", &pod]))["phase"].clone();
+            if phase == "POD_PHASE_SCALED_TO_ZERO" {
+                Ok(())
+            } else {
+                Err(phase.to_string())
+            }
+        });
+        let t = Instant::now();
+        request(&entry, "zero.test").expect("the cold request is answered");
+        let total = ms(t.elapsed());
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let start = state["last_wake_us"].as_f64().map_or(f64::NAN, |us| us / 1000.0);
+        eprintln!("wake {i}: first response {total:.1} ms, containers' own start {start:.1} ms");
+        first.push(total);
+        own.push(start);
+    }
+    let beyond: Vec<f64> = first.iter().zip(&own).map(|(a, b)| a - b).collect();
+    println!("\ncold start of a scaled-to-zero pod through the entry point, {wakes} wakes:\n");
+    println!("| | p50 | max |");
+    println!("|---|---|---|");
+    for (name, v) in [
+        ("first response", &first),
+        ("containers' own start (connection to port accepting)", &own),
+        ("beyond the containers' own start", &beyond),
+    ] {
+        let max = v.iter().cloned().fold(f64::MIN, f64::max);
+        println!("| {name} | {:.1} ms | {max:.1} ms |", percentile(v.clone(), 50));
+    }
     let _ = common::sealpod(&home, &["delete", &pod]);
     drop(provider);
 }
