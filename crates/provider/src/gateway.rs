@@ -45,6 +45,10 @@ pub struct GatewayLimits {
     pub connect_timeout: Duration,
     /// Idle connections kept to each pod.
     pub pooled_per_backend: usize,
+    /// How long an idle connection to a pod is kept. Short: an open
+    /// connection counts as use, and would keep a pod that scales to zero
+    /// awake.
+    pub pooled_idle: Duration,
 }
 
 impl Default for GatewayLimits {
@@ -56,6 +60,7 @@ impl Default for GatewayLimits {
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(60),
             pooled_per_backend: 64,
+            pooled_idle: Duration::from_millis(500),
         }
     }
 }
@@ -105,6 +110,15 @@ impl Route {
         let n = self.backends.len();
         let start = if self.wake_in_order || n < 2 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) % n };
         (0..n).map(|k| &self.backends[(start + k) % n]).min_by_key(|b| b.pending()).cloned()
+    }
+}
+
+/// Aborts a task when the future that spawned it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -190,14 +204,14 @@ impl Routes {
 /// Idle connections to backends, by address.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<(SendRequest<Incoming>, std::time::Instant)>>>,
 }
 
 impl Pool {
     fn take(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let senders = idle.get_mut(&addr)?;
-        while let Some(sender) = senders.pop() {
+        while let Some((sender, _)) = senders.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -208,10 +222,19 @@ impl Pool {
     fn put(&self, addr: SocketAddr, sender: SendRequest<Incoming>, limit: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let senders = idle.entry(addr).or_default();
-        senders.retain(|s| !s.is_closed());
+        senders.retain(|(s, _)| !s.is_closed());
         if senders.len() < limit {
-            senders.push(sender);
+            senders.push((sender, std::time::Instant::now()));
         }
+    }
+
+    /// Closes the connections idle for longer than `limit`.
+    fn expire(&self, limit: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for senders in idle.values_mut() {
+            senders.retain(|(s, since)| !s.is_closed() && since.elapsed() < limit);
+        }
+        idle.retain(|_, senders| !senders.is_empty());
     }
 }
 
@@ -226,6 +249,14 @@ struct Gateway {
 pub async fn serve(listener: TcpListener, routes: Arc<Routes>, limits: GatewayLimits) {
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let gateway = Arc::new(Gateway { routes, limits, pool: Arc::default(), per_ip: Mutex::default() });
+    let (pool, pooled_idle) = (gateway.pool.clone(), gateway.limits.pooled_idle);
+    let _sweeper = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(pooled_idle.max(Duration::from_millis(10)) / 2);
+        loop {
+            tick.tick().await;
+            pool.expire(pooled_idle);
+        }
+    }));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

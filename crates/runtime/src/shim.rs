@@ -512,7 +512,9 @@ impl Supervisor<'_> {
 
     fn phase(&self) -> Phase {
         let cs = &self.state.containers;
-        if self.asleep {
+        // Scaled to zero once the stopped containers have exited; until then
+        // they still run.
+        if self.asleep && self.stopping.is_empty() {
             return Phase::ScaledToZero;
         }
         if cs.iter().all(|c| c.state == RunState::Exited) {
@@ -723,6 +725,10 @@ impl Supervisor<'_> {
         if self.asleep {
             self.asleep = false;
             self.woke = true;
+            // A connection came while the containers were stopping: they are
+            // killed now rather than after their grace, to start again sooner.
+            let stop = self.stops;
+            self.kill_stopped(stop);
             for i in 0..self.spec.containers.len() {
                 // One still stopping is started when it has exited.
                 if !self.stopping.contains(&i) && self.state.containers[i].pid.is_none() {

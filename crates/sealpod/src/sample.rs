@@ -104,72 +104,90 @@ fn serve(port: u16, text: &str) -> i32 {
 }
 
 /// One connection of `serve`: `GET /` answers the text and a request
-/// count; `/stream?n=K` sends K chunks 100 ms apart; `/hostname` the pod copy's hostname; `/env/NAME` the
-/// variable's value; a request with `Upgrade:` switches to an echo of every
-/// byte sent (as a WebSocket would keep the connection).
+/// count; `/stream?n=K` sends K chunks 100 ms apart; `/hostname` the pod
+/// copy's hostname; `/env/NAME` the variable's value; a request with
+/// `Upgrade:` switches to an echo of every byte sent (as a WebSocket would
+/// keep the connection). The connection stays open for more requests when
+/// the client asks (`Connection: keep-alive`) or is a proxy
+/// (`X-Forwarded-For`, which pools connections, as the provider's entry point
+/// does); otherwise it closes after the answer, as simple clients expect.
 fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64, text: &str) {
     use std::io::Read;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
     });
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut upgrade = false;
-    let mut line = String::new();
-    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-        upgrade |= line.to_ascii_lowercase().starts_with("upgrade:");
-        line.clear();
-    }
-    let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    println!("served {}", request_line.trim_end());
-    let _ = std::io::stdout().flush();
-    if upgrade {
-        let _ = write!(stream, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut buf = [0u8; 4096];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(k) => {
-                    if stream.write_all(&buf[..k]).is_err() {
-                        return;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).map_or(true, |n| n == 0) {
+            return;
+        }
+        let (mut upgrade, mut keep_alive) = (false, false);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+            let lower = line.to_ascii_lowercase();
+            upgrade |= lower.starts_with("upgrade:");
+            keep_alive |= lower.starts_with("x-forwarded-for:")
+                || (lower.starts_with("connection:") && lower.contains("keep-alive"));
+            if lower.starts_with("connection:") && lower.contains("close") {
+                keep_alive = false;
+            }
+            line.clear();
+        }
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        println!("served {}", request_line.trim_end());
+        let _ = std::io::stdout().flush();
+        if upgrade {
+            let _ = write!(stream, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n");
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => {
+                        if stream.write_all(&buf[..k]).is_err() {
+                            return;
+                        }
                     }
                 }
             }
         }
-    }
-    if let Some(count) = path.strip_prefix("/stream?n=").and_then(|k| k.parse::<u32>().ok()) {
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        );
-        for i in 0..count {
-            let chunk = format!("chunk {i}\n");
-            if write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
-                return;
+        if let Some(count) = path.strip_prefix("/stream?n=").and_then(|k| k.parse::<u32>().ok()) {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            );
+            for i in 0..count {
+                let chunk = format!("chunk {i}\n");
+                if write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+                    return;
+                }
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = stream.flush();
-            std::thread::sleep(Duration::from_millis(100));
+            let _ = write!(stream, "0\r\n\r\n");
+            return;
         }
-        let _ = write!(stream, "0\r\n\r\n");
-        return;
+        let body = match path.strip_prefix("/env/") {
+            Some(name) => format!("{}\n", std::env::var(name).unwrap_or_default()),
+            // Which copy of the pod answered: each has its own hostname.
+            None if path == "/hostname" => std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
+            None => format!("{text} (request {n})\n"),
+        };
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        if write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+            body.len()
+        )
+        .is_err()
+            || !keep_alive
+        {
+            return;
+        }
     }
-    let body = match path.strip_prefix("/env/") {
-        Some(name) => format!("{}\n", std::env::var(name).unwrap_or_default()),
-        // Which copy of the pod answered: each has its own hostname.
-        None if path == "/hostname" => std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
-        None => format!("{text} (request {n})\n"),
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
 }
 
 /// Fetches `http://host:port/path` and returns the body, through the proxy in
