@@ -114,6 +114,7 @@ fn serve(port: u16, text: &str) -> i32 {
 fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64, text: &str) {
     use std::io::Read;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -177,14 +178,13 @@ fn answer(mut stream: std::net::TcpStream, served: &std::sync::atomic::AtomicU64
             None => format!("{text} (request {n})\n"),
         };
         let connection = if keep_alive { "keep-alive" } else { "close" };
-        if write!(
-            stream,
+        // One write: in pieces, a kept-alive connection would wait on
+        // Nagle's algorithm and the client's delayed ACK (40 ms).
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
             body.len()
-        )
-        .is_err()
-            || !keep_alive
-        {
+        );
+        if stream.write_all(response.as_bytes()).is_err() || !keep_alive {
             return;
         }
     }
