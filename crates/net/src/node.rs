@@ -40,10 +40,10 @@ pub struct NodeConfig {
     /// Answer `/apocryph/log/0.0.1` (an artifact node). Requests arrive as
     /// [`InboundRequest::Log`].
     pub serve_log: bool,
-    /// Timeout for attest, capacity and control requests.
+    /// Timeout for attest and capacity requests.
     pub request_timeout: Duration,
-    /// Timeout for provisioning, which includes unpacking images and starting
-    /// containers on the provider.
+    /// Timeout for provisioning and pod control, which include unpacking
+    /// images and starting containers on the provider (a deploy, an update).
     pub provision_timeout: Duration,
     /// What one peer, and all peers together, may hold of this node.
     pub limits: PeerLimits,

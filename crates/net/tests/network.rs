@@ -175,6 +175,8 @@ async fn request_held_by_server_times_out_instead_of_hanging() {
         });
         let (client, _) = Node::start(NodeConfig {
             request_timeout: Duration::from_secs(1),
+            // Pod control (an update fetches images) waits as long as provisioning.
+            provision_timeout: Duration::from_secs(1),
             ..NodeConfig::client(Keypair::generate_ed25519())
         })
         .await

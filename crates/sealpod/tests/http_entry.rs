@@ -84,6 +84,19 @@ fn hostnames_route_to_the_pods_that_claimed_them_and_are_claimed_once() {
     // Host headers are case-insensitive and may carry a port.
     let page = eventually("beta", || get(&entry, "BETA.example.test:8000", "/"));
     assert!(page.contains("beta (request"), "{page}");
+    // curl, as a browser would, names the host in the URL (resolved to the
+    // entry point) and keeps its connection alive across requests.
+    if let Ok(out) = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--resolve"])
+        .arg(format!("alpha.example.test:{}:127.0.0.1", entry.rsplit(':').next().unwrap()))
+        .arg(format!("http://alpha.example.test:{}/", entry.rsplit(':').next().unwrap()))
+        .arg(format!("http://alpha.example.test:{}/stream?n=3", entry.rsplit(':').next().unwrap()))
+        .output()
+    {
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(body.contains("alpha (request") && body.contains("chunk 2"), "{body}");
+    }
     let missing = exchange(&entry, "GET / HTTP/1.1\r\nHost: gamma.example.test\r\nConnection: close\r\n\r\n").unwrap();
     assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("no pod serves gamma.example.test"), "{missing}");
 
