@@ -203,8 +203,11 @@ impl Routes {
 
 /// Idle connections to backends, by address.
 #[derive(Default)]
+/// An idle connection to a pod, and since when it is idle.
+type Pooled = (SendRequest<Incoming>, std::time::Instant);
+
 struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<(SendRequest<Incoming>, std::time::Instant)>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<Pooled>>>,
 }
 
 impl Pool {
