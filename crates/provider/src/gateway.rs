@@ -201,11 +201,11 @@ impl Routes {
     }
 }
 
-/// Idle connections to backends, by address.
-#[derive(Default)]
 /// An idle connection to a pod, and since when it is idle.
 type Pooled = (SendRequest<Incoming>, std::time::Instant);
 
+/// Idle connections to backends, by address.
+#[derive(Default)]
 struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Pooled>>>,
 }
