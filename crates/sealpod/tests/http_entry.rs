@@ -200,17 +200,21 @@ fn hostile_clients_of_the_entry_point_are_cut_off_and_others_served() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Processes running in the pod's cgroup.
-fn pod_processes(pod_id: &str) -> usize {
+/// Processes running in cgroups whose path contains `fragment`.
+fn processes_in(fragment: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|p| {
             p.file_name().to_string_lossy().parse::<u32>().is_ok()
-                && std::fs::read_to_string(p.path().join("cgroup"))
-                    .is_ok_and(|cg| cg.contains(&format!("/sealpod/{pod_id}/")))
+                && std::fs::read_to_string(p.path().join("cgroup")).is_ok_and(|cg| cg.contains(fragment))
         })
         .count()
+}
+
+/// Processes running in the pod's cgroup.
+fn pod_processes(pod_id: &str) -> usize {
+    processes_in(&format!("/sealpod/{pod_id}/"))
 }
 
 fn phase(home: &Path, pod_id: &str) -> String {
@@ -441,15 +445,7 @@ fn copy_name(entry: &str, host: &str) -> String {
 
 /// Processes in the cgroups of any copy of the pod.
 fn copy_processes(pod_id: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|p| {
-            p.file_name().to_string_lossy().parse::<u32>().is_ok()
-                && std::fs::read_to_string(p.path().join("cgroup"))
-                    .is_ok_and(|cg| cg.contains(&format!("/sealpod/{pod_id}")))
-        })
-        .count()
+    processes_in(&format!("/sealpod/{pod_id}"))
 }
 
 #[test]
