@@ -38,20 +38,8 @@ fn main() {
     let Some((tmp, provider, home)) = common::fixture("bench") else { return };
     let dir = tmp.path();
     let public = common::free_port();
-    let manifest = dir.join("pod.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "containers:\n  - name: web\n    image: oci:{}:v1\n    args: [serve, --port, \"8080\", --text, hi]\n    ports: [\"{public}:8080\"]\n    port: 8080\n    host: bench.test\n    resources: {{cpu: 1, memory: 128Mi}}\n",
-            dir.join("images/sample").display()
-        ),
-    )
-    .unwrap();
-    let deployed = common::ok_json(common::sealpod(
-        &home,
-        &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr],
-    ));
-    let pod = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    let pod =
+        deploy_sample(dir, &home, &provider, &format!("    ports: [\"{public}:8080\"]\n    host: bench.test\n"), "");
     let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
     let direct = format!("127.0.0.1:{public}");
     common::eventually("the pod", || request(&direct, "bench.test").map_err(|e| e.to_string()));
@@ -103,20 +91,7 @@ fn main() {
 fn cold_starts(wakes: usize) {
     let Some((tmp, provider, home)) = common::fixture_with("bench", &["--scale-down-after", "1"]) else { return };
     let dir = tmp.path();
-    let manifest = dir.join("zero.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "containers:\n  - name: web\n    image: oci:{}:v1\n    args: [serve, --port, \"8080\", --text, hi]\n    port: 8080\n    host: zero.test\n    resources: {{cpu: 1, memory: 128Mi}}\nreplicas: {{min: 0, max: 1}}\n",
-            dir.join("images/sample").display()
-        ),
-    )
-    .unwrap();
-    let deployed = common::ok_json(common::sealpod(
-        &home,
-        &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr],
-    ));
-    let pod = deployed["status"]["podId"].as_str().unwrap().to_owned();
+    let pod = deploy_sample(dir, &home, &provider, "    host: zero.test\n", "replicas: {min: 0, max: 1}\n");
     let entry = std::fs::read_to_string(dir.join("provider/http.addr")).unwrap();
     let state = dir.join("provider/pods").join(&pod).join("status.json");
     let (mut first, mut own) = (Vec::new(), Vec::new());
@@ -152,6 +127,31 @@ fn cold_starts(wakes: usize) {
     }
     let _ = common::sealpod(&home, &["delete", &pod]);
     drop(provider);
+}
+
+/// Deploys the sample server (HTTP port 8080) with `container` lines added
+/// to its container and `top` lines to the pod; returns the pod id.
+fn deploy_sample(
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    provider: &common::Provider,
+    container: &str,
+    top: &str,
+) -> String {
+    let manifest = dir.join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "containers:\n  - name: web\n    image: oci:{}:v1\n    args: [serve, --port, \"8080\", --text, hi]\n    port: 8080\n{container}    resources: {{cpu: 1, memory: 128Mi}}\n{top}",
+            dir.join("images/sample").display()
+        ),
+    )
+    .unwrap();
+    let deployed = common::ok_json(common::sealpod(
+        home,
+        &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr],
+    ));
+    deployed["status"]["podId"].as_str().unwrap().to_owned()
 }
 
 #[derive(Default)]
