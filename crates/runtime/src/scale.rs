@@ -133,10 +133,16 @@ mod tests {
                 .await;
         assert!(stream.is_ok());
         drop(listener.await);
+        // Hold the port bound but not listening: nothing else on the machine (a
+        // cluster's ephemeral listeners, a TCP self-connect to a free port) can then
+        // answer on it, so the refusal below is the only possible outcome.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind(([127, 0, 0, 1], port).into()).unwrap();
         let refused = connect_when_listening(Duration::from_millis(50), move || {
             std::net::TcpStream::connect(("127.0.0.1", port))
         })
         .await;
         assert!(refused.is_err());
+        drop(held);
     }
 }
