@@ -20,7 +20,10 @@ mod node;
 pub use blob::{BlobError, BlobSource, IncomingBlob};
 pub use identity::{load_or_create_keypair, IdentityError};
 pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId};
-pub use node::{InboundRequest, Node, NodeConfig, NodeError, PeerLimits, Responder};
+pub use node::{
+    is_relayed, InboundRequest, NatConfig, Node, NodeConfig, NodeError, Path, PeerLimits, Reachability, RelayLimits,
+    Responder,
+};
 
 /// The DHT key under which providers advertise themselves.
 pub const PROVIDER_DHT_KEY: &[u8] = b"/apocryph/providers/v0";

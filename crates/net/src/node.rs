@@ -1,5 +1,9 @@
 //! The swarm task and the handle that talks to it.
 
+mod nat;
+
+pub use nat::{is_relayed, NatConfig, Path, Reachability, RelayLimits};
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -13,7 +17,9 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    autonat, dcutr, identify, mdns, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use sealpod_proto::{
     limits, protocol, AttestRequest, AttestResponse, CapacityRequest, CapacityResponse, Error, ErrorCode, LogRequest,
     LogResponse, PodControlRequest, PodControlResponse, ProvisionPodRequest, ProvisionPodResponse,
@@ -47,6 +53,12 @@ pub struct NodeConfig {
     pub provision_timeout: Duration,
     /// What one peer, and all peers together, may hold of this node.
     pub limits: PeerLimits,
+    /// AutoNAT, relays and hole punching.
+    pub nat: NatConfig,
+    /// Never answer DHT queries, even while listening: a publisher listens
+    /// only so that peers behind NAT can punch a hole to it. Otherwise a
+    /// node that listens (a provider, an artifact node) serves the DHT.
+    pub dht_client: bool,
 }
 
 /// Bounds on what peers may hold of a node, so that a flood of connections,
@@ -97,6 +109,8 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             provision_timeout: Duration::from_secs(300),
             limits: PeerLimits::default(),
+            nat: NatConfig::default(),
+            dht_client: false,
         }
     }
 }
@@ -245,6 +259,10 @@ struct Behaviour {
     control: Rr<PodControlRequest, PodControlResponse>,
     log: Rr<LogRequest, LogResponse>,
     stream: libp2p_stream::Behaviour,
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    dcutr: Toggle<dcutr::Behaviour>,
+    autonat: autonat::v1::Behaviour,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -262,6 +280,8 @@ enum Command {
     AddAddress { peer: PeerId, addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     PeerAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
+    Reachability { reply: oneshot::Sender<Reachability> },
+    Path { peer: PeerId, reply: oneshot::Sender<(Option<Path>, Option<Path>, bool)> },
 }
 
 /// A running libp2p node. Cheap to clone; the swarm stops when every handle and
@@ -328,6 +348,8 @@ impl Node {
             inbound: in_tx,
             advertise: config.advertise,
             listen_addrs,
+            nat: nat::NatState::new(&config.nat, &config.bootstrap),
+            relay_listeners: HashMap::new(),
             dials: HashMap::new(),
             dialed: HashMap::new(),
             attest: HashMap::new(),
@@ -340,6 +362,11 @@ impl Node {
             in_flight: HashMap::new(),
             requests_per_peer: config.limits.requests_per_peer,
         };
+        let mut task = task;
+        for addr in &config.nat.external {
+            task.swarm.add_external_address(addr.clone());
+        }
+        task.use_relays();
         tokio::spawn(task.run());
         Ok((Node { peer_id, commands: cmd_tx, streams }, in_rx))
     }
@@ -372,6 +399,64 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::PeerAddr { peer, reply: tx }).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Whether peers can dial this node, as AutoNAT last found.
+    pub async fn reachability(&self) -> Reachability {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Reachability { reply: tx }).await.is_err() {
+            return Reachability::Unknown;
+        }
+        rx.await.unwrap_or(Reachability::Unknown)
+    }
+
+    /// The best path open to `peer` now (direct before relayed), if any.
+    pub async fn connection_path(&self, peer: PeerId) -> Option<Path> {
+        self.paths(peer).await.0
+    }
+
+    /// The path the last response from `peer` arrived on, if any did.
+    pub async fn response_path(&self, peer: PeerId) -> Option<Path> {
+        self.paths(peer).await.1
+    }
+
+    /// When `peer` is reached only through a relay, waits up to `timeout`
+    /// for hole punching to open a direct connection, so that what follows
+    /// (a deploy, say) takes it. Returns the path to use.
+    pub async fn prefer_direct(&self, peer: PeerId, timeout: Duration) -> Option<Path> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (path, _, punch_failed) = self.paths(peer).await;
+            if path != Some(Path::Relayed) || punch_failed || tokio::time::Instant::now() >= deadline {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn paths(&self, peer: PeerId) -> (Option<Path>, Option<Path>, bool) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Path { peer, reply: tx }).await.is_err() {
+            return (None, None, false);
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// `peers` in the order to fetch from: those reached directly first, then
+    /// those not connected (a dial may well go direct), those reachable only
+    /// through a relay last.
+    pub async fn rank_by_path(&self, peers: Vec<PeerId>) -> Vec<PeerId> {
+        let mut ranked = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let rank = match self.connection_path(peer).await {
+                Some(Path::Direct) => 0,
+                None => 1,
+                Some(Path::Relayed) => 2,
+            };
+            ranked.push((rank, peer));
+        }
+        ranked.sort_by_key(|(rank, _)| *rank);
+        ranked.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Remembers an address for a peer, for later requests.
@@ -506,7 +591,10 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let provision_timeout = config.provision_timeout;
     let mdns_enabled = config.mdns;
     let log_support = if config.serve_log { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
-    let server_mode = config.serve || !config.listen.is_empty();
+    let server_mode = !config.dht_client && (config.serve || !config.listen.is_empty());
+    let relay_service = config.nat.relay_service;
+    let autonat_private = config.nat.autonat_private;
+    let no_hole_punching = config.nat.no_hole_punching;
     let peer_limits = config.limits;
     let budget = crate::codec::InboundBudget::new(peer_limits.inbound_bytes);
     fn rr<Req, Resp>(
@@ -545,7 +633,9 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)
         .map_err(|e| NodeError::Setup(e.to_string()))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux_config)
+        .map_err(|e| NodeError::Setup(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(StreamProtocol::new(crate::KAD_PROTOCOL));
             kad_config.set_query_timeout(Duration::from_secs(15));
@@ -604,6 +694,10 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                     &budget,
                 ),
                 stream: libp2p_stream::Behaviour::new(),
+                relay_client,
+                relay: Toggle::from(relay_service.map(|l| relay::Behaviour::new(peer_id, nat::relay_config(l)))),
+                dcutr: Toggle::from((!no_hole_punching).then(|| dcutr::Behaviour::new(peer_id))),
+                autonat: autonat::v1::Behaviour::new(peer_id, nat::autonat_config(autonat_private)),
             })
         })
         .map_err(|e| NodeError::Setup(e.to_string()))?
@@ -627,9 +721,15 @@ struct SwarmTask {
     inbound: mpsc::Sender<InboundRequest>,
     advertise: bool,
     listen_addrs: Vec<Multiaddr>,
+    nat: nat::NatState,
+    /// Listeners through relays, and the relay of each.
+    relay_listeners: HashMap<libp2p::core::transport::ListenerId, PeerId>,
     dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
     /// Where each peer was last reached by dialing.
-    dialed: HashMap<PeerId, Multiaddr>,
+    /// Hole-punched connections are left out: their addresses are NAT
+    /// mappings that do not outlive the connection.
+    /// The last few, newest last.
+    dialed: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     attest: HashMap<OutboundRequestId, (PeerId, Reply<AttestResponse>)>,
     capacity: HashMap<OutboundRequestId, (PeerId, Reply<CapacityResponse>)>,
     provision: HashMap<OutboundRequestId, (PeerId, Reply<ProvisionPodResponse>)>,
@@ -695,9 +795,15 @@ fn internal_error<Resp: ErrorResponse>(r: Option<Resp>) -> Resp {
 
 impl SwarmTask {
     async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => {
+                    self.retire_relayed();
+                    self.use_relays();
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None if self.inbound.is_closed() => return,
@@ -792,7 +898,17 @@ impl SwarmTask {
                 let _ = reply.send(self.listen_addrs.clone());
             }
             Command::PeerAddr { peer, reply } => {
-                let _ = reply.send(self.dialed.get(&peer).cloned());
+                let _ = reply.send(self.dialed.get(&peer).and_then(|d| d.last()).map(|(_, a)| a.clone()));
+            }
+            Command::Reachability { reply } => {
+                let _ = reply.send(self.nat.reachability.unwrap_or(Reachability::Unknown));
+            }
+            Command::Path { peer, reply } => {
+                let _ = reply.send((
+                    self.nat.path(&peer),
+                    self.nat.response_path.get(&peer).copied(),
+                    self.nat.punch_failed.contains(&peer) || self.nat.no_hole_punching,
+                ));
             }
         }
     }
@@ -801,9 +917,24 @@ impl SwarmTask {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.listen_addrs.push(address),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Err(e) = &reason {
+                    tracing::debug!(error = %e, "listener closed");
+                }
+                self.relay_listener_closed(listener_id, reason.is_err())
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                self.connection_closed(peer_id, connection_id)
+            }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.connection_opened(peer_id, connection_id, &endpoint);
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    self.dialed.insert(peer_id, address.clone());
+                    let dialed = self.dialed.entry(peer_id).or_default();
+                    dialed.retain(|(_, a)| a != address);
+                    dialed.push((connection_id, address.clone()));
+                    if dialed.len() > 4 {
+                        dialed.remove(0);
+                    }
                 }
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     if let ConnectedPoint::Dialer { address, .. } = &endpoint {
@@ -826,6 +957,7 @@ impl SwarmTask {
         use request_response::{Event, Message};
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, &info);
                 let kad_protocol = StreamProtocol::new(crate::KAD_PROTOCOL);
                 if info.protocols.contains(&kad_protocol) {
                     for addr in info.listen_addrs {
@@ -833,6 +965,9 @@ impl SwarmTask {
                     }
                 }
             }
+            BehaviourEvent::Autonat(event) => self.on_autonat(event),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
@@ -885,7 +1020,8 @@ impl SwarmTask {
                     );
                     self.replies.push(f);
                 }
-                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                    self.record_response_path(peer, connection_id);
                     finish(&mut self.attest, request_id, Ok(response))
                 }
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.attest, request_id, Err(error)),
@@ -910,7 +1046,8 @@ impl SwarmTask {
                     );
                     self.replies.push(f);
                 }
-                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                    self.record_response_path(peer, connection_id);
                     finish(&mut self.capacity, request_id, Ok(response))
                 }
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.capacity, request_id, Err(error)),
@@ -935,7 +1072,8 @@ impl SwarmTask {
                     );
                     self.replies.push(f);
                 }
-                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                    self.record_response_path(peer, connection_id);
                     finish(&mut self.provision, request_id, Ok(response))
                 }
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.provision, request_id, Err(error)),
@@ -960,7 +1098,8 @@ impl SwarmTask {
                     );
                     self.replies.push(f);
                 }
-                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                    self.record_response_path(peer, connection_id);
                     finish(&mut self.control, request_id, Ok(response))
                 }
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.control, request_id, Err(error)),
@@ -985,7 +1124,8 @@ impl SwarmTask {
                     );
                     self.replies.push(f);
                 }
-                Event::Message { message: Message::Response { request_id, response }, .. } => {
+                Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                    self.record_response_path(peer, connection_id);
                     finish(&mut self.log, request_id, Ok(response))
                 }
                 Event::OutboundFailure { request_id, error, .. } => finish(&mut self.log, request_id, Err(error)),
@@ -996,6 +1136,29 @@ impl SwarmTask {
             },
             _ => {}
         }
+    }
+}
+
+impl SwarmTask {
+    fn record_response_path(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(path) = self.nat_path_of(peer, connection) {
+            self.nat.response_path.insert(peer, path);
+        }
+    }
+
+    fn nat_path_of(&self, peer: PeerId, connection: ConnectionId) -> Option<Path> {
+        self.nat.connection(peer, connection)
+    }
+
+    /// Peers with a request of this node's in flight.
+    fn outbound_peers(&self) -> HashSet<PeerId> {
+        let mut peers = HashSet::new();
+        peers.extend(self.attest.values().map(|(p, _)| *p));
+        peers.extend(self.capacity.values().map(|(p, _)| *p));
+        peers.extend(self.provision.values().map(|(p, _)| *p));
+        peers.extend(self.control.values().map(|(p, _)| *p));
+        peers.extend(self.log.values().map(|(p, _)| *p));
+        peers
     }
 }
 

@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Written (JSON: peer id, addresses, registry) once the node serves.
     pub ready_file: Option<PathBuf>,
+    /// AutoNAT, relays (as a user and as a relay) and hole punching.
+    pub nat: sealpod_net::NatConfig,
     /// The log; `None` makes a plain registry that serves whatever is
     /// stored, unchecked.
     pub log: Option<LogSettings>,
@@ -407,6 +409,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     net_config.listen = config.listen.clone();
     net_config.bootstrap = config.bootstrap.clone();
     net_config.serve_log = log.is_some();
+    net_config.nat = config.nat.clone();
     let (net, mut inbound) = Node::start(net_config).await?;
     net.serve_blobs(Arc::new(StoreBlobs(store.clone())));
 

@@ -118,7 +118,9 @@ impl Peers {
     async fn holders(&self, digest: &Digest, tries: usize) -> Vec<PeerId> {
         for _ in 0..tries {
             match self.net.find_blob_providers(&digest.to_string()).await {
-                Ok(peers) if !peers.is_empty() => return peers,
+                // A holder reached directly goes first: a relay would carry
+                // the blob slowly, if its limits let it through at all.
+                Ok(peers) if !peers.is_empty() => return self.net.rank_by_path(peers).await,
                 _ => tokio::time::sleep(Duration::from_millis(300)).await,
             }
         }

@@ -25,6 +25,18 @@ pub struct UnpackedImage {
     pub manifest: Vec<u8>,
 }
 
+/// An image a cluster's nodes pull from the provider's registry.
+#[derive(Debug, Clone)]
+pub struct ServedImage {
+    /// `sha256:<hex>` of the image manifest.
+    pub digest: String,
+    /// The manifest's bytes, for the payload manifest's check.
+    pub manifest: Vec<u8>,
+}
+
+/// The repository the provider's registry serves images to its cluster under.
+pub const SERVED_REPOSITORY: &str = "sealpod/images";
+
 /// Most bytes one private image may unpack to (compression bombs).
 pub const MAX_UNPACKED_BYTES: u64 = 32 << 30;
 
@@ -53,6 +65,9 @@ pub enum ImageError {
     /// The reference points outside the directories the provider serves images from.
     #[error("image {0:?} is outside the provider's image directories")]
     NotAllowed(String),
+    /// An encrypted image cannot be handed to a cluster's nodes.
+    #[error("image {0:?} is encrypted; a provider with the Kubernetes backend cannot keep its plaintext off the nodes' disks, so it runs no encrypted image")]
+    Encrypted(String),
     /// The provider accepts no local references at all.
     #[error("this provider accepts no local image references (its operator set no --image-root)")]
     NoRoots,
@@ -257,6 +272,67 @@ impl ImageStore {
     /// Resolves a local reference, verifies the image and unpacks it if it is
     /// not unpacked yet.
     pub fn prepare(&self, reference: &str) -> Result<UnpackedImage, ImageError> {
+        let image = self.open_local(reference)?;
+        self.unpack(image, reference)
+    }
+
+    /// Makes an image pullable by a cluster's nodes from the provider's
+    /// registry, which serves the content store: a network image is fetched
+    /// through the artifact node (so its log was checked), a local one is
+    /// copied in with every blob checked against its digest. Either is
+    /// recorded under [`SERVED_REPOSITORY`] by the digest of the manifest for
+    /// this platform. Encrypted images are refused: the nodes would store
+    /// their plaintext.
+    pub fn serve(&self, reference: &str, network: bool) -> Result<ServedImage, ImageError> {
+        let fail = |reason: String| ImageError::Network { reference: reference.to_owned(), reason };
+        let image = if network {
+            let target = reference.to_owned();
+            self.fetch_image(reference, move |node, store| async move { fetch(&node, &target, &store).await })?
+        } else {
+            self.open_local(reference)?
+        };
+        if image.is_encrypted() {
+            return Err(ImageError::Encrypted(reference.to_owned()));
+        }
+        let store = Store::open(self.dir.join("store")).map_err(|e| fail(e.to_string()))?;
+        let oci = |source| ImageError::Oci { reference: reference.to_owned(), source };
+        let config_digest: Digest = image
+            .manifest()
+            .config()
+            .digest()
+            .to_string()
+            .parse()
+            .map_err(|e: sealpod_store::DigestError| fail(e.to_string()))?;
+        if !store.contains(&config_digest).map_err(|e| fail(e.to_string()))? {
+            let d = store.put(image.config_bytes()).map_err(|e| fail(e.to_string()))?;
+            if d != config_digest {
+                return Err(fail(format!("the config blob is {d}, not {config_digest} as the manifest says")));
+            }
+        }
+        for (i, layer) in image.layers().iter().enumerate() {
+            let want: Digest =
+                layer.digest().to_string().parse().map_err(|e: sealpod_store::DigestError| fail(e.to_string()))?;
+            if store.contains(&want).map_err(|e| fail(e.to_string()))? {
+                continue;
+            }
+            let (raw, size) = image.layer_blob(i).map_err(oci)?;
+            let mut w = store.writer_expecting(want, Some(size)).map_err(|e| fail(e.to_string()))?;
+            std::io::copy(&mut std::io::Read::take(raw, size.saturating_add(1)), &mut w)?;
+            w.commit().map_err(|e| fail(format!("layer {i}: {e}")))?;
+        }
+        let repo: RepositoryName =
+            SERVED_REPOSITORY.parse().map_err(|e: sealpod_store::NameError| fail(e.to_string()))?;
+        store.put_manifest(&repo, None, None, image.manifest_bytes()).map_err(|e| fail(e.to_string()))?;
+        Ok(ServedImage { digest: image.manifest_digest().to_owned(), manifest: image.manifest_bytes().to_vec() })
+    }
+
+    /// The content store the provider's registry serves.
+    pub fn content_store(&self) -> std::io::Result<Store> {
+        Store::open(self.dir.join("store")).map_err(std::io::Error::other)
+    }
+
+    /// Opens a local reference inside the allowed directories, verified.
+    fn open_local(&self, reference: &str) -> Result<LocalImage, ImageError> {
         if self.allowed_roots.is_empty() {
             return Err(ImageError::NoRoots);
         }
@@ -269,8 +345,7 @@ impl ImageStore {
         if !self.allowed_roots.iter().any(|root| path.starts_with(root)) {
             return Err(ImageError::NotAllowed(reference.to_owned()));
         }
-        let image = LocalImage::open(&parsed).map_err(oci)?;
-        self.unpack(image, reference)
+        LocalImage::open(&parsed).map_err(oci)
     }
 
     /// Unpacks a verified image once per manifest digest.

@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod billing;
+mod cluster;
 mod copies;
 pub mod gateway;
 pub mod images;
@@ -43,6 +44,7 @@ use sealpod_proto::{
 };
 use sealpod_runtime::{PodState, RunState, Runtime};
 
+pub use crate::cluster::KubeSettings;
 use crate::images::ImageStore;
 use crate::store::{Exposed, PodRecord, PodStore};
 
@@ -57,6 +59,8 @@ pub struct ProviderConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Announce and discover on the LAN with mDNS.
     pub mdns: bool,
+    /// AutoNAT, relays (as a user and as a relay) and hole punching.
+    pub nat: sealpod_net::NatConfig,
     /// Host address pods' ports are exposed on.
     pub expose_ip: IpAddr,
     /// Directories that local image references may point into.
@@ -99,6 +103,8 @@ pub struct ProviderConfig {
     /// How long a pod with `replicas.min == 0` may go without a connection
     /// before its containers stop.
     pub scale_down_after: std::time::Duration,
+    /// Run pods in a Kubernetes cluster instead of the embedded runtime.
+    pub kube: Option<KubeSettings>,
 }
 
 /// How long an idle pod with `replicas.min == 0` keeps running by default.
@@ -158,6 +164,10 @@ pub struct Provider {
     routes: Arc<gateway::Routes>,
     /// Where the HTTP entry point listens, once bound.
     http_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The cluster, with the Kubernetes backend, once connected.
+    cluster: std::sync::OnceLock<sealpod_kube::Cluster>,
+    /// The cluster's capacity as last read.
+    cluster_capacity: Mutex<Option<(std::time::Instant, sealpod_kube::Capacity)>>,
 }
 
 /// What the provider's node is reachable at.
@@ -194,8 +204,13 @@ impl Provider {
             counters: metrics::Counters::default(),
             routes,
             http_addr: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            cluster_capacity: Mutex::new(None),
         };
-        provider.reattach()?;
+        // Cluster pods are re-attached from the cluster once connected.
+        if provider.config.kube.is_none() {
+            provider.reattach()?;
+        }
         Ok(provider)
     }
 
@@ -264,6 +279,9 @@ impl Provider {
         let _ = self.attestor.set((attestor, keypair.public().encode_protobuf()));
         let _ = self.keypair.set(keypair.clone());
         let _ = self.handle.set(tokio::runtime::Handle::current());
+        if let Some(settings) = self.config.kube.clone() {
+            self.start_cluster(&settings).await?;
+        }
         if let Some(addr) = self.config.metrics {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let bound = listener.local_addr()?;
@@ -289,6 +307,7 @@ impl Provider {
         node_config.listen = self.config.listen.clone();
         node_config.bootstrap = self.config.bootstrap.clone();
         node_config.mdns = self.config.mdns;
+        node_config.nat = self.config.nat.clone();
         node_config.serve = true;
         node_config.advertise = true;
         node_config.limits = self.config.peer_limits;
@@ -426,6 +445,9 @@ impl Provider {
     }
 
     fn free(&self) -> Resources {
+        if self.cluster().is_some() {
+            return self.cluster_free();
+        }
         let (cpu, mem) = self.reserved();
         Resources {
             cpu_millicores: self.config.capacity.cpu_millicores.saturating_sub(cpu),
@@ -469,6 +491,9 @@ impl Provider {
             None => None,
         };
         let egress = verified.as_ref().and_then(|v| self.egress_policy(&v.manifest));
+        if self.cluster().is_some() {
+            return self.provision_on_cluster(peer, pod, request, verified.as_ref(), egress.as_ref());
+        }
         let want = sealpod_proto::total_resources(pod);
         let (cpu, memory) = (want.cpu_millicores, want.memory_bytes);
         let pod_id = new_pod_id();
@@ -721,6 +746,10 @@ impl Provider {
     }
 
     fn control(&self, peer: PeerId, request: PodControlRequest) -> Result<ControlResult, Error> {
+        if self.cluster().is_some() {
+            let op = request.op.ok_or_else(|| Error::new(ErrorCode::InvalidRequest, "empty control request"))?;
+            return self.cluster_control(peer, op);
+        }
         match request.op {
             Some(Op::Status(s)) => {
                 let record = self.owned(&peer, &s.pod_id)?;

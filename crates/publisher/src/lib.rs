@@ -147,6 +147,38 @@ pub enum Target {
     Discover,
 }
 
+/// The environment variable naming where a publisher listens (comma-separated
+/// multiaddrs, or `none`): a provider behind NAT that the publisher reached
+/// through a relay dials these to upgrade to a direct connection (DCUtR).
+/// `none` turns hole punching off: relayed connections stay relayed.
+pub const HOLE_PUNCH_LISTEN_ENV: &str = "SEALPOD_HOLE_PUNCH_LISTEN";
+
+/// Where a publisher listens unless told otherwise: any free port, TCP and
+/// QUIC. Its dials then leave from these ports, so the addresses peers
+/// observe are ones a hole punch can meet.
+pub const DEFAULT_HOLE_PUNCH_LISTEN: &str = "/ip4/0.0.0.0/tcp/0,/ip4/0.0.0.0/udp/0/quic-v1";
+
+fn hole_punch_listen() -> Result<Vec<Multiaddr>, PublisherError> {
+    let value = std::env::var(HOLE_PUNCH_LISTEN_ENV).unwrap_or_else(|_| DEFAULT_HOLE_PUNCH_LISTEN.to_owned());
+    if value.trim() == "none" || value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse()
+                .map_err(|e| PublisherError::Net(NodeError::Setup(format!("{HOLE_PUNCH_LISTEN_ENV}: {a:?}: {e}"))))
+        })
+        .collect()
+}
+
+/// How long a publisher that reached a provider through a relay waits for
+/// hole punching before sending on the relayed connection.
+/// (A punch takes two round trips and a dial; a publisher learns of no
+/// failure, so this bounds what a symmetric NAT costs each command.)
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(2);
+
 /// A publisher identity with its local records.
 pub struct Publisher {
     home: PathBuf,
@@ -161,8 +193,27 @@ impl Publisher {
         let mut config = NodeConfig::client(key);
         config.bootstrap = bootstrap;
         config.mdns = mdns;
+        config.listen = hole_punch_listen()?;
+        // Not listening, it could only punch towards peers that are
+        // reachable anyway; `none` means: stay on the relay.
+        config.nat.no_hole_punching = config.listen.is_empty();
+        // It listens for hole punching only: it serves nothing, DHT included.
+        config.dht_client = true;
+        config.nat.relay_service = None;
         let (node, _) = Node::start(config).await?;
         Ok(Publisher { home: home.to_owned(), node })
+    }
+
+    /// The path the last answer from `peer` came on: direct, or through a
+    /// relay (a provider behind NAT that hole punching could not reach).
+    pub async fn path_to(&self, peer: PeerId) -> Option<sealpod_net::Path> {
+        self.node.response_path(peer).await
+    }
+
+    /// The path the last answer about `pod_id` came on.
+    pub async fn path_to_pod(&self, pod_id: &str) -> Option<sealpod_net::Path> {
+        let provider = self.records().ok()?.get(pod_id)?.provider.parse().ok()?;
+        self.path_to(provider).await
     }
 
     /// This publisher's peer id: the owner of the pods it deploys.
@@ -246,10 +297,20 @@ impl Publisher {
             Target::Discover => {
                 let peer = self.discover(&pod).await?;
                 // Remember how it was reached, so later commands need no discovery.
-                let addrs = self.node.peer_addr(peer).await.map(|a| format!("{a}/p2p/{peer}")).into_iter().collect();
+                let addrs = self
+                    .node
+                    .peer_addr(peer)
+                    .await
+                    .map(|a| format!("{}/p2p/{peer}", sealpod_net::split_peer_id(&a).0))
+                    .into_iter()
+                    .collect();
                 (peer, addrs)
             }
         };
+        // A provider behind NAT answers through a relay first; hole punching
+        // may give a direct path within a round trip or two, and the pod (and
+        // all that follows) is better sent on it.
+        self.node.prefer_direct(peer, HOLE_PUNCH_WAIT).await;
         let attested = if attest.require || attest.policy.require_attestation || carries_secrets(&pod) {
             Some(self.attest_peer(peer, attest).await?)
         } else {
@@ -330,7 +391,10 @@ impl Publisher {
         for addr in &r.provider_addrs {
             if let Ok(addr) = addr.parse::<Multiaddr>() {
                 match self.node.dial(&addr).await {
-                    Ok(_) => return Ok(peer),
+                    Ok(_) => {
+                        self.node.prefer_direct(peer, HOLE_PUNCH_WAIT).await;
+                        return Ok(peer);
+                    }
                     Err(e) => last = Some(e),
                 }
             }

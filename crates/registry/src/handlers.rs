@@ -67,6 +67,9 @@ async fn handle(s: &Arc<Shared>, request: Request) -> Result<Response> {
     let query = parse_query(parts.uri.query());
     let head = parts.method == Method::HEAD;
     let headers = &parts.headers;
+    if s.options.read_only && !matches!(parts.method, Method::GET | Method::HEAD) {
+        return Err(RegistryError::new(ErrorCode::Denied, "this registry serves pulls only"));
+    }
     match (endpoint, parts.method.clone()) {
         (Endpoint::Base, Method::GET | Method::HEAD) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())

@@ -104,6 +104,9 @@ pub struct RegistryOptions {
     pub max_tags_page: usize,
     /// Whether `DELETE` of manifests and tags is allowed.
     pub allow_delete: bool,
+    /// Serves pulls only: every push, upload and delete is `403 DENIED`
+    /// (a provider serving its pods' images to its cluster's nodes).
+    pub read_only: bool,
 }
 
 impl Default for RegistryOptions {
@@ -118,6 +121,7 @@ impl Default for RegistryOptions {
             max_open_uploads: 256,
             max_tags_page: 1000,
             allow_delete: false,
+            read_only: false,
         }
     }
 }

@@ -463,6 +463,28 @@ fn delete_is_refused_unless_enabled() {
 }
 
 #[test]
+fn a_read_only_registry_serves_pulls_and_refuses_every_write() {
+    let reg = TestRegistry::start();
+    let manifest = push_image(reg.addr, "a", "v1");
+    // The same store, served read-only (a provider serving its cluster).
+    let options = RegistryOptions { read_only: true, allow_delete: true, ..Default::default() };
+    let ro = TestRegistry::start_in(reg.stop(), move |r| r.options(options));
+    let got = raw_request(ro.addr, "GET", "/v2/a/manifests/v1", &[], b"");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, manifest);
+    assert_eq!(raw_request(ro.addr, "HEAD", "/v2/a/manifests/v1", &[], b"").status, 200);
+    for (method, path) in [
+        ("POST", "/v2/b/blobs/uploads/".to_owned()),
+        ("PUT", "/v2/a/manifests/v2".to_owned()),
+        ("DELETE", "/v2/a/manifests/v1".to_owned()),
+        ("PATCH", "/v2/a/blobs/uploads/x".to_owned()),
+    ] {
+        assert_error(&raw_request(ro.addr, method, &path, &[], b"{}"), 403, "DENIED");
+    }
+    assert_eq!(raw_request(ro.addr, "GET", "/v2/a/manifests/v1", &[], b"").status, 200, "nothing was removed");
+}
+
+#[test]
 fn a_blob_corrupted_on_disk_is_never_served_complete() {
     let reg = TestRegistry::start();
     let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();

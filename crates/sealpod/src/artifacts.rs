@@ -30,6 +30,8 @@ pub struct NodeRunArgs {
     /// DHT bootstrap peers.
     #[arg(long)]
     bootstrap: Vec<String>,
+    #[command(flatten)]
+    nat: crate::nat_args::NatArgs,
     /// Write the node's peer id, addresses and registry address here (JSON).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -140,6 +142,7 @@ pub fn node_run(args: NodeRunArgs) -> Result<()> {
         listen: crate::parse_addrs(&args.listen)?,
         bootstrap: crate::parse_addrs(&args.bootstrap)?,
         ready_file: args.ready_file,
+        nat: args.nat.config()?,
         log,
         sync_period: Duration::from_millis(args.sync_period_ms.max(100)),
         upstream: match &args.upstream.upstream {

@@ -5,9 +5,12 @@ mod artifacts;
 mod attest;
 mod demo;
 mod imagecrypt;
+mod kube_args;
 mod market;
+mod nat_args;
 mod output;
 mod private;
+mod relay;
 mod sample;
 mod trust;
 
@@ -30,6 +33,12 @@ struct Cli {
     /// Log verbosity (also RUST_LOG).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Where the publisher listens while a command runs, so that a provider
+    /// behind NAT reached through a relay can punch a hole to it
+    /// (comma-separated multiaddrs, or `none`: no hole punching at all).
+    #[arg(long, global = true, value_name = "MULTIADDRS", env = sealpod_publisher::HOLE_PUNCH_LISTEN_ENV,
+          default_value = sealpod_publisher::DEFAULT_HOLE_PUNCH_LISTEN)]
+    hole_punch_listen: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +56,11 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Run a relay: a public node that lets providers behind NAT be reached.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
     },
     /// Inspect and verify the image transparency log through a node.
     Log {
@@ -310,6 +324,10 @@ struct ProviderArgs {
     /// before its containers stop; the next connection starts them again.
     #[arg(long, value_name = "SECONDS", default_value_t = sealpod_provider::DEFAULT_SCALE_DOWN_AFTER.as_secs_f64())]
     scale_down_after: f64,
+    #[command(flatten)]
+    kube: kube_args::KubeArgs,
+    #[command(flatten)]
+    nat: nat_args::NatArgs,
 }
 
 #[derive(Args, Clone)]
@@ -370,6 +388,8 @@ enum ImageCommand {
 
 fn main() {
     let cli = Cli::parse();
+    // Read by every publisher this process opens.
+    std::env::set_var(sealpod_publisher::HOLE_PUNCH_LISTEN_ENV, &cli.hole_punch_listen);
     // Internal helpers run before any thread exists: creating a container forks.
     match &cli.command {
         Command::StartContainer { root, id, bundle, pid_file } => {
@@ -394,7 +414,10 @@ fn main() {
     }
     init_tracing(
         cli.verbose,
-        matches!(cli.command, Command::Provider { .. } | Command::Shim { .. } | Command::Node { .. }),
+        matches!(
+            cli.command,
+            Command::Provider { .. } | Command::Shim { .. } | Command::Node { .. } | Command::Relay { .. }
+        ),
     );
     let json = cli.json;
     if let Err(e) = run(cli) {
@@ -471,6 +494,7 @@ fn run(cli: Cli) -> Result<()> {
             market::pay(args, &publisher, &home, json).await
         }),
         Command::Node { command: NodeCommand::Run(args) } => artifacts::node_run(args),
+        Command::Relay { command } => relay::run(command, json),
         Command::Log { command } => artifacts::log(command, json),
         Command::Shim { pod_dir } => {
             let exe = std::env::current_exe()?;
@@ -580,7 +604,8 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
-                output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, json)
+                let path = publisher.path_to_pod(&pod_ref.pod_id).await;
+                output::print_deployed(&pod_ref, &status, attested.as_ref(), &sealed, path, json)
             }),
         Command::Update { pod: pod_id, manifest, payload, attestation, private } => runtime()?.block_on(async {
             let options = attestation.attest.options(&home, attestation.require_attestation)?;
@@ -722,8 +747,12 @@ pub(crate) async fn follow_exec(
 }
 
 fn run_provider(args: ProviderArgs) -> Result<()> {
-    if !nix_is_root() {
-        bail!("the provider needs root: it creates namespaces, cgroups and mounts");
+    let kube = args.kube.settings()?;
+    if kube.is_none() && !nix_is_root() {
+        bail!("the provider needs root: it creates namespaces, cgroups and mounts (or run pods in a cluster: --backend k8s)");
+    }
+    if kube.is_some() && args.market.is_some() {
+        bail!("--market with --backend k8s: cluster pods are not metered yet, so this provider cannot sell them");
     }
     let host = sealpod_provider::Capacity::of_host();
     let capacity = sealpod_provider::Capacity {
@@ -742,6 +771,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         listen: parse_addrs(&args.listen)?,
         bootstrap: parse_addrs(&args.bootstrap)?,
         mdns: args.mdns,
+        nat: args.nat.config()?,
         expose_ip: args.expose_ip,
         image_roots: args.image_root,
         artifact_node: args.artifact_node,
@@ -782,6 +812,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
             .ok_or_else(|| {
             anyhow::anyhow!("--scale-down-after {}: give a number of seconds above 0", args.scale_down_after)
         })?,
+        kube,
     };
     runtime()?.block_on(async {
         let provider = std::sync::Arc::new(sealpod_provider::Provider::open(config)?);

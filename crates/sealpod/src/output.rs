@@ -83,16 +83,20 @@ pub fn print_deployed(
     status: &PodStatus,
     attested: Option<&sealpod_publisher::Attested>,
     private_images: &[crate::private::PrivateImage],
+    path: Option<sealpod_net::Path>,
     json: bool,
 ) -> Result<()> {
     if json {
-        let mut v = serde_json::json!({"pod": pod_ref, "status": status, "attestation": attested});
+        let mut v = serde_json::json!({"pod": pod_ref, "status": status, "attestation": attested, "path": path});
         if !private_images.is_empty() {
             v["private_images"] = serde_json::to_value(private_images)?;
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("deployed to provider {}", pod_ref.provider);
+        match path {
+            Some(path) => println!("deployed to provider {} ({path} connection)", pod_ref.provider),
+            None => println!("deployed to provider {}", pod_ref.provider),
+        }
         print!("{}", status_text(status));
     }
     Ok(())
