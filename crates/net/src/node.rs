@@ -341,7 +341,7 @@ impl Node {
         }
         let streams = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let (in_tx, in_rx) = mpsc::channel(64);
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE + INBOUND_RESERVE);
         let task = SwarmTask {
             swarm,
             commands: cmd_rx,
@@ -744,6 +744,13 @@ struct SwarmTask {
     requests_per_peer: usize,
 }
 
+/// Requests waiting for the provider that any peer's may fill.
+const INBOUND_QUEUE: usize = 64;
+/// Queue room kept for a peer's first request in flight: a peer with nothing
+/// in flight is refused only when this too is full, so many peers each holding
+/// their per-peer limit (a Sybil crowd) cannot lock out an honest publisher.
+const INBOUND_RESERVE: usize = 192;
+
 /// Where an inbound request goes: the provider's queue, and the per-peer
 /// in-flight count that bounds how much of it one peer may hold.
 struct Gate<'a> {
@@ -775,6 +782,11 @@ fn accept<Req, Resp: ErrorResponse + Send + 'static>(
                 tracing::debug!(%peer, "refused a request over the per-peer limit");
                 let limit = gate.requests_per_peer;
                 (ErrorCode::Unavailable, format!("too many requests in flight from this peer (at most {limit})"))
+            } else if *count > 0 && gate.inbound.capacity() <= INBOUND_RESERVE {
+                // The shared part of the queue is full; what is left is kept for
+                // peers with nothing in flight, so a crowd of busy peers cannot
+                // starve a newcomer.
+                (ErrorCode::Unavailable, "provider is busy; try again".into())
             } else {
                 let (tx, rx) = oneshot::channel();
                 if gate.inbound.try_send(wrap_request(peer, request, Responder { tx })).is_ok() {
