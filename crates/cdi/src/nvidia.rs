@@ -88,10 +88,9 @@ pub fn parse_information(text: &str) -> Option<GpuInfo> {
 /// control nodes that exist.
 pub fn discover(dev_root: &Path) -> Vec<RegisteredDevice> {
     let mut minors: Vec<u32> = match std::fs::read_dir(dev_root) {
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix("nvidia")?.parse().ok())
-            .collect(),
+        Ok(entries) => {
+            entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix("nvidia")?.parse().ok()).collect()
+        }
         Err(_) => return Vec::new(),
     };
     minors.sort_unstable();

@@ -291,10 +291,7 @@ fn check_device_name(name: &str) -> Result<(), String> {
 
 fn plain_name(s: &str, extra: &str) -> bool {
     let alnum = |c: char| c.is_ascii_alphanumeric();
-    s.len() <= 253
-        && s.starts_with(alnum)
-        && s.ends_with(alnum)
-        && s.chars().all(|c| alnum(c) || extra.contains(c))
+    s.len() <= 253 && s.starts_with(alnum) && s.ends_with(alnum) && s.chars().all(|c| alnum(c) || extra.contains(c))
 }
 
 /// Splits `vendor/class=name` into its kind and name.

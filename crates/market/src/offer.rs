@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use alloy::primitives::Address;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use prost::Message;
-use sealpod_proto::{Offer, TeeKind};
+use sealpod_proto::{GpuOffer, Offer, TeeKind};
 use serde::Deserialize;
 
 use crate::{ChainRef, MarketError, PriceList};
@@ -154,6 +154,11 @@ impl MarketTerms {
 
     /// An offer valid from `now` for the configured time, signed by `key`.
     pub fn offer(&self, key: &Keypair, tee: TeeKind, now: u64) -> Offer {
+        self.offer_with_gpus(key, tee, None, now)
+    }
+
+    /// [`MarketTerms::offer`] for a provider that sells GPUs too.
+    pub fn offer_with_gpus(&self, key: &Keypair, tee: TeeKind, gpus: Option<GpuOffer>, now: u64) -> Offer {
         let mut offer = Offer {
             prices: self.prices.to_proto(),
             expires_unix_seconds: now + self.offer_validity_seconds,
@@ -166,6 +171,7 @@ impl MarketTerms {
             tee: tee as i32,
             issued_unix_seconds: now,
             provider: key.public().to_peer_id().to_bytes(),
+            gpus,
             signature: Vec::new(),
         };
         offer.signature = key.sign(&signing_bytes(&offer)).expect("ed25519 signing does not fail");
@@ -184,6 +190,8 @@ pub struct VerifiedOffer {
     pub min_unlock_seconds: u64,
     pub grace_seconds: u64,
     pub tee: TeeKind,
+    /// The GPUs offered, as signed.
+    pub gpus: Option<GpuOffer>,
 }
 
 /// Checks that `offer` is signed by `provider`'s node key, unaltered, and not
@@ -214,6 +222,7 @@ pub fn verify(offer: &Offer, provider: &PeerId, now: u64) -> Result<VerifiedOffe
         min_unlock_seconds: offer.min_unlock_seconds,
         grace_seconds: offer.grace_seconds,
         tee: TeeKind::try_from(offer.tee).unwrap_or(TeeKind::Unspecified),
+        gpus: offer.gpus.clone(),
     })
 }
 

@@ -2,6 +2,8 @@
 //! what the runtime runs: images prepared, ports bound, limits set.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use sealpod_runtime::HostSocket;
 use std::path::Path;
 
 use sealpod_proto::{image::Source, volume, Error, ErrorCode, Pod, Protocol};
@@ -18,7 +20,7 @@ pub struct Admitted {
     /// Bound host listeners, one per `spec.ports` entry; `None` for a port
     /// the pod already holds (an update), bound by [`Admitted::listeners`]
     /// once the old copy has let it go.
-    pub listeners: Vec<Option<TcpListener>>,
+    pub listeners: Vec<Option<HostSocket>>,
     /// Each container's image manifest bytes, in container order.
     pub image_manifests: Vec<Vec<u8>>,
     /// Secret volumes' bytes, for the shim's pipe only.
@@ -31,14 +33,14 @@ pub struct Admitted {
 impl Admitted {
     /// One bound listener per `spec.ports` entry, binding those left for
     /// later (the ports an update keeps).
-    pub fn listeners(&mut self) -> Result<Vec<TcpListener>, Error> {
+    pub fn listeners(&mut self) -> Result<Vec<HostSocket>, Error> {
         let mut bound = Vec::with_capacity(self.listeners.len());
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let listener = match listener.take() {
                 Some(listener) => listener,
                 None => {
                     let host = self.spec.ports[i].host;
-                    TcpListener::bind(host).map_err(|e| Error {
+                    HostSocket::bind(host, self.spec.ports[i].udp).map_err(|e| Error {
                         code: ErrorCode::Conflict as i32,
                         message: format!("cannot take port {} back for the pod: {e}", host.port()),
                         field: "pod.containers.ports".into(),
@@ -83,6 +85,7 @@ pub fn admit(
     egress: Option<EgressPolicy>,
     scale_down_after: std::time::Duration,
     held: &[SocketAddr],
+    gpus: &mut crate::gpus::GpuPick<'_>,
 ) -> Result<Admitted, Error> {
     if pod.containers.is_empty() {
         return Err(invalid("pod.containers".into(), "a pod needs at least one container"));
@@ -216,27 +219,30 @@ pub fn admit(
             mounts.push(MountSpec { volume: m.name.clone(), path: m.mount_path.clone(), read_only: m.read_only });
         }
         let r = c.resources.unwrap_or_default();
-        if r.gpus > 0 {
-            return Err(Error {
-                code: ErrorCode::ResourceExhausted as i32,
-                message: "this provider has no GPUs".into(),
-                field: format!("{field}.resources.gpus"),
-            });
+        let devices = gpus.take(r.gpus, &format!("{field}.resources.gpus"))?;
+        for e in gpus.env(&devices.names) {
+            // The device's variables, unless the manifest set its own.
+            let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            if !c.env.iter().any(|x| x.name == key) {
+                env.retain(|x| x.split_once('=').map(|(k, _)| k) != Some(key));
+                env.push(e);
+            }
         }
         for (j, p) in c.ports.iter().enumerate() {
             let pfield = format!("{field}.ports[{j}]");
-            if p.protocol == Protocol::Udp as i32 {
-                return Err(invalid(pfield, "UDP ports are not supported by this provider yet"));
-            }
+            let udp = p.protocol == Protocol::Udp as i32;
             let target = u16::try_from(p.target_port).ok().filter(|t| *t > 0).ok_or_else(|| {
                 invalid(format!("{pfield}.target_port"), format!("{} is not a valid port", p.target_port))
             })?;
             let port = u16::try_from(p.port)
                 .map_err(|_| invalid(format!("{pfield}.port"), format!("{} is not a valid port", p.port)))?;
-            if target_ports.entry(target).or_insert(c.name.as_str()) != &c.name.as_str() {
+            if target_ports.entry((target, udp)).or_insert(c.name.as_str()) != &c.name.as_str() {
+                let proto = if udp { "UDP" } else { "TCP" };
                 return Err(Error {
                     code: ErrorCode::Conflict as i32,
-                    message: format!("port {target} is declared by two containers of the pod (they share one network)"),
+                    message: format!(
+                        "{proto} port {target} is declared by two containers of the pod (they share one network)"
+                    ),
                     field: pfield,
                 });
             }
@@ -245,6 +251,9 @@ pub fn admit(
                 continue;
             }
             if !p.http_host.is_empty() {
+                if udp {
+                    return Err(invalid(pfield, "an HTTP port (http_host) is a TCP port"));
+                }
                 if http.is_some() {
                     return Err(invalid(pfield, "a pod has one HTTP port (http_host) at most"));
                 }
@@ -257,24 +266,24 @@ pub fn admit(
                     .map_err(|e| Error::new(ErrorCode::Internal, format!("binding the pod's HTTP port: {e}")))?;
                 let backend = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
                 http = Some(HttpPort { host, backend, container: c.name.clone(), container_port: target });
-                forwards.push(PortForward { host: backend, target_port: target, container: c.name.clone() });
-                listeners.push(Some(listener));
+                forwards.push(PortForward { host: backend, target_port: target, container: c.name.clone(), udp });
+                listeners.push(Some(HostSocket::Tcp(listener)));
                 continue;
             }
             let wanted = SocketAddr::new(expose_ip, port);
             if port != 0 && held.contains(&wanted) {
                 // The pod's own port (an update): bound once its old copy is gone.
-                forwards.push(PortForward { host: wanted, target_port: target, container: c.name.clone() });
+                forwards.push(PortForward { host: wanted, target_port: target, container: c.name.clone(), udp });
                 listeners.push(None);
                 continue;
             }
-            let listener = TcpListener::bind(wanted).map_err(|e| Error {
+            let listener = HostSocket::bind(wanted, udp).map_err(|e| Error {
                 code: ErrorCode::Conflict as i32,
                 message: format!("cannot expose port {port} on the provider: {e}"),
                 field: format!("{pfield}.port"),
             })?;
             let host = listener.local_addr().map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-            forwards.push(PortForward { host, target_port: target, container: c.name.clone() });
+            forwards.push(PortForward { host, target_port: target, container: c.name.clone(), udp });
             listeners.push(Some(listener));
         }
         image_manifests.push(image.manifest.clone());
@@ -289,6 +298,7 @@ pub fn admit(
             gid,
             limits: Limits { cpu_millicores: r.cpu_millicores, memory_bytes: r.memory_bytes, pids: r.pids },
             mounts,
+            devices,
         });
     }
     let restart = match sealpod_proto::RestartPolicy::try_from(pod.restart_policy) {

@@ -325,6 +325,7 @@ impl Provider {
                         host: std::net::SocketAddr::new(ip, b.node_port),
                         container: b.port.container.clone(),
                         container_port: b.port.container_port,
+                        udp: b.port.udp,
                     })
                     .collect(),
                 cpu_millicores: want.cpu_millicores,

@@ -15,6 +15,8 @@
 //! two copies), and pods paid through a channel (metered as one copy).
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use sealpod_runtime::HostSocket;
 use std::sync::Arc;
 
 use sealpod_proto::{Error, ErrorCode};
@@ -65,6 +67,14 @@ pub fn check(pod_id: &str, spec: &PodSpec, copies: u32, paid: bool) -> Result<()
                 "pod {pod_id}: a pod paid through a channel runs one copy for now (replicas.max 1)"
             ));
         }
+        if let Some(p) = spec.ports.iter().find(|p| p.udp) {
+            // Copies share a TCP listener connection by connection; datagrams
+            // of one client could land on any copy.
+            return refuse(format!("UDP port {} is relayed to one copy only: use replicas.max 1", p.host.port()));
+        }
+        if spec.containers.iter().any(|c| !c.devices.names.is_empty()) {
+            return refuse("each GPU goes to one container: a pod with GPUs runs one copy (replicas.max 1)".into());
+        }
     }
     Ok(())
 }
@@ -74,13 +84,13 @@ pub struct Copy {
     /// Its spec: the first copy's under its own id, with its own HTTP listener.
     pub spec: PodSpec,
     /// One per `spec.ports` entry.
-    pub listeners: Vec<TcpListener>,
+    pub listeners: Vec<HostSocket>,
     /// Its HTTP listener's address, when the pod has an HTTP port.
     pub backend: Option<SocketAddr>,
 }
 
 /// Copies 1..`n` of the pod whose copy 0 runs `first` on `listeners`.
-pub fn more(first: &PodSpec, listeners: &[TcpListener], http: Option<SocketAddr>, n: u32) -> Result<Vec<Copy>, Error> {
+pub fn more(first: &PodSpec, listeners: &[HostSocket], http: Option<SocketAddr>, n: u32) -> Result<Vec<Copy>, Error> {
     let mut out = Vec::new();
     for i in 1..n {
         let mut spec = first.clone();
@@ -95,7 +105,7 @@ pub fn more(first: &PodSpec, listeners: &[TcpListener], http: Option<SocketAddr>
                     .map_err(|e| internal(format!("binding copy {i}'s HTTP port: {e}")))?;
                 port.host = l.local_addr().map_err(internal)?;
                 backend = Some(port.host);
-                own.push(l);
+                own.push(HostSocket::Tcp(l));
             } else {
                 own.push(listener.try_clone().map_err(|e| internal(format!("sharing port {}: {e}", port.host)))?);
             }

@@ -24,6 +24,7 @@ pub mod billing;
 mod cluster;
 mod copies;
 pub mod gateway;
+pub mod gpus;
 pub mod images;
 mod market;
 mod metrics;
@@ -105,6 +106,8 @@ pub struct ProviderConfig {
     pub scale_down_after: std::time::Duration,
     /// Run pods in a Kubernetes cluster instead of the embedded runtime.
     pub kube: Option<KubeSettings>,
+    /// Where the GPUs sold are found (CDI specs, NVIDIA nodes).
+    pub gpus: gpus::GpuSettings,
 }
 
 /// How long an idle pod with `replicas.min == 0` keeps running by default.
@@ -168,6 +171,8 @@ pub struct Provider {
     cluster: std::sync::OnceLock<sealpod_kube::Cluster>,
     /// The cluster's capacity as last read.
     cluster_capacity: Mutex<Option<(std::time::Instant, sealpod_kube::Capacity)>>,
+    /// The GPUs sold, read at start.
+    gpus: gpus::GpuInventory,
 }
 
 /// What the provider's node is reachable at.
@@ -189,6 +194,13 @@ impl Provider {
             .with_artifact_node(config.artifact_node.clone());
         let trust = TrustSettings::load(&config.trust_dir)?;
         let routes = Arc::new(gateway::Routes::new(&config.http_host_suffixes));
+        let gpus = gpus::GpuInventory::load(&config.gpus);
+        for note in &gpus.notes {
+            tracing::warn!("GPUs: {note}");
+        }
+        if !gpus.gpus.is_empty() {
+            tracing::info!(count = gpus.gpus.len(), source = gpus.source, kind = %config.gpus.kind, "selling GPUs");
+        }
         let provider = Provider {
             config,
             runtime,
@@ -206,6 +218,7 @@ impl Provider {
             http_addr: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             cluster_capacity: Mutex::new(None),
+            gpus,
         };
         // Cluster pods are re-attached from the cluster once connected.
         if provider.config.kube.is_none() {
@@ -452,8 +465,35 @@ impl Provider {
         Resources {
             cpu_millicores: self.config.capacity.cpu_millicores.saturating_sub(cpu),
             memory_bytes: self.config.capacity.memory_bytes.saturating_sub(mem),
+            gpus: self.gpus.free(&self.held_gpus(None)).len() as u32,
             ..Default::default()
         }
+    }
+
+    /// Which pod holds each GPU, read from the pods' specs; `except`'s
+    /// count as free (a pod being updated gives its own back).
+    pub(crate) fn held_gpus(&self, except: Option<&str>) -> std::collections::BTreeMap<String, String> {
+        let mut held = std::collections::BTreeMap::new();
+        if self.gpus.gpus.is_empty() {
+            return held;
+        }
+        for id in self.runtime.pod_ids() {
+            if Some(id.as_str()) == except {
+                continue;
+            }
+            let Ok(spec) = self.runtime.spec(&id) else { continue };
+            for c in &spec.containers {
+                for name in &c.devices.names {
+                    held.insert(name.clone(), id.clone());
+                }
+            }
+        }
+        held
+    }
+
+    /// The GPU inventory and who holds each, for `sealpod provider gpus`.
+    pub fn gpu_inventory(&self) -> (&gpus::GpuInventory, std::collections::BTreeMap<String, String>) {
+        (&self.gpus, self.held_gpus(None))
     }
 
     fn capacity(&self, request: &CapacityRequest) -> CapacityResponse {
@@ -461,9 +501,10 @@ impl Provider {
         let want = request.resources.unwrap_or_default();
         let available = want.cpu_millicores <= free.cpu_millicores
             && want.memory_bytes <= free.memory_bytes
-            && want.gpus == 0
+            && want.gpus <= free.gpus
             && request.external_ips == 0;
-        CapacityResponse { error: None, available, free: Some(free), offer: self.offer() }
+        let gpus = self.gpus.offer(&self.config.gpus.kind);
+        CapacityResponse { error: None, available, free: Some(free), offer: self.offer(), gpus }
     }
 
     fn provision(&self, peer: PeerId, mut request: ProvisionPodRequest) -> Result<PodStatus, Error> {
@@ -533,6 +574,9 @@ impl Provider {
                 ),
             ));
         }
+        let n = sealpod_proto::copies(pod);
+        let held_gpus = self.held_gpus(None);
+        let mut gpu_pick = gpus::GpuPick::new(&self.gpus, &held_gpus);
         let admitted = admission::admit(
             &pod_id,
             pod,
@@ -541,6 +585,7 @@ impl Provider {
             egress,
             self.config.scale_down_after,
             &[],
+            &mut gpu_pick,
         );
         if admitted.is_err() {
             self.images.forget_private(&pod_id);
@@ -549,7 +594,6 @@ impl Provider {
         if let Some(v) = &verified {
             covers(v, &admitted)?;
         }
-        let n = sealpod_proto::copies(pod);
         copies::check(&pod_id, &admitted.spec, n, account.is_some())?;
         let listeners = admitted.listeners()?;
         let more = copies::more(&admitted.spec, &listeners, admitted.http.as_ref().map(|h| h.backend), n)?;
@@ -562,7 +606,12 @@ impl Provider {
                 .spec
                 .ports
                 .iter()
-                .map(|p| Exposed { host: p.host, container: p.container.clone(), container_port: p.target_port })
+                .map(|p| Exposed {
+                    host: p.host,
+                    container: p.container.clone(),
+                    container_port: p.target_port,
+                    udp: p.udp,
+                })
                 .collect(),
             cpu_millicores: cpu,
             memory_bytes: memory,
@@ -991,10 +1040,10 @@ pub fn status(record: &PodRecord, state: &PodState) -> PodStatus {
             .exposed
             .iter()
             .map(|e| ExposedAddress {
-                multiaddr: socket_multiaddr(e.host),
+                multiaddr: if e.udp { udp_multiaddr(e.host) } else { socket_multiaddr(e.host) },
                 container_name: e.container.clone(),
                 container_port: e.container_port as u32,
-                protocol: sealpod_proto::Protocol::Tcp as i32,
+                protocol: if e.udp { sealpod_proto::Protocol::Udp } else { sealpod_proto::Protocol::Tcp } as i32,
                 http_host: String::new(),
             })
             .collect(),
@@ -1021,6 +1070,10 @@ fn socket_multiaddr(addr: std::net::SocketAddr) -> String {
         IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{}", addr.port()),
         IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{}", addr.port()),
     }
+}
+
+fn udp_multiaddr(addr: std::net::SocketAddr) -> String {
+    socket_multiaddr(addr).replacen("/tcp/", "/udp/", 1)
 }
 
 /// Keeps `Arc` in the public signature readable.

@@ -35,7 +35,8 @@ impl Provider {
             .and_then(|(a, _)| a.kind())
             .map(|k| k.to_proto())
             .unwrap_or(sealpod_proto::TeeKind::Unspecified);
-        Some(terms.offer(keypair, tee, crate::now()))
+        let gpus = self.gpus.offer(&self.config.gpus.kind);
+        Some(terms.offer_with_gpus(keypair, tee, gpus, crate::now()))
     }
 
     fn chain_key(&self) -> Result<sealpod_market::keys::PrivateKeySigner, MarketError> {

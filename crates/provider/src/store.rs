@@ -70,6 +70,9 @@ pub struct Exposed {
     pub container: String,
     /// The port inside the pod.
     pub container_port: u16,
+    /// A UDP port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// Why the store failed.

@@ -10,12 +10,12 @@
 //! new ones start. Should they fail to start, the old spec is started again
 //! (its secrets were read back first) and the update is reported failed.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sealpod_net::PeerId;
 use sealpod_proto::{Error, ErrorCode, PodStatus, UpdateRequest};
-use sealpod_runtime::{PodSpec, VolumeKind};
+use sealpod_runtime::{HostSocket, PodSpec, VolumeKind};
 
 use crate::store::{Exposed, HttpRoute};
 use crate::{admission, copies, gateway, internal, wipe_secrets, Provider};
@@ -73,6 +73,9 @@ impl Provider {
         self.check_http_host(pod, record.http.as_ref().map(|h| h.host.as_str()))?;
         let running = self.runtime.spec(pod_id).map_err(internal)?;
         let held: Vec<SocketAddr> = running.ports.iter().map(|p| p.host).collect();
+        // The pod's own GPUs are free for its new containers.
+        let held_gpus = self.held_gpus(Some(pod_id));
+        let mut gpu_pick = crate::gpus::GpuPick::new(&self.gpus, &held_gpus);
         let admitted = admission::admit(
             pod_id,
             pod,
@@ -81,6 +84,7 @@ impl Provider {
             egress,
             self.config.scale_down_after,
             &held,
+            &mut gpu_pick,
         );
         let mut admitted = admitted?;
         if let Some(v) = &verified {
@@ -150,7 +154,12 @@ impl Provider {
             .ports
             .iter()
             .filter(|p| admitted.http.as_ref().is_none_or(|h| h.backend != p.host))
-            .map(|p| Exposed { host: p.host, container: p.container.clone(), container_port: p.target_port })
+            .map(|p| Exposed {
+                host: p.host,
+                container: p.container.clone(),
+                container_port: p.target_port,
+                udp: p.udp,
+            })
             .collect();
         record.http = first_route.map(|h| HttpRoute { copy_backends: more_backends, ..h });
         record.copies = n;
@@ -187,7 +196,7 @@ impl Provider {
     ) {
         let _ = self.runtime.stop_for_update(pod_id);
         let restored = bind_like(previous, &[]).map_err(|e| e.to_string()).and_then(|listeners| {
-            let shared: Vec<(SocketAddr, TcpListener)> = previous
+            let shared: Vec<(SocketAddr, HostSocket)> = previous
                 .ports
                 .iter()
                 .zip(&listeners)
@@ -209,12 +218,12 @@ impl Provider {
 
 /// Listeners for `spec`'s ports: those in `shared` (copy 0's public ports)
 /// shared, the others bound again at their address.
-fn bind_like(spec: &PodSpec, shared: &[(SocketAddr, TcpListener)]) -> std::io::Result<Vec<TcpListener>> {
+fn bind_like(spec: &PodSpec, shared: &[(SocketAddr, HostSocket)]) -> std::io::Result<Vec<HostSocket>> {
     spec.ports
         .iter()
         .map(|p| match shared.iter().find(|(addr, _)| *addr == p.host) {
             Some((_, l)) => l.try_clone(),
-            None => TcpListener::bind(p.host),
+            None => HostSocket::bind(p.host, p.udp),
         })
         .collect()
 }

@@ -18,6 +18,7 @@
 //! the container configuration.
 
 pub mod cgroup;
+pub mod devices;
 pub mod egress;
 pub mod logs;
 pub mod netns;
@@ -29,12 +30,16 @@ pub mod shim;
 pub mod spec;
 pub mod status;
 pub mod storage;
+mod udp;
 pub mod userns;
 
+pub use devices::DeviceAccess;
 pub use egress::{AllowedUrl, EgressPolicy};
 pub use pod::Runtime;
 pub use secrets::Secret;
-pub use spec::{ContainerSpec, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec};
+pub use spec::{
+    ContainerSpec, HostSocket, Limits, MountSpec, PodSpec, PortForward, RestartPolicy, VolumeKind, VolumeSpec,
+};
 pub use status::{ContainerState, DenialRecord, Phase, PodState, RunState};
 
 /// What went wrong in the runtime.

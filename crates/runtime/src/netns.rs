@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -64,6 +64,13 @@ impl NetNs {
                     Op::Listen(port, reply) => {
                         let _ = reply.send(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
                     }
+                    Op::Udp(port, reply) => {
+                        let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).and_then(|s| {
+                            s.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+                            Ok(s)
+                        });
+                        let _ = reply.send(socket);
+                    }
                 }
             }
         })?;
@@ -75,6 +82,7 @@ impl NetNs {
 enum Op {
     Connect(u16, mpsc::SyncSender<io::Result<TcpStream>>),
     Listen(u16, mpsc::SyncSender<io::Result<TcpListener>>),
+    Udp(u16, mpsc::SyncSender<io::Result<UdpSocket>>),
 }
 
 /// Opens TCP connections and listeners inside a pod's network namespace.
@@ -89,6 +97,15 @@ impl Connector {
     pub fn connect(&self, port: u16) -> io::Result<TcpStream> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(Op::Connect(port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
+        rx.recv().map_err(|_| io::Error::other("netns connector stopped"))?
+    }
+
+    /// A UDP socket inside the pod, bound to a port of its loopback and
+    /// connected to `127.0.0.1:port` there: one client's datagrams go out
+    /// of it, the pod's answers come back to it.
+    pub fn udp(&self, port: u16) -> io::Result<UdpSocket> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(Op::Udp(port, tx)).map_err(|_| io::Error::other("netns connector stopped"))?;
         rx.recv().map_err(|_| io::Error::other("netns connector stopped"))?
     }
 

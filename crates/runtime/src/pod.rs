@@ -42,10 +42,15 @@ impl Runtime {
     pub fn create(
         &self,
         spec: &PodSpec,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<crate::HostSocket>,
         secrets: Vec<crate::Secret>,
     ) -> Result<PodState, RuntimeError> {
         assert_eq!(listeners.len(), spec.ports.len(), "one listener per port forward");
+        for (l, p) in listeners.iter().zip(&spec.ports) {
+            if matches!(l, crate::HostSocket::Udp(_)) != p.udp {
+                return Err(RuntimeError::Setup(format!("port {}: the socket's protocol is not the port's", p.host)));
+            }
+        }
         let dir = self.pod_dir(&spec.pod_id);
         std::fs::create_dir_all(&dir)?;
         // Containers traverse the pod directory (for /etc/hosts) as

@@ -50,11 +50,22 @@ pub fn run_shim(pod_dir: &Path, exe: &Path) -> Result<(), RuntimeError> {
     let secrets = crate::secrets::receive(std::io::stdin().lock())?;
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
     // Take ownership of the inherited listeners before anything else opens fds.
-    let listeners: Vec<std::net::TcpListener> = (0..spec.ports.len())
-        .map(|i| {
-            // SAFETY: the provider placed one listening socket at each of these
-            // descriptor numbers for this process, and nothing else owns them.
-            unsafe { std::net::TcpListener::from_raw_fd(FIRST_LISTENER_FD + i as i32) }
+    let listeners: Vec<crate::HostSocket> = spec
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let fd = FIRST_LISTENER_FD + i as i32;
+            // SAFETY: the provider placed one socket of the port's protocol at
+            // each of these descriptor numbers for this process, and nothing
+            // else owns them.
+            unsafe {
+                if port.udp {
+                    crate::HostSocket::Udp(std::net::UdpSocket::from_raw_fd(fd))
+                } else {
+                    crate::HostSocket::Tcp(std::net::TcpListener::from_raw_fd(fd))
+                }
+            }
         })
         .collect();
 
@@ -364,7 +375,7 @@ async fn supervise(
     exe: &Path,
     spec: &PodSpec,
     state: PodState,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<crate::HostSocket>,
     connector: Connector,
 ) -> Result<(), RuntimeError> {
     let mut sigchld = signal(SignalKind::child())?;
@@ -398,11 +409,35 @@ async fn supervise(
     let waker = spec.scale_to_zero.map(|_| events_tx.clone());
     let started = std::time::Instant::now();
     for (listener, forward) in listeners.into_iter().zip(&spec.ports) {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let through =
-            Through { connections: connections.clone(), activity: activity.clone(), waker: waker.clone(), started };
-        tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), through));
+        match listener {
+            crate::HostSocket::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let through = Through {
+                    connections: connections.clone(),
+                    activity: activity.clone(),
+                    waker: waker.clone(),
+                    started,
+                };
+                tokio::spawn(forward_port(listener, forward.target_port, connector.clone(), through));
+            }
+            crate::HostSocket::Udp(socket) => {
+                socket.set_nonblocking(true)?;
+                let socket = tokio::net::UdpSocket::from_std(socket)?;
+                let wake = waker.clone().map(|waker| -> crate::udp::Wake {
+                    Arc::new(move || {
+                        let waker = waker.clone();
+                        Box::pin(async move {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            waker.send(Event::Wake(tx)).ok()?;
+                            rx.await.ok()
+                        })
+                    })
+                });
+                let relay = crate::udp::Relay { activity: activity.clone(), wake };
+                tokio::spawn(crate::udp::relay(socket, forward.target_port, connector.clone(), relay));
+            }
+        }
     }
 
     let mut sup = Supervisor {

@@ -70,6 +70,9 @@ pub struct ContainerSpec {
     pub limits: Limits,
     /// Volumes mounted into this container.
     pub mounts: Vec<MountSpec>,
+    /// Host devices it was given (GPUs); none for most containers.
+    #[serde(default, skip_serializing_if = "crate::devices::DeviceAccess::is_empty")]
+    pub devices: crate::devices::DeviceAccess,
 }
 
 /// cgroup limits for one container.
@@ -156,6 +159,54 @@ pub struct PortForward {
     pub target_port: u16,
     /// The container that declared the port.
     pub container: String,
+    /// A UDP port (datagrams relayed per client address); TCP otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
+}
+
+/// The host socket behind a [`PortForward`]: a TCP listener or a UDP socket.
+#[derive(Debug)]
+pub enum HostSocket {
+    /// Accepts the connections forwarded into the pod.
+    Tcp(std::net::TcpListener),
+    /// Receives the datagrams relayed into the pod.
+    Udp(std::net::UdpSocket),
+}
+
+impl HostSocket {
+    /// Binds `addr` with the port's protocol.
+    pub fn bind(addr: std::net::SocketAddr, udp: bool) -> std::io::Result<HostSocket> {
+        Ok(if udp {
+            HostSocket::Udp(std::net::UdpSocket::bind(addr)?)
+        } else {
+            HostSocket::Tcp(std::net::TcpListener::bind(addr)?)
+        })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            HostSocket::Tcp(l) => l.local_addr(),
+            HostSocket::Udp(s) => s.local_addr(),
+        }
+    }
+
+    /// Another handle to the same socket.
+    pub fn try_clone(&self) -> std::io::Result<HostSocket> {
+        Ok(match self {
+            HostSocket::Tcp(l) => HostSocket::Tcp(l.try_clone()?),
+            HostSocket::Udp(s) => HostSocket::Udp(s.try_clone()?),
+        })
+    }
+}
+
+impl std::os::fd::AsFd for HostSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            HostSocket::Tcp(l) => l.as_fd(),
+            HostSocket::Udp(s) => s.as_fd(),
+        }
+    }
 }
 
 /// The per-container paths of a pod directory.
@@ -283,7 +334,7 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
     if let Some(userns) = userns {
         namespaces.insert(0, json!({"type": "user", "path": userns}));
     }
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -311,7 +362,9 @@ pub fn oci_config(pod: &PodSpec, c: &ContainerSpec, pod_dir: &Path, netns: &Path
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
         },
-    })
+    });
+    crate::devices::apply(&mut config, &c.devices);
+    config
 }
 
 /// The open-file limit containers get: 65536, or the provider's own hard limit
@@ -356,6 +409,7 @@ mod tests {
                 gid: 0,
                 limits: Limits { cpu_millicores: 500, memory_bytes: 64 << 20, pids: 0 },
                 mounts: vec![MountSpec { volume: "data".into(), path: "/data".into(), read_only: true }],
+                devices: Default::default(),
             }],
             restart: RestartPolicy::OnFailure,
             volumes: vec![VolumeSpec { name: "data".into(), kind: VolumeKind::EmptyDir }],

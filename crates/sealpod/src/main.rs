@@ -4,6 +4,7 @@
 mod artifacts;
 mod attest;
 mod demo;
+mod gpu_args;
 mod imagecrypt;
 mod kube_args;
 mod market;
@@ -237,6 +238,9 @@ enum ProviderCommand {
     Run(Box<ProviderArgs>),
     /// What the provider billed, was vouchered and claimed, per pod and in total.
     Earnings(market::EarningsArgs),
+    /// The GPUs the provider sells (CDI specs or discovered NVIDIA devices):
+    /// model, memory, device nodes, and which pod holds each.
+    Gpus(gpu_args::GpusArgs),
 }
 
 #[derive(Args)]
@@ -328,6 +332,8 @@ struct ProviderArgs {
     kube: kube_args::KubeArgs,
     #[command(flatten)]
     nat: nat_args::NatArgs,
+    #[command(flatten)]
+    gpus: gpu_args::GpuArgs,
 }
 
 #[derive(Args, Clone)]
@@ -485,6 +491,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args, json),
         Command::Provider { command: ProviderCommand::Run(args) } => run_provider(*args),
         Command::Provider { command: ProviderCommand::Earnings(args) } => market::earnings(args, json),
+        Command::Provider { command: ProviderCommand::Gpus(args) } => gpu_args::list(args, json),
         Command::Providers(args) => runtime()?.block_on(market::providers(args, &home, json)),
         Command::Chain { command } => runtime()?.block_on(market::chain(command, &home, json)),
         Command::Channel { command } => runtime()?.block_on(market::channel(command, &home, json)),
@@ -772,6 +779,7 @@ fn run_provider(args: ProviderArgs) -> Result<()> {
         bootstrap: parse_addrs(&args.bootstrap)?,
         mdns: args.mdns,
         nat: args.nat.config()?,
+        gpus: args.gpus.settings()?,
         expose_ip: args.expose_ip,
         image_roots: args.image_root,
         artifact_node: args.artifact_node,
