@@ -192,3 +192,38 @@ pub fn fill(path: &str, max: Option<u64>, exit_when_full: bool) -> i32 {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+/// `open PATH [--mknod MAJ:MIN]`: opens a device node read-write, after
+/// making it (a character device) when asked; prints what happened and exits
+/// 0 only when the open worked.
+pub fn open_device(args: &[String]) -> i32 {
+    let Some(path) = args.first() else {
+        eprintln!("usage: open PATH [--mknod MAJ:MIN]");
+        return 2;
+    };
+    if let Some(numbers) = args.iter().position(|a| a == "--mknod").and_then(|i| args.get(i + 1)) {
+        let parsed = numbers.split_once(':').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+        let Some((major, minor)) = parsed else {
+            eprintln!("--mknod wants MAJ:MIN");
+            return 2;
+        };
+        let Ok(c_path) = std::ffi::CString::new(path.as_str()) else { return 2 };
+        // SAFETY: mknod with a NUL-terminated path and plain integers.
+        let made = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+        if made != 0 {
+            println!("mknod {path}: {}", std::io::Error::last_os_error());
+        } else {
+            println!("mknod {path}: made");
+        }
+    }
+    match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(_) => {
+            println!("open {path}: opened");
+            0
+        }
+        Err(e) => {
+            println!("open {path}: {e}");
+            1
+        }
+    }
+}

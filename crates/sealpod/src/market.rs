@@ -439,6 +439,9 @@ pub struct Listed {
     pub min_unlock_seconds: u64,
     pub expires_unix_seconds: u64,
     pub prices: std::collections::BTreeMap<String, String>,
+    /// The GPUs the offer sells (count, model, memory, CDI kind), as signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<serde_json::Value>,
 }
 
 pub async fn providers(args: ProvidersArgs, home: &Path, json: bool) -> Result<()> {
@@ -476,6 +479,10 @@ pub async fn providers(args: ProvidersArgs, home: &Path, json: bool) -> Result<(
             q.verified.chain.chain_id,
             q.verified.chain.token
         );
+        if let Some(g) = &q.verified.gpus {
+            let model = if g.model.is_empty() { "model unknown" } else { g.model.as_str() };
+            println!("    {} GPU(s): {model} ({})", g.count, g.kind);
+        }
         for a in addrs {
             println!("    {a}");
         }
@@ -506,6 +513,9 @@ fn listed_row((q, addrs): &(sealpod_publisher::Quote, Vec<String>)) -> Listed {
         min_unlock_seconds: q.verified.min_unlock_seconds,
         expires_unix_seconds: q.verified.expires_unix_seconds,
         prices: q.verified.prices.iter().map(|(r, p)| (r.name().to_owned(), p.to_string())).collect(),
+        gpus: q.verified.gpus.as_ref().map(
+            |g| serde_json::json!({"count": g.count, "model": g.model, "memoryBytes": g.memory_bytes, "kind": g.kind}),
+        ),
     }
 }
 

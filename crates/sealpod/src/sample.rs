@@ -5,7 +5,10 @@
 //! requests served; `fetch --url http://127.0.0.1:P/ [--interval-ms N]` fetches
 //! a page every N ms and prints the body; `exit --code N` exits with N after
 //! printing a line (for restart tests); `cat FILE` prints a file (for
-//! secret-volume checks through exec); `probe`, `forkbomb`, `membomb` and
+//! secret-volume checks through exec); `ls DIR` lists a directory;
+//! `udp-echo --port P` answers every datagram with `echo: ` and its bytes;
+//! `open PATH [--mknod MAJ:MIN]` opens a device (making the node first);
+//! `probe`, `forkbomb`, `membomb` and
 //! `fill PATH` are a hostile tenant's attempts (see `attack.rs`).
 
 #[path = "attack.rs"]
@@ -71,15 +74,49 @@ pub fn main(args: &[String]) -> i32 {
             let max = flag("--max-bytes").and_then(|m| m.parse().ok());
             attack::fill(args.get(1).map_or("/fill", String::as_str), max, args.iter().any(|a| a == "--exit"))
         }
+        Some("udp-echo") => udp_echo(flag("--port").and_then(|p| p.parse().ok()).unwrap_or(9000u16)),
+        Some("ls") => match std::fs::read_dir(args.get(1).map_or("/", String::as_str)) {
+            Ok(entries) => {
+                let mut names: Vec<String> =
+                    entries.flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+                names.sort();
+                println!("{}", names.join("\n"));
+                0
+            }
+            Err(e) => {
+                eprintln!("ls: {e}");
+                1
+            }
+        },
+        Some("open") => attack::open_device(&args[1..]),
         Some("exit") => {
             let code = flag("--code").and_then(|c| c.parse().ok()).unwrap_or(1);
             println!("exiting with {code}");
             code
         }
         _ => {
-            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE | probe [--reach ADDR]... [--outside-pid PID] | forkbomb | membomb | fill PATH [--max-bytes N] [--exit]");
+            eprintln!("usage: serve --port P --text T | fetch --url URL [--interval-ms N] [--count N] [--direct] | exit --code N | cat FILE | ls DIR | udp-echo --port P | open PATH [--mknod MAJ:MIN] | probe [--reach ADDR]... [--outside-pid PID] | forkbomb | membomb | fill PATH [--max-bytes N] [--exit]");
             2
         }
+    }
+}
+
+fn udp_echo(port: u16) -> i32 {
+    let socket = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot bind UDP port {port}: {e}");
+            return 1;
+        }
+    };
+    println!("echoing UDP on port {port}");
+    let _ = std::io::stdout().flush();
+    let mut buf = [0u8; 65_536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let mut answer = b"echo: ".to_vec();
+        answer.extend_from_slice(&buf[..n]);
+        let _ = socket.send_to(&answer, from);
     }
 }
 
