@@ -2,10 +2,10 @@
 //! NVIDIA device identity root.
 //!
 //! A Hopper GPU in confidential-computing mode answers an SPDM 1.1
-//! GET_MEASUREMENTS request (DMTF DSP0274 1.1.1, §10.11) with its
-//! measurements, signed by a key its firmware holds; the driver returns the
-//! request and the response together as the attestation report, and the
-//! key's certificate chain as PEM. This module follows NVIDIA's local GPU
+//! GET_MEASUREMENTS request (DMTF DSP0274 1.1.1) with its measurements,
+//! signed by a key its firmware holds; the driver returns the request and
+//! the response together as the attestation report (libspdm's "standard
+//! all-measurements report"), and the key's certificate chain as PEM. This module follows NVIDIA's local GPU
 //! verifier (nvtrust) and Confidential Containers Trustee's local NVIDIA
 //! verifier; the parsing and the checks are written here, on RustCrypto's
 //! `p384` and `x509-cert`, because no crate does them.
@@ -32,7 +32,11 @@
 //! **What it leaves to callers.** Deriving the 32-byte nonce (for sealpod,
 //! from the publisher's nonce and the provider key, as the CPU evidence's
 //! report data is) and keeping it fresh; the CPU evidence the GPU sits
-//! behind. NVIDIA's online checks are out of scope: no RIM (reference
+//! behind. The SPDM nonce is 32 bytes and nothing longer fits: Confidential
+//! Containers' attester sends the first 32 bytes of its 48-byte report data
+//! (a SHA-384 digest) and Trustee truncates the same way, so the other 16
+//! bytes are in no evidence. A caller binding a longer value should hash it
+//! down to 32 bytes rather than truncate it. NVIDIA's online checks are out of scope: no RIM (reference
 //! integrity manifest) is fetched, so reference values come from the
 //! caller's [`GpuPolicy`], and no OCSP or CRL is consulted, so a revoked
 //! certificate goes unnoticed. Only Hopper's format is handled (SPDM 1.1, P-384,

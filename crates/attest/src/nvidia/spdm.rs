@@ -1,6 +1,8 @@
 //! The SPDM 1.1 GET_MEASUREMENTS request and MEASUREMENTS response that an
 //! NVIDIA Hopper GPU returns as its attestation report (DMTF DSP0274 1.1.1,
-//! §10.11), and the opaque data NVIDIA puts in the response.
+//! the GET_MEASUREMENTS and MEASUREMENTS messages), and the opaque data
+//! NVIDIA puts in the response (field types as nvtrust and Trustee decode
+//! them).
 //!
 //! Every length is checked against what is left before it is used, so
 //! hostile input gives [`GpuError::Malformed`], never a panic, and nothing is
@@ -23,7 +25,8 @@ pub const SPDM_NONCE_LEN: usize = 32;
 pub const REQUEST_LEN: usize = 4 + SPDM_NONCE_LEN + 1;
 /// The response's signature: ECDSA P-384, r then s, 48 bytes each, big-endian.
 pub const SIGNATURE_LEN: usize = 96;
-/// DSP0274 1.1 caps OpaqueData at 1024 bytes.
+/// DSP0274 caps OpaqueData at 1024 bytes (libspdm's
+/// `SPDM_MAX_OPAQUE_DATA_SIZE`).
 const MAX_OPAQUE_LEN: usize = 1024;
 /// MeasurementSpecification bit 0: the DMTF measurement layout.
 const DMTF_SPECIFICATION: u8 = 0x01;
@@ -107,7 +110,11 @@ impl<'a> Cursor<'a> {
 /// response with its signature.
 pub fn parse_report(report: &[u8]) -> Result<GpuReport, GpuError> {
     if report.len() > super::MAX_REPORT_LEN {
-        return Err(GpuError::TooLarge { what: "GPU report", size: report.len(), limit: super::MAX_REPORT_LEN });
+        return Err(GpuError::TooLarge {
+            what: "GPU report (bytes)",
+            size: report.len(),
+            limit: super::MAX_REPORT_LEN,
+        });
     }
     let mut c = Cursor { bytes: report, at: 0 };
 
