@@ -1,12 +1,13 @@
 //! Verification time of one piece of evidence: a TDX quote with its DCAP
-//! collateral and an SNP report with its VCEK (the vectors of
-//! `$SEALPOD_TEST_VECTORS`), next to the insecure dev statement (one
-//! Ed25519 signature) as the floor.
+//! collateral, an SNP report with its VCEK and an NVIDIA Hopper GPU report
+//! with its chain (the vectors of `$SEALPOD_TEST_VECTORS`), next to the
+//! insecure dev statement (one Ed25519 signature) as the floor.
 
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use libp2p_identity::Keypair;
+use sealpod_attest::nvidia::{verify_gpu_chain, verify_gpu_report, GpuPolicy};
 use sealpod_attest::{report_data, verify, Evidence, Expectation, Kind, Policy, Roots};
 
 fn at(unix: u64) -> SystemTime {
@@ -29,7 +30,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("verify insecure-dev statement", |b| b.iter(|| verify(&dev, &expect, &policy, &roots).unwrap()));
 
     let Some(v) = std::env::var_os("SEALPOD_TEST_VECTORS").map(std::path::PathBuf::from) else {
-        eprintln!("SEALPOD_TEST_VECTORS unset: TDX and SNP verification not measured");
+        eprintln!("SEALPOD_TEST_VECTORS unset: TDX, SNP and GPU verification not measured");
         return;
     };
     let tdx = Evidence {
@@ -53,6 +54,21 @@ fn bench(c: &mut Criterion) {
     let snp_expect = offline(at(1_767_225_600));
     c.bench_function("verify SNP report + VCEK (Milan)", |b| {
         b.iter(|| verify(&snp, &snp_expect, &policy, &roots).unwrap())
+    });
+
+    let gpu_report = std::fs::read_to_string(v.join("nvidia/hopperAttestationReport.txt")).unwrap();
+    let gpu_report = hex::decode(gpu_report.trim()).unwrap();
+    let gpu_chain = std::fs::read(v.join("nvidia/hopper_cert_chain_case1.txt")).unwrap();
+    let gpu_nonce: [u8; 32] =
+        hex::decode("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb").unwrap().try_into().unwrap();
+    let gpu_policy = GpuPolicy::default();
+    let gpu_now = at(1_751_328_000);
+    c.bench_function("verify NVIDIA Hopper GPU report + chain", |b| {
+        b.iter(|| verify_gpu_report(&gpu_report, &gpu_chain, &gpu_nonce, gpu_now, &gpu_policy).unwrap())
+    });
+    let signer = verify_gpu_chain(&gpu_chain, gpu_now).unwrap();
+    c.bench_function("verify NVIDIA Hopper GPU report (chain verified once)", |b| {
+        b.iter(|| signer.verify_report(&gpu_report, &gpu_nonce, &gpu_policy).unwrap())
     });
 }
 

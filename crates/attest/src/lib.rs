@@ -4,7 +4,9 @@
 //! **What it trusts.** Only roots compiled in: Intel's SGX/TDX root CA (as
 //! shipped by `dcap-qvl`) and AMD's ARK, ASK and ASVK certificates for Milan,
 //! Genoa and Turin (`sev` ships ARK and ASK; the ASVKs, which sign VLEKs, are
-//! pinned here from AMD's KDS as Confidential Containers Trustee pins them).
+//! pinned here from AMD's KDS as Confidential Containers Trustee pins them),
+//! and NVIDIA's device identity root for GPU evidence ([`nvidia`], pinned as
+//! NVIDIA's nvtrust and Trustee pin it).
 //! A verification time is always passed in explicitly, never read inside.
 //!
 //! **What it does not trust.** Anything the provider supplies: the quote or
@@ -27,6 +29,7 @@
 
 pub mod dev;
 mod error;
+pub mod nvidia;
 pub mod policy;
 pub mod snp;
 pub mod tdx;
