@@ -70,6 +70,22 @@ pub fn report_data(provider_public_key: &[u8], nonce: &[u8]) -> [u8; 64] {
     h.finalize().into()
 }
 
+/// Domain separation of the GPU nonce from CPU report data.
+pub const GPU_BINDING_DOMAIN: &[u8] = b"apocryph-attest-gpu-v1";
+
+/// The 32-byte SPDM nonce a provider's GPU report must carry: SHA-256 of
+/// the domain, the provider's public key (protobuf) and the publisher's nonce,
+/// so the report is bound to the same key and request as the CPU's evidence
+/// (SPDM nonces are 32 bytes; the CPU's 64-byte report data cannot be reused).
+pub fn gpu_nonce(provider_public_key: &[u8], nonce: &[u8]) -> [u8; 32] {
+    use sha2::Sha256;
+    let mut h = Sha256::new();
+    h.update(GPU_BINDING_DOMAIN);
+    h.update(provider_public_key);
+    h.update(nonce);
+    h.finalize().into()
+}
+
 /// The kinds of evidence sealpod knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -31,6 +31,35 @@ pub struct Policy {
     pub sgx: SgxPolicy,
     /// AMD SEV-SNP rules.
     pub snp: SnpPolicy,
+    /// NVIDIA GPU rules.
+    pub gpu: GpuRules,
+}
+
+/// What the publisher asks of a provider's GPUs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuRules {
+    /// Refuse a provider that sends no GPU evidence (a pod asking for GPUs
+    /// then runs only on attested ones).
+    pub require: bool,
+    /// Reference measurements by SPDM block index ("1" = "hex…"); every one
+    /// listed must be present and equal in each GPU's report.
+    pub measurements: std::collections::BTreeMap<String, String>,
+}
+
+impl GpuRules {
+    /// The reference values as the verifier takes them.
+    pub fn to_policy(&self) -> Result<crate::nvidia::GpuPolicy, String> {
+        let mut measurements = std::collections::BTreeMap::new();
+        for (index, value) in &self.measurements {
+            let i: u8 =
+                index.parse().map_err(|_| format!("gpu.measurements: {index:?} is not a block index (0-255)"))?;
+            let v = hex::decode(value.trim_start_matches("0x"))
+                .map_err(|e| format!("gpu.measurements.{index}: not hex: {e}"))?;
+            measurements.insert(i, v);
+        }
+        Ok(crate::nvidia::GpuPolicy { measurements })
+    }
 }
 
 impl Default for Policy {
@@ -42,6 +71,7 @@ impl Default for Policy {
             tdx: TdxPolicy::default(),
             sgx: SgxPolicy::default(),
             snp: SnpPolicy::default(),
+            gpu: GpuRules::default(),
         }
     }
 }
@@ -212,6 +242,7 @@ impl Policy {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.gpu.to_policy()?;
         if self.accept.contains(&Kind::InsecureDev) {
             return Err("accept: insecure-dev cannot be accepted by a policy file; it takes the publisher's \
                         explicit --allow-insecure-dev"

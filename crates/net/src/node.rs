@@ -218,7 +218,7 @@ trait ErrorResponse: Sized {
 
 impl ErrorResponse for AttestResponse {
     fn from_error(e: Error) -> Self {
-        AttestResponse { error: Some(e), evidence: None }
+        AttestResponse { error: Some(e), evidence: None, gpus: Vec::new() }
     }
 }
 impl ErrorResponse for CapacityResponse {

@@ -28,6 +28,9 @@ pub struct GpuSettings {
     pub proc_root: PathBuf,
     /// Sell no GPUs, whatever the machine has.
     pub disabled: bool,
+    /// Prints the confidential GPUs' evidence for a nonce (see [`gpu_evidence`]);
+    /// `None`: attestation answers carry CPU evidence only.
+    pub evidence_command: Option<PathBuf>,
 }
 
 impl Default for GpuSettings {
@@ -38,6 +41,7 @@ impl Default for GpuSettings {
             dev_root: "/dev".into(),
             proc_root: "/proc".into(),
             disabled: false,
+            evidence_command: None,
         }
     }
 }
@@ -253,6 +257,80 @@ impl<'a> GpuPick<'a> {
         access.names = taken;
         Ok(access)
     }
+}
+
+/// Longest a GPU evidence command may run.
+const EVIDENCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Largest answer read from it.
+const MAX_EVIDENCE_BYTES: u64 = 1 << 20;
+
+/// Each confidential GPU's evidence for `nonce`, from the operator's
+/// command: it gets the nonce as 64 hex digits (its one argument) and prints
+/// `{"gpus": [{"device": …, "report": HEX, "certificateChain": PEM}]}`, as
+/// NVIDIA's attestation tools give them (`nvmlDeviceGetConfComputeGpuAttestationReport`
+/// with the nonce, and `nvmlDeviceGetConfComputeGpuCertificate`).
+pub fn gpu_evidence(command: &std::path::Path, nonce: &[u8; 32]) -> Result<Vec<sealpod_proto::GpuEvidence>, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(command)
+        .arg(nonce.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", command.display()))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&mut stdout).take(MAX_EVIDENCE_BYTES + 1).read_to_end(&mut out);
+        out
+    });
+    let deadline = std::time::Instant::now() + EVIDENCE_TIMEOUT;
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => break status,
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{} took longer than {EVIDENCE_TIMEOUT:?}", command.display()));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    };
+    let out = reader.join().map_err(|_| "reading the command's output failed")?;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = (&mut e).take(4096).read_to_string(&mut err);
+        }
+        return Err(format!("{} failed ({status}): {}", command.display(), err.trim()));
+    }
+    if out.len() as u64 > MAX_EVIDENCE_BYTES {
+        return Err(format!("{} printed more than {MAX_EVIDENCE_BYTES} bytes", command.display()));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        gpus: Vec<One>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct One {
+        device: String,
+        report: String,
+        certificate_chain: String,
+    }
+    let answer: Answer = serde_json::from_slice(&out).map_err(|e| format!("{}: {e}", command.display()))?;
+    answer
+        .gpus
+        .into_iter()
+        .map(|g| {
+            Ok(sealpod_proto::GpuEvidence {
+                report: hex::decode(g.report.trim()).map_err(|e| format!("{}: report: {e}", g.device))?,
+                certificate_chain: g.certificate_chain.into_bytes(),
+                device: g.device,
+            })
+        })
+        .collect()
 }
 
 /// `0000:00:1e.0` from nvidia-smi's `00000000:00:1E.0`, as the driver's

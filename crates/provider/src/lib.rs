@@ -363,10 +363,10 @@ impl Provider {
             InboundRequest::Attest { peer, request, responder } => {
                 metrics::bump(&self.counters.attestations);
                 let response = match self.attest(&request) {
-                    Ok(evidence) => AttestResponse { error: None, evidence: Some(evidence) },
+                    Ok((evidence, gpus)) => AttestResponse { error: None, evidence: Some(evidence), gpus },
                     Err(error) => {
                         tracing::info!(%peer, %error, "attestation not given");
-                        AttestResponse { error: Some(error), evidence: None }
+                        AttestResponse { error: Some(error), evidence: None, gpus: Vec::new() }
                     }
                 };
                 responder.respond(response);
@@ -403,8 +403,12 @@ impl Provider {
         }
     }
 
-    /// Evidence binding this node's key to the publisher's nonce.
-    fn attest(&self, request: &sealpod_proto::AttestRequest) -> Result<sealpod_proto::Evidence, Error> {
+    /// Evidence binding this node's key to the publisher's nonce: the CPU's,
+    /// and each confidential GPU's when an evidence command is configured.
+    fn attest(
+        &self,
+        request: &sealpod_proto::AttestRequest,
+    ) -> Result<(sealpod_proto::Evidence, Vec<sealpod_proto::GpuEvidence>), Error> {
         use sealpod_attest::tsm::Attestor;
         let Some((attestor, public_key)) = self.attestor.get() else {
             return Err(Error::new(ErrorCode::Unavailable, "the provider is still starting"));
@@ -424,7 +428,17 @@ impl Provider {
             tracing::error!(error = %e, "producing attestation evidence failed");
             Error::new(ErrorCode::Internal, format!("producing evidence failed: {e}"))
         })?;
-        Ok(evidence.to_proto())
+        let gpus = match &self.config.gpus.evidence_command {
+            Some(command) => {
+                let nonce = sealpod_attest::gpu_nonce(public_key, &request.nonce);
+                gpus::gpu_evidence(command, &nonce).map_err(|e| {
+                    tracing::error!(error = %e, "producing GPU evidence failed");
+                    Error::new(ErrorCode::Internal, format!("producing GPU evidence failed: {e}"))
+                })?
+            }
+            None => Vec::new(),
+        };
+        Ok((evidence.to_proto(), gpus))
     }
 
     /// Whether the pod's HTTP hostname, if it has one, may be served here:

@@ -78,6 +78,17 @@ pub enum PublisherError {
         /// The failed check.
         error: sealpod_attest::AttestError,
     },
+    /// A GPU of the provider failed attestation, or none was attested when
+    /// the policy requires it.
+    #[error("GPU attestation of provider {peer} failed ({device}), nothing secret was sent: {message}")]
+    GpuAttestation {
+        /// The provider.
+        peer: PeerId,
+        /// The device, as the provider named it.
+        device: String,
+        /// The failed check.
+        message: String,
+    },
     /// The provider could not attest at all.
     #[error("provider {peer} cannot attest, nothing secret was sent: {message}")]
     NoAttestation {
@@ -108,6 +119,18 @@ pub struct Attested {
     pub nonce: String,
     /// What the evidence says.
     pub claims: sealpod_attest::Claims,
+    /// Each GPU's verified claims (NVIDIA confidential computing), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<AttestedGpu>,
+}
+
+/// A GPU whose SPDM report verified, bound to the same nonce and key.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttestedGpu {
+    /// The device, as the provider named it.
+    pub device: String,
+    /// What its report says.
+    pub claims: sealpod_attest::nvidia::GpuClaims,
 }
 
 /// Whether a wire pod carries anything secret: a secret volume, or an
@@ -232,22 +255,35 @@ impl Publisher {
 
     /// Asks `peer` for evidence bound to `nonce`, unverified.
     pub async fn evidence(&self, peer: PeerId, nonce: &[u8]) -> Result<sealpod_attest::Evidence, PublisherError> {
+        Ok(self.all_evidence(peer, nonce).await?.0)
+    }
+
+    /// The CPU's evidence and each GPU's, unverified.
+    pub async fn all_evidence(
+        &self,
+        peer: PeerId,
+        nonce: &[u8],
+    ) -> Result<(sealpod_attest::Evidence, Vec<sealpod_proto::GpuEvidence>), PublisherError> {
         let response = self.node.attest(peer, sealpod_proto::AttestRequest { nonce: nonce.to_vec() }).await?;
         if let Some(error) = response.error {
             return Err(PublisherError::NoAttestation { peer, message: error.message });
         }
         let evidence = response.evidence.ok_or(PublisherError::Incomplete(peer))?;
-        sealpod_attest::Evidence::from_proto(&evidence).map_err(|error| PublisherError::Attestation { peer, error })
+        let evidence = sealpod_attest::Evidence::from_proto(&evidence)
+            .map_err(|error| PublisherError::Attestation { peer, error })?;
+        Ok((evidence, response.gpus))
     }
 
     /// Attests a connected provider with a fresh nonce and verifies its
     /// evidence against `options`.
     pub async fn attest_peer(&self, peer: PeerId, options: &AttestOptions) -> Result<Attested, PublisherError> {
         let nonce: [u8; sealpod_attest::NONCE_LEN] = rand::random();
-        let evidence = self.evidence(peer, &nonce).await?;
-        let claims = verify_for(peer, &nonce, &evidence, options, std::time::SystemTime::now())
+        let (evidence, gpus) = self.all_evidence(peer, &nonce).await?;
+        let now = std::time::SystemTime::now();
+        let claims = verify_for(peer, &nonce, &evidence, options, now)
             .map_err(|error| PublisherError::Attestation { peer, error })?;
-        Ok(Attested { provider: peer.to_string(), nonce: hex::encode(nonce), claims })
+        let gpus = verify_gpus(peer, &nonce, &gpus, &options.policy.gpu, now)?;
+        Ok(Attested { provider: peer.to_string(), nonce: hex::encode(nonce), claims, gpus })
     }
 
     /// Dials a provider and attests it.
@@ -311,11 +347,13 @@ impl Publisher {
         // may give a direct path within a round trip or two, and the pod (and
         // all that follows) is better sent on it.
         self.node.prefer_direct(peer, HOLE_PUNCH_WAIT).await;
-        let attested = if attest.require || attest.policy.require_attestation || carries_secrets(&pod) {
-            Some(self.attest_peer(peer, attest).await?)
-        } else {
-            None
-        };
+        let wants_attested_gpus = attest.policy.gpu.require && sealpod_proto::total_resources(&pod).gpus > 0;
+        let attested =
+            if attest.require || attest.policy.require_attestation || carries_secrets(&pod) || wants_attested_gpus {
+                Some(self.attest_peer(peer, attest).await?)
+            } else {
+                None
+            };
         let mut request = ProvisionPodRequest { payload_manifest, name: name.to_owned(), ..Default::default() };
         let mut pod_payment = None;
         if let Some(plan) = payment {
@@ -474,11 +512,13 @@ impl Publisher {
         attest: &AttestOptions,
     ) -> Result<(PodStatus, Option<Attested>), PublisherError> {
         let peer = self.reach(pod_id).await?;
-        let attested = if attest.require || attest.policy.require_attestation || carries_secrets(&pod) {
-            Some(self.attest_peer(peer, attest).await?)
-        } else {
-            None
-        };
+        let wants_attested_gpus = attest.policy.gpu.require && sealpod_proto::total_resources(&pod).gpus > 0;
+        let attested =
+            if attest.require || attest.policy.require_attestation || carries_secrets(&pod) || wants_attested_gpus {
+                Some(self.attest_peer(peer, attest).await?)
+            } else {
+                None
+            };
         let request = UpdateRequest { pod_id: pod_id.to_owned(), pod: Some(pod), payload_manifest };
         match self.control(pod_id, Op::Update(request)).await? {
             ControlResult::Updated(s) => Ok((s, attested)),
@@ -566,6 +606,44 @@ pub fn verify_for(
         allow_insecure_dev: options.allow_insecure_dev,
     };
     sealpod_attest::verify(evidence, &expect, &options.policy, &sealpod_attest::Roots::pinned())
+}
+
+/// Most GPUs one answer may carry (an HGX board has eight).
+const MAX_GPU_EVIDENCE: usize = 16;
+
+/// Verifies every GPU's report against the pinned NVIDIA root, the nonce
+/// bound to `peer`'s key and `nonce`, and `rules`; refuses an answer without
+/// GPU evidence when `rules.require` says so.
+pub fn verify_gpus(
+    peer: PeerId,
+    nonce: &[u8],
+    gpus: &[sealpod_proto::GpuEvidence],
+    rules: &sealpod_attest::policy::GpuRules,
+    now: std::time::SystemTime,
+) -> Result<Vec<AttestedGpu>, PublisherError> {
+    let fail = |device: &str, message: String| PublisherError::GpuAttestation { peer, device: device.into(), message };
+    if gpus.is_empty() {
+        return if rules.require {
+            Err(fail("none", "the policy requires GPU evidence and the provider sent none".into()))
+        } else {
+            Ok(Vec::new())
+        };
+    }
+    if gpus.len() > MAX_GPU_EVIDENCE {
+        return Err(fail("all", format!("{} GPU reports; at most {MAX_GPU_EVIDENCE}", gpus.len())));
+    }
+    let key = provider_public_key(&peer).ok_or_else(|| fail("all", "the peer id embeds no public key".into()))?;
+    let expected = sealpod_attest::gpu_nonce(&key, nonce);
+    let policy = rules.to_policy().map_err(|m| fail("all", m))?;
+    gpus.iter()
+        .map(|g| {
+            let device: String = g.device.chars().take(128).collect();
+            let claims =
+                sealpod_attest::nvidia::verify_gpu_report(&g.report, &g.certificate_chain, &expected, now, &policy)
+                    .map_err(|e| fail(&device, e.to_string()))?;
+            Ok(AttestedGpu { device, claims })
+        })
+        .collect()
 }
 
 /// The protobuf public key inside an identity-hashed (Ed25519) peer id.

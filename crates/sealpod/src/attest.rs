@@ -25,6 +25,9 @@ pub struct AttestCommand {
 pub enum AttestSub {
     /// Verify evidence files offline. Exit 0 when accepted.
     Verify(VerifyArgs),
+    /// Verify an NVIDIA GPU's SPDM measurement report offline against the
+    /// pinned NVIDIA device root. Exit 0 when accepted.
+    VerifyGpu(VerifyGpuArgs),
     /// Print the policy in force (the file, or the default) as TOML.
     Policy {
         /// The policy file (default: $SEALPOD_HOME/attestation-policy.toml).
@@ -80,6 +83,27 @@ pub struct VerifyArgs {
     pub report_data: Option<String>,
 }
 
+/// `sealpod attest verify-gpu`.
+#[derive(Args)]
+pub struct VerifyGpuArgs {
+    /// The SPDM GET_MEASUREMENTS request and response, raw or hex.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// The device certificate chain (PEM, or DER concatenated), leaf first.
+    #[arg(long)]
+    pub certs: PathBuf,
+    /// The nonce the report must carry (32 bytes, hex).
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// Verify as of this time (RFC 3339; default: now).
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// The policy file whose [gpu] measurements the report must match
+    /// (default: $SEALPOD_HOME/attestation-policy.toml, else none pinned).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
 /// The policy at `path`, or the home's, or the default.
 pub fn load_policy(path: Option<&Path>, home: &Path) -> Result<Policy> {
     match path {
@@ -103,6 +127,7 @@ impl AttestArgs {
 pub fn run(cmd: AttestCommand, home: &Path, json: bool) -> Result<()> {
     match cmd.command {
         Some(AttestSub::Verify(args)) => verify(args, home, json),
+        Some(AttestSub::VerifyGpu(args)) => verify_gpu(args, home, json),
         Some(AttestSub::Policy { policy }) => {
             let policy = load_policy(policy.as_deref(), home)?;
             print!("{}", policy.to_toml());
@@ -131,10 +156,17 @@ pub fn print_attested(a: &Attested, json: bool) -> Result<()> {
         v["accepted"] = true.into();
         v["provider"] = a.provider.clone().into();
         v["nonce"] = a.nonce.clone().into();
+        if !a.gpus.is_empty() {
+            v["gpus"] = serde_json::to_value(&a.gpus)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("provider {} attested ({}), bound to nonce {}", a.provider, a.claims.kind, a.nonce);
         print!("{}", claims_text(&a.claims));
+        for g in &a.gpus {
+            println!("GPU {} attested: signed by {}", g.device, g.claims.signer);
+            print!("{}", gpu_text(&g.claims));
+        }
     }
     warn_if_insecure(&a.claims);
     Ok(())
@@ -220,6 +252,51 @@ fn raw_or_hex(bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+fn verify_gpu(args: VerifyGpuArgs, home: &Path, json: bool) -> Result<()> {
+    use sealpod_attest::nvidia;
+    let report = raw_or_hex(read_bounded(&args.report, 2 * nvidia::MAX_REPORT_LEN + 64)?);
+    let certs = read_bounded(&args.certs, nvidia::MAX_CHAIN_LEN)?;
+    let nonce: [u8; 32] = hex::decode(args.nonce.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--nonce must be 32 bytes of hex (64 digits)")?;
+    let now = at_or_now(args.at.as_deref())?;
+    let policy = load_policy(args.policy.as_deref(), home)?.gpu.to_policy().map_err(anyhow::Error::msg)?;
+    let claims = nvidia::verify_gpu_report(&report, &certs, &nonce, now, &policy)
+        .map_err(|e| anyhow::anyhow!("GPU report refused: {e}"))?;
+    if json {
+        let mut v = serde_json::to_value(&claims)?;
+        v["accepted"] = true.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("GPU report accepted: signed by {} (FWID {})", claims.signer, hex::encode(&claims.fwid));
+        print!("{}", gpu_text(&claims));
+    }
+    Ok(())
+}
+
+fn gpu_text(claims: &sealpod_attest::nvidia::GpuClaims) -> String {
+    let mut out = String::new();
+    if let Some(v) = &claims.driver_version {
+        out += &format!("  driver {v}\n");
+    }
+    if let Some(v) = &claims.vbios_version {
+        out += &format!("  VBIOS {v}\n");
+    }
+    out += &format!("  {} measurements (SPDM 1.{})\n", claims.measurements.len(), claims.spdm_version & 0x0f);
+    out
+}
+
+fn at_or_now(at: Option<&str>) -> Result<std::time::SystemTime> {
+    Ok(match at {
+        Some(t) => {
+            let t = chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--at {t:?} is not RFC 3339"))?;
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64)
+        }
+        None => std::time::SystemTime::now(),
+    })
+}
+
 fn verify(args: VerifyArgs, home: &Path, json: bool) -> Result<()> {
     let kind: Kind = args.kind.parse().map_err(anyhow::Error::msg)?;
     let report = raw_or_hex(read_bounded(&args.evidence, 2 * sealpod_attest::MAX_REPORT + 64)?);
@@ -234,13 +311,7 @@ fn verify(args: VerifyArgs, home: &Path, json: bool) -> Result<()> {
             _ => collateral.push(bytes),
         }
     }
-    let now = match &args.at {
-        Some(t) => {
-            let t = chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--at {t:?} is not RFC 3339"))?;
-            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64)
-        }
-        None => std::time::SystemTime::now(),
-    };
+    let now = at_or_now(args.at.as_deref())?;
     let expected = match &args.report_data {
         Some(h) => {
             let b = hex::decode(h.trim()).with_context(|| "--report-data is not hex")?;

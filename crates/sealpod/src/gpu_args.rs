@@ -21,13 +21,23 @@ pub struct GpuArgs {
     /// Sell no GPUs, whatever the machine has.
     #[arg(long)]
     pub no_gpus: bool,
+    /// Adds confidential GPUs' evidence to attestation answers: run with the
+    /// bound nonce (64 hex digits) as its argument, it prints
+    /// {"gpus": [{"device", "report" (hex SPDM), "certificateChain" (PEM)}]}
+    /// (see docs/gpus.md).
+    #[arg(long, value_name = "PROGRAM")]
+    pub gpu_evidence_command: Option<PathBuf>,
 }
 
 impl GpuArgs {
     pub fn settings(&self) -> Result<GpuSettings> {
         sealpod_cdi::spec::check_kind(&self.gpu_kind).map_err(|e| anyhow::anyhow!("--gpu-kind: {e}"))?;
-        let mut settings =
-            GpuSettings { kind: self.gpu_kind.clone(), disabled: self.no_gpus, ..GpuSettings::default() };
+        let mut settings = GpuSettings {
+            kind: self.gpu_kind.clone(),
+            disabled: self.no_gpus,
+            evidence_command: self.gpu_evidence_command.clone(),
+            ..GpuSettings::default()
+        };
         if !self.cdi_dir.is_empty() {
             settings.cdi_dirs = self.cdi_dir.clone();
         }

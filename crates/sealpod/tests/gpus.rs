@@ -14,44 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// Device numbers of the stand-in GPUs: /dev/fuse and /dev/btrfs-control,
-/// harmless to open (their operations need a mount or privileges a pod lacks),
-/// and outside the default device-cgroup list, so that opening them from a
-/// container shows the provider's per-device rule at work.
-const GPU0: (u32, u32) = (10, 229);
-const GPU1: (u32, u32) = (10, 234);
-
-fn mknod(path: &Path, (major, minor): (u32, u32)) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: mknod and chmod with a NUL-terminated path.
-    unsafe {
-        assert_eq!(libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)), 0, "mknod");
-        assert_eq!(libc::chmod(c.as_ptr(), 0o666), 0);
-    }
-}
-
-fn write_cdi(dir: &Path) -> std::path::PathBuf {
-    let dev = dir.join("dev");
-    std::fs::create_dir_all(&dev).unwrap();
-    mknod(&dev.join("gpu0"), GPU0);
-    mknod(&dev.join("gpu1"), GPU1);
-    let cdi = dir.join("cdi");
-    std::fs::create_dir_all(&cdi).unwrap();
-    std::fs::write(
-        cdi.join("test-gpus.yaml"),
-        format!(
-            "cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ncontainerEdits:\n  env: [SEALPOD_CDI_TEST=from-the-spec]\n\
-             devices:\n\
-             - name: \"0\"\n  containerEdits:\n    deviceNodes: [{{path: /dev/nvidia0, hostPath: {0}/gpu0}}]\n\
-             - name: \"1\"\n  containerEdits:\n    deviceNodes: [{{path: /dev/nvidia1, hostPath: {0}/gpu1, permissions: rw}}]\n",
-            dev.display()
-        ),
-    )
-    .unwrap();
-    cdi
-}
-
 fn manifest(dir: &Path, name: &str, gpus: u32, port: u16) -> std::path::PathBuf {
     let image = format!("oci:{}:v1", dir.join("images/sample").display());
     let resources = if gpus > 0 { format!("\n    resources: {{nvidia.com/gpu: {gpus}}}") } else { String::new() };
@@ -244,4 +206,111 @@ fn a_udp_port_echoes_each_client_its_own_datagrams() {
     // The port is the provider's again: nothing answers.
     let late = udp_exchange(&clients[0], &to, "after delete");
     assert!(late.is_err(), "answered after delete: {late:?}");
+}
+
+fn vectors() -> Option<std::path::PathBuf> {
+    let v = std::env::var_os("SEALPOD_TEST_VECTORS").map(std::path::PathBuf::from);
+    if v.is_none() {
+        eprintln!("skipped: SEALPOD_TEST_VECTORS is not set");
+    }
+    v
+}
+
+const HOPPER_NONCE: &str = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
+
+#[test]
+fn a_hopper_report_verifies_offline_and_a_broken_chain_or_wrong_nonce_is_refused_by_name() {
+    let Some(v) = vectors() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let nvidia = v.join("nvidia");
+    let report = nvidia.join("hopperAttestationReport.txt");
+    let verify = |certs: &str, nonce: &str| {
+        sealpod(
+            &home,
+            &[
+                "--json",
+                "attest",
+                "verify-gpu",
+                "--report",
+                report.to_str().unwrap(),
+                "--certs",
+                nvidia.join(certs).to_str().unwrap(),
+                "--nonce",
+                nonce,
+            ],
+        )
+    };
+    let accepted = ok_json(verify("hopper_cert_chain_case1.txt", HOPPER_NONCE));
+    let listed: Value =
+        serde_json::from_slice(&std::fs::read(nvidia.join("hopperAttestationReport-claims.txt")).unwrap()).unwrap();
+    let measured = accepted["measurements"].as_object().unwrap();
+    let expected = listed["measurements"]
+        .as_array()
+        .map_or_else(|| listed["measurements"].as_object().unwrap().len(), |a| a.len());
+    assert_eq!(measured.len(), expected, "{accepted}");
+    assert_eq!(
+        accepted["fwid"],
+        "f5c384aebb579217a2c66b17ed0f28e6a9b8d639041acd7b4721cec004f7275494ba94bb5cdfdb3055ee051762b1f75d"
+    );
+
+    let said = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let wrong = verify("hopper_cert_chain_case1.txt", &"00".repeat(32));
+    assert!(!wrong.status.success());
+    assert!(said(&wrong).contains("nonce"), "{wrong:?}");
+    for broken in ["hopper_cert_chain_case2.txt", "hopper_cert_chain_case3.txt", "hopper_cert_chain_case4.txt"] {
+        let out = verify(broken, HOPPER_NONCE);
+        assert!(!out.status.success(), "{broken} accepted");
+        assert!(said(&out).contains("GPU report refused"), "{out:?}");
+    }
+}
+
+#[test]
+fn a_gpu_report_not_bound_to_the_publishers_nonce_and_key_is_refused_and_a_policy_can_require_one() {
+    let Some(v) = vectors() else { return };
+    if !is_root() {
+        eprintln!("skipped: the provider needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let nvidia = v.join("nvidia");
+    // A real Hopper report and chain, as an evidence command would print
+    // them, but taken for another nonce: replayed evidence.
+    let report = std::fs::read_to_string(nvidia.join("hopperAttestationReport.txt")).unwrap();
+    let chain = std::fs::read_to_string(nvidia.join("hopper_cert_chain_case1.txt")).unwrap();
+    let evidence = serde_json::json!({"gpus": [{"device": "nvidia.com/gpu=0", "report": report.trim(), "certificateChain": chain}]});
+    std::fs::write(dir.join("evidence.json"), evidence.to_string()).unwrap();
+    let command = dir.join("gpu-evidence.sh");
+    std::fs::write(
+        &command,
+        format!("#!/bin/sh\ntest ${{#1}} -eq 64 || exit 3\ncat {}\n", dir.join("evidence.json").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&command, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let provider = Provider::start_with(
+        dir,
+        free_port(),
+        &["--attestor", "insecure-dev", "--gpu-evidence-command", command.to_str().unwrap()],
+    );
+    let home = dir.join("home");
+    let out = sealpod(&home, &["attest", &provider.addr, "--allow-insecure-dev"]);
+    assert!(!out.status.success(), "replayed GPU evidence accepted: {}", provider_log(dir));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GPU attestation") && err.contains("nvidia.com/gpu=0"), "{err}");
+    assert!(err.to_lowercase().contains("nonce"), "{err}");
+    drop(provider);
+
+    // Without GPU evidence, a policy that requires it refuses the provider.
+    let provider = Provider::start_with(dir, free_port(), &["--attestor", "insecure-dev"]);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "accept = []\n[gpu]\nrequire = true\n").unwrap();
+    let out = sealpod(&home, &["attest", &provider.addr, "--allow-insecure-dev", "--policy", policy.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires GPU evidence"), "{out:?}");
+    let out = sealpod(&home, &["--json", "attest", &provider.addr, "--allow-insecure-dev"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

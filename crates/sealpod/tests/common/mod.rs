@@ -170,3 +170,43 @@ pub fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// Device numbers of the stand-in GPUs: /dev/fuse and /dev/btrfs-control,
+/// harmless to open (their operations need a mount or privileges a pod lacks),
+/// and outside the default device-cgroup list, so that opening them from a
+/// container shows the provider's per-device rule at work.
+pub const GPU0: (u32, u32) = (10, 229);
+pub const GPU1: (u32, u32) = (10, 234);
+
+pub fn mknod(path: &Path, (major, minor): (u32, u32)) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mknod and chmod with a NUL-terminated path.
+    unsafe {
+        assert_eq!(libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)), 0, "mknod");
+        assert_eq!(libc::chmod(c.as_ptr(), 0o666), 0);
+    }
+}
+
+/// Two stand-in GPUs (character devices under `dir/dev`) and a CDI spec
+/// naming them `nvidia.com/gpu=0` and `=1` in `dir/cdi`, which it returns.
+pub fn write_cdi(dir: &Path) -> std::path::PathBuf {
+    let dev = dir.join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    mknod(&dev.join("gpu0"), GPU0);
+    mknod(&dev.join("gpu1"), GPU1);
+    let cdi = dir.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(
+        cdi.join("test-gpus.yaml"),
+        format!(
+            "cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ncontainerEdits:\n  env: [SEALPOD_CDI_TEST=from-the-spec]\n\
+             devices:\n\
+             - name: \"0\"\n  containerEdits:\n    deviceNodes: [{{path: /dev/nvidia0, hostPath: {0}/gpu0}}]\n\
+             - name: \"1\"\n  containerEdits:\n    deviceNodes: [{{path: /dev/nvidia1, hostPath: {0}/gpu1, permissions: rw}}]\n",
+            dev.display()
+        ),
+    )
+    .unwrap();
+    cdi
+}
