@@ -171,7 +171,7 @@ impl Registry {
     /// The devices of one kind, in natural order of their names (`2` before `10`).
     pub fn of_kind(&self, kind: &str) -> Vec<&RegisteredDevice> {
         let mut found: Vec<&RegisteredDevice> = self.devices.values().filter(|d| d.kind == kind).collect();
-        found.sort_by(|a, b| natural(&a.name).cmp(&natural(&b.name)));
+        found.sort_by_key(|d| natural(&d.name));
         found
     }
 

@@ -210,7 +210,7 @@ impl ContainerEdits {
             return Err(bad("netDevices: network devices are not supported by sealpod".into()));
         }
         for (i, e) in self.env.iter().enumerate() {
-            if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) || e.contains('\0') {
+            if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) || e.contains('\0') {
                 return Err(bad(format!("env[{i}]: {e:?} is not NAME=value")));
             }
         }

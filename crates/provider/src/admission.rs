@@ -77,6 +77,8 @@ fn invalid(field: String, message: impl Into<String>) -> Error {
 /// Checks a wire pod and prepares everything it needs.
 /// `egress` is the outbound access the pod's payload manifest was granted, if
 /// any: its containers then find the proxy in `HTTP_PROXY` and `HTTPS_PROXY`.
+// Each input is one the two callers (provision, update) work out differently.
+#[allow(clippy::too_many_arguments)]
 pub fn admit(
     pod_id: &str,
     pod: &Pod,

@@ -347,13 +347,7 @@ impl Publisher {
         // may give a direct path within a round trip or two, and the pod (and
         // all that follows) is better sent on it.
         self.node.prefer_direct(peer, HOLE_PUNCH_WAIT).await;
-        let wants_attested_gpus = attest.policy.gpu.require && sealpod_proto::total_resources(&pod).gpus > 0;
-        let attested =
-            if attest.require || attest.policy.require_attestation || carries_secrets(&pod) || wants_attested_gpus {
-                Some(self.attest_peer(peer, attest).await?)
-            } else {
-                None
-            };
+        let attested = if must_attest(&pod, attest) { Some(self.attest_peer(peer, attest).await?) } else { None };
         let mut request = ProvisionPodRequest { payload_manifest, name: name.to_owned(), ..Default::default() };
         let mut pod_payment = None;
         if let Some(plan) = payment {
@@ -512,13 +506,7 @@ impl Publisher {
         attest: &AttestOptions,
     ) -> Result<(PodStatus, Option<Attested>), PublisherError> {
         let peer = self.reach(pod_id).await?;
-        let wants_attested_gpus = attest.policy.gpu.require && sealpod_proto::total_resources(&pod).gpus > 0;
-        let attested =
-            if attest.require || attest.policy.require_attestation || carries_secrets(&pod) || wants_attested_gpus {
-                Some(self.attest_peer(peer, attest).await?)
-            } else {
-                None
-            };
+        let attested = if must_attest(&pod, attest) { Some(self.attest_peer(peer, attest).await?) } else { None };
         let request = UpdateRequest { pod_id: pod_id.to_owned(), pod: Some(pod), payload_manifest };
         match self.control(pod_id, Op::Update(request)).await? {
             ControlResult::Updated(s) => Ok((s, attested)),
@@ -606,6 +594,16 @@ pub fn verify_for(
         allow_insecure_dev: options.allow_insecure_dev,
     };
     sealpod_attest::verify(evidence, &expect, &options.policy, &sealpod_attest::Roots::pinned())
+}
+
+/// Whether `pod` goes only to a provider attested just before: when asked,
+/// when the policy says so, when it carries a secret, or when it asks for
+/// GPUs and the policy requires attested ones.
+fn must_attest(pod: &Pod, attest: &AttestOptions) -> bool {
+    attest.require
+        || attest.policy.require_attestation
+        || carries_secrets(pod)
+        || (attest.policy.gpu.require && sealpod_proto::total_resources(pod).gpus > 0)
 }
 
 /// Most GPUs one answer may carry (an HGX board has eight).
