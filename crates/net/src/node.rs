@@ -2,6 +2,7 @@
 
 mod nat;
 
+use nat::PathReport;
 pub use nat::{is_relayed, NatConfig, Path, Reachability, RelayLimits};
 
 use std::collections::{HashMap, HashSet};
@@ -281,7 +282,7 @@ enum Command {
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     PeerAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
     Reachability { reply: oneshot::Sender<Reachability> },
-    Path { peer: PeerId, reply: oneshot::Sender<(Option<Path>, Option<Path>, bool)> },
+    Path { peer: PeerId, reply: oneshot::Sender<PathReport> },
 }
 
 /// A running libp2p node. Cheap to clone; the swarm stops when every handle and
@@ -412,12 +413,12 @@ impl Node {
 
     /// The best path open to `peer` now (direct before relayed), if any.
     pub async fn connection_path(&self, peer: PeerId) -> Option<Path> {
-        self.paths(peer).await.0
+        self.paths(peer).await.path
     }
 
     /// The path the last response from `peer` arrived on, if any did.
     pub async fn response_path(&self, peer: PeerId) -> Option<Path> {
-        self.paths(peer).await.1
+        self.paths(peer).await.response
     }
 
     /// When `peer` is reached only through a relay, waits up to `timeout`
@@ -426,18 +427,21 @@ impl Node {
     pub async fn prefer_direct(&self, peer: PeerId, timeout: Duration) -> Option<Path> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (path, _, punch_failed) = self.paths(peer).await;
-            if path != Some(Path::Relayed) || punch_failed || tokio::time::Instant::now() >= deadline {
-                return path;
+            let report = self.paths(peer).await;
+            // Direct, and the relayed connection this node dialled already
+            // closed: requests can no longer go out on it.
+            let settled = report.path == Some(Path::Direct) && !report.relayed_open;
+            if settled || report.path.is_none() || report.punch_failed || tokio::time::Instant::now() >= deadline {
+                return report.path;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
-    async fn paths(&self, peer: PeerId) -> (Option<Path>, Option<Path>, bool) {
+    async fn paths(&self, peer: PeerId) -> PathReport {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Path { peer, reply: tx }).await.is_err() {
-            return (None, None, false);
+            return PathReport::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -916,11 +920,12 @@ impl SwarmTask {
                 let _ = reply.send(self.nat.reachability.unwrap_or(Reachability::Unknown));
             }
             Command::Path { peer, reply } => {
-                let _ = reply.send((
-                    self.nat.path(&peer),
-                    self.nat.response_path.get(&peer).copied(),
-                    self.nat.punch_failed.contains(&peer) || self.nat.no_hole_punching,
-                ));
+                let _ = reply.send(PathReport {
+                    path: self.nat.path(&peer),
+                    response: self.nat.response_path.get(&peer).copied(),
+                    punch_failed: self.nat.punch_failed.contains(&peer) || self.nat.no_hole_punching,
+                    relayed_open: self.nat.dialled_relayed(&peer),
+                });
             }
         }
     }

@@ -139,6 +139,19 @@ pub(super) fn autonat_config(private: bool) -> autonat::v1::Config {
     }
 }
 
+/// What a node knows of its way to one peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PathReport {
+    /// The best open path.
+    pub path: Option<Path>,
+    /// The path the latest response came on.
+    pub response: Option<Path>,
+    /// Hole punching failed, or is off.
+    pub punch_failed: bool,
+    /// A relayed connection this node dialled is still open.
+    pub relayed_open: bool,
+}
+
 /// What a node knows about paths and relays.
 #[derive(Default)]
 pub(super) struct NatState {
@@ -189,6 +202,11 @@ impl NatState {
     /// The best open path to `peer`.
     pub(super) fn path(&self, peer: &PeerId) -> Option<Path> {
         self.connections.get(peer)?.values().map(|(p, _)| *p).min()
+    }
+
+    /// Whether a relayed connection this node dialled to `peer` is open.
+    pub(super) fn dialled_relayed(&self, peer: &PeerId) -> bool {
+        self.connections.get(peer).is_some_and(|c| c.values().any(|(p, d)| *p == Path::Relayed && *d))
     }
 
     /// The path of one open connection.
