@@ -114,6 +114,9 @@ impl Meter {
         if let Some(u) = reading {
             let used = if u.cpu_usec >= self.last_cpu_usec { u.cpu_usec - self.last_cpu_usec } else { u.cpu_usec };
             self.last_cpu_usec = u.cpu_usec;
+            // A paused (suspended) pod is billed nothing: whatever CPU its
+            // processes used was read when it was paused.
+            let used = if self.running { used } else { 0 };
             let q = &mut self.quantities[Resource::CpuTime.index()];
             *q = q.saturating_add(used as u128);
             self.usage.cpu_usec = self.usage.cpu_usec.saturating_add(used);
@@ -161,6 +164,20 @@ mod tests {
         assert_eq!(once.quantity(Resource::Memory), (1u128 << 30) * 60_000);
         assert_eq!(once.quantity(Resource::Gpu), 60_000);
         assert_eq!(once.metered_ms, 60_000);
+    }
+
+    #[test]
+    fn a_paused_meter_bills_no_cpu_time_read_after_the_pause() {
+        let mut m = Meter::start(res(), 0);
+        m.advance(1_000, Some(Usage { cpu_usec: 100, peak_memory_bytes: 0 }));
+        m.pause(2_000, Some(Usage { cpu_usec: 300, peak_memory_bytes: 0 }));
+        let at_pause = m.quantity(Resource::CpuTime);
+        assert_eq!(at_pause, 300);
+        m.advance(3_000, Some(Usage { cpu_usec: 301, peak_memory_bytes: 0 }));
+        assert_eq!(m.quantity(Resource::CpuTime), at_pause);
+        m.resume(4_000);
+        m.advance(5_000, Some(Usage { cpu_usec: 351, peak_memory_bytes: 0 }));
+        assert_eq!(m.quantity(Resource::CpuTime), at_pause + 50);
     }
 
     #[test]

@@ -106,9 +106,10 @@ impl Account {
         Action::None
     }
 
-    /// Records a suspension at `now_ms`: the meter stops.
-    pub fn suspended(&mut self, now_ms: u64) {
-        self.meter.pause(now_ms, None);
+    /// Records a suspension at `now_ms`, with the pod's usage read once it
+    /// was frozen (the CPU it used up to then is billed): the meter stops.
+    pub fn suspended(&mut self, now_ms: u64, usage: Option<sealpod_market::Usage>) {
+        self.meter.pause(now_ms, usage);
         self.suspended_at = Some(now_ms / 1000);
     }
 
@@ -194,7 +195,7 @@ mod tests {
         assert_eq!(a.unpaid_since, Some(6));
         assert_eq!(a.tick(15_000, None, 60), Action::None);
         assert_eq!(a.tick(16_000, None, 60), Action::Suspend);
-        a.suspended(16_000);
+        a.suspended(16_000, None);
         let billed = a.bill().total;
         assert_eq!(a.tick(50_000, None, 60), Action::None);
         assert_eq!(a.bill().total, billed, "a suspended pod is not billed");
@@ -206,7 +207,7 @@ mod tests {
         let mut a = account(0);
         a.tick(3_000, None, 600);
         assert_eq!(a.tick(3_000, None, 600), Action::Suspend);
-        a.suspended(3_000);
+        a.suspended(3_000, None);
         assert!(!a.accept(&voucher(2_000), 100_000), "not enough");
         assert!(a.accept(&voucher(3_000), 100_000));
         assert_eq!(a.suspended_at, None);

@@ -276,7 +276,7 @@ impl Provider {
                     Action::None => {}
                     Action::Suspend => match sealpod_runtime::cgroup::freeze(&a.pod_id, true) {
                         Ok(()) => {
-                            a.suspended(now);
+                            a.suspended(now, self.usage(&a.pod_id));
                             crate::metrics::bump(&self.counters.suspensions);
                             tracing::warn!(pod = %a.pod_id, billed = %a.bill().total, vouchered = %a.vouchered(), "payment lapsed past the grace period: pod suspended");
                         }
