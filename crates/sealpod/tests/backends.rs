@@ -94,33 +94,7 @@ impl Backend {
 }
 
 fn write_pod(dir: &Path, name: &str, extra: &str) -> PathBuf {
-    let image = format!("oci:{}:v1", dir.join("images/sample").display());
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"containers:
-  - name: web
-    image: {image}
-    args: [serve, --port, "8080", --text, "{name} says hi"]
-    ports: ["0:8080"]
-    resources: {{cpu: 200m, memory: 64Mi}}
-    volumeMounts:
-      - name: scratch
-        mountPath: /scratch
-  - name: client
-    image: {image}
-    args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "300"]
-    env: {{GREETING: hello}}
-    resources: {{cpu: 100m, memory: 32Mi}}
-volumes:
-  - name: scratch
-    emptyDir: {{}}
-{extra}"#
-        ),
-    )
-    .unwrap();
-    path
+    write_pod_with_port(dir, name, 0, extra)
 }
 
 /// The body both backends run: deploy, page, logs, exec, provider killed

@@ -5,40 +5,10 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
-
-fn write_pod(dir: &Path, name: &str, host_port: u16, extra: &str) -> PathBuf {
-    let image = format!("oci:{}:v1", dir.join("images/sample").display());
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"containers:
-  - name: web
-    image: {image}
-    args: [serve, --port, "8080", --text, "{name} says hi"]
-    ports: ["{host_port}:8080"]
-    resources: {{cpu: 200m, memory: 64Mi}}
-    volumeMounts:
-      - name: scratch
-        mountPath: /scratch
-  - name: client
-    image: {image}
-    args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "300"]
-    env: {{GREETING: hello}}
-    resources: {{cpu: 100m, memory: 32Mi}}
-volumes:
-  - name: scratch
-    emptyDir: {{}}
-{extra}"#
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// What a deleted pod must not leave behind.
 fn assert_nothing_left(dir: &Path, pod_id: &str, shim_pid: u64) {
@@ -77,7 +47,7 @@ fn two_container_pod_survives_provider_restart_and_delete_leaves_nothing() {
     let alice = dir.join("alice");
 
     // Deploy over /apocryph/provision-pod/0.0.1.
-    let manifest = write_pod(dir, "web", 0, "");
+    let manifest = write_pod_with_port(dir, "web", 0, "");
     let deployed =
         ok_json(sealpod(&alice, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
@@ -160,7 +130,7 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
 
     // A host port that is already taken.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy = write_pod(dir, "busy", taken.local_addr().unwrap().port(), "");
+    let busy = write_pod_with_port(dir, "busy", taken.local_addr().unwrap().port(), "");
     let out = sealpod(&home, &["deploy", busy.to_str().unwrap(), "--provider", &provider.addr]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("cannot expose port"), "{err}");
@@ -179,7 +149,7 @@ fn bad_requests_get_clear_errors_and_the_provider_keeps_serving() {
     // After all that, the provider still deploys a good pod; nothing was left
     // behind by the refused ones.
     // (over QUIC this time)
-    let good = write_pod(dir, "good", 0, "");
+    let good = write_pod_with_port(dir, "good", 0, "");
     let deployed =
         ok_json(sealpod(&home, &["--json", "deploy", good.to_str().unwrap(), "--provider", &provider.quic_addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();
@@ -287,7 +257,7 @@ fn logs_follow_streams_until_the_container_exits() {
 fn exec_runs_in_the_container_and_returns_its_exit_code() {
     let Some((tmp, provider, home)) = fixture("frank") else { return };
     let dir = tmp.path();
-    let manifest = write_pod(dir, "exec", 0, "");
+    let manifest = write_pod_with_port(dir, "exec", 0, "");
     let deployed =
         ok_json(sealpod(&home, &["--json", "deploy", manifest.to_str().unwrap(), "--provider", &provider.addr]));
     let pod_id = deployed["status"]["podId"].as_str().unwrap().to_owned();

@@ -210,3 +210,36 @@ pub fn write_cdi(dir: &Path) -> std::path::PathBuf {
     .unwrap();
     cdi
 }
+
+/// The two-container sample pod (a web server on `host_port`, 0 for any,
+/// and a client fetching from it over the pod's loopback, sharing an emptyDir),
+/// with `extra` manifest lines appended; returns the manifest's path.
+pub fn write_pod_with_port(dir: &Path, name: &str, host_port: u16, extra: &str) -> PathBuf {
+    let image = format!("oci:{}:v1", dir.join("images/sample").display());
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"containers:
+  - name: web
+    image: {image}
+    args: [serve, --port, "8080", --text, "{name} says hi"]
+    ports: ["{host_port}:8080"]
+    resources: {{cpu: 200m, memory: 64Mi}}
+    volumeMounts:
+      - name: scratch
+        mountPath: /scratch
+  - name: client
+    image: {image}
+    args: [fetch, --url, "http://127.0.0.1:8080/", --interval-ms, "300"]
+    env: {{GREETING: hello}}
+    resources: {{cpu: 100m, memory: 32Mi}}
+volumes:
+  - name: scratch
+    emptyDir: {{}}
+{extra}"#
+        ),
+    )
+    .unwrap();
+    path
+}
