@@ -250,17 +250,7 @@ impl Provider {
         }
         let want = sealpod_proto::total_resources(pod);
         let _guard = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
-        let owner = peer.to_string();
-        let held = self.store.all().unwrap_or_default().iter().filter(|r| r.owner == owner).count();
-        if held >= self.config.pods_per_publisher {
-            return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "this provider runs at most {} pods per publisher and you have {held}; delete one first",
-                    self.config.pods_per_publisher
-                ),
-            ));
-        }
+        self.check_pods_per_publisher(&peer)?;
         let free = self.cluster_free();
         if want.cpu_millicores > free.cpu_millicores || want.memory_bytes > free.memory_bytes {
             return Err(Error::new(
@@ -317,7 +307,7 @@ impl Provider {
             let record = PodRecord {
                 pod_id: pod_id.clone(),
                 name: request.name.chars().take(128).collect(),
-                owner,
+                owner: peer.to_string(),
                 created_unix_seconds: now(),
                 exposed: bindings
                     .iter()

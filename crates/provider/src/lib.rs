@@ -566,17 +566,7 @@ impl Provider {
                 });
             }
         }
-        let owner = peer.to_string();
-        let held = self.store.all().unwrap_or_default().iter().filter(|r| r.owner == owner).count();
-        if held >= self.config.pods_per_publisher {
-            return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                format!(
-                    "this provider runs at most {} pods per publisher and you have {held}; delete one first",
-                    self.config.pods_per_publisher
-                ),
-            ));
-        }
+        self.check_pods_per_publisher(&peer)?;
         self.check_http_host(pod, None)?;
         let free = self.free();
         if cpu > free.cpu_millicores || memory > free.memory_bytes {
@@ -674,6 +664,22 @@ impl Provider {
                 Err(Error::new(ErrorCode::Internal, format!("starting the pod failed: {e}")))
             }
         }
+    }
+
+    /// Refuses a publisher that already has as many pods here as it may.
+    fn check_pods_per_publisher(&self, peer: &PeerId) -> Result<(), Error> {
+        let owner = peer.to_string();
+        let held = self.store.all().unwrap_or_default().iter().filter(|r| r.owner == owner).count();
+        if held >= self.config.pods_per_publisher {
+            return Err(Error::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "this provider runs at most {} pods per publisher and you have {held}; delete one first",
+                    self.config.pods_per_publisher
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the pod's rules let its owner run `argv`. A pod without a
