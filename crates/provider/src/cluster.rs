@@ -381,15 +381,7 @@ impl Provider {
                 Ok(ControlResult::Status(self.cluster_status(&record)?))
             }
             Op::List(_) => {
-                let me = peer.to_string();
-                let pods = self
-                    .store
-                    .all()
-                    .map_err(internal)?
-                    .into_iter()
-                    .filter(|r| r.owner == me)
-                    .filter_map(|r| self.cluster_status(&r).ok())
-                    .collect();
+                let pods = self.records_of(&peer)?.into_iter().filter_map(|r| self.cluster_status(&r).ok()).collect();
                 Ok(ControlResult::List(PodList { pods }))
             }
             Op::Logs(l) => {

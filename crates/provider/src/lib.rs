@@ -666,10 +666,15 @@ impl Provider {
         }
     }
 
+    /// The records of the pods `peer` owns.
+    pub(crate) fn records_of(&self, peer: &PeerId) -> Result<Vec<PodRecord>, Error> {
+        let me = peer.to_string();
+        Ok(self.store.all().map_err(internal)?.into_iter().filter(|r| r.owner == me).collect())
+    }
+
     /// Refuses a publisher that already has as many pods here as it may.
     fn check_pods_per_publisher(&self, peer: &PeerId) -> Result<(), Error> {
-        let owner = peer.to_string();
-        let held = self.store.all().unwrap_or_default().iter().filter(|r| r.owner == owner).count();
+        let held = self.records_of(peer).map(|r| r.len()).unwrap_or(0);
         if held >= self.config.pods_per_publisher {
             return Err(Error::new(
                 ErrorCode::ResourceExhausted,
@@ -826,13 +831,9 @@ impl Provider {
                 Ok(ControlResult::Status(self.pod_status(&record, &state)))
             }
             Some(Op::List(_)) => {
-                let me = peer.to_string();
                 let pods = self
-                    .store
-                    .all()
-                    .map_err(internal)?
+                    .records_of(&peer)?
                     .into_iter()
-                    .filter(|r| r.owner == me)
                     .filter_map(|r| self.runtime.state(&r.pod_id).ok().map(|s| self.pod_status(&r, &s)))
                     .collect();
                 Ok(ControlResult::List(PodList { pods }))

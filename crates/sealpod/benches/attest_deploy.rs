@@ -23,7 +23,7 @@ use sealpod_publisher::{AttestOptions, Publisher, Target};
 
 fn main() {
     // `cargo test --benches` lists and runs harness-less benches; do nothing then.
-    if std::env::args().any(|a| a == "--list" || a == "--test") || !std::env::args().any(|a| a == "--bench") {
+    if common::bench_args().is_none() {
         return;
     }
     if !common::is_root() {

@@ -21,21 +21,14 @@ use std::time::{Duration, Instant};
 
 use common::{ms, percentile};
 
-fn flag(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") || !args.iter().any(|a| a == "--bench") {
-        return;
-    }
+    let Some(args) = common::bench_args() else { return };
     if !common::is_root() {
         eprintln!("devices_udp: skipped (running pods needs root)");
         return;
     }
-    let rounds = flag(&args, "--rounds", 10);
-    let datagrams = flag(&args, "--datagrams", 5000);
+    let rounds = common::flag(&args, "--rounds", 10usize);
+    let datagrams = common::flag(&args, "--datagrams", 5000usize);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     common::build_sample_image(dir);

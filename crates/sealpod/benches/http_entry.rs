@@ -19,22 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") || !args.iter().any(|a| a == "--bench") {
-        return;
-    }
+    let Some(args) = common::bench_args() else { return };
     if !common::is_root() {
         eprintln!("http_entry: skipped (needs root)");
         return;
     }
-    let flag = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (seconds, clients) = (flag("--seconds", 5), flag("--clients", 16) as usize);
+    let (seconds, clients) = (common::flag(&args, "--seconds", 5u64), common::flag(&args, "--clients", 16usize));
     let Some((tmp, provider, home)) = common::fixture("bench") else { return };
     let dir = tmp.path();
     let public = common::free_port();
@@ -82,7 +72,7 @@ fn main() {
     let _ = common::sealpod(&home, &["delete", &pod]);
     drop(provider);
     drop(tmp);
-    cold_starts(flag("--wakes", 5) as usize);
+    cold_starts(common::flag(&args, "--wakes", 5usize));
 }
 
 /// A pod with `replicas.min 0`, woken `wakes` times by a request through

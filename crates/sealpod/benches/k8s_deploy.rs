@@ -20,20 +20,12 @@ use common::{ms, percentile};
 const REGISTRY: &str = "127.0.0.1:5064";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") || !args.iter().any(|a| a == "--bench") {
-        return;
-    }
+    let Some(args) = common::bench_args() else { return };
     let Ok(kubeconfig) = std::env::var("SEALPOD_TEST_KUBECONFIG") else {
         eprintln!("k8s_deploy: skipped (no SEALPOD_TEST_KUBECONFIG; scripts/k8s-cluster.sh up)");
         return;
     };
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds = common::flag(&args, "--rounds", 5usize);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let built = Command::new(common::SEALPOD)

@@ -22,7 +22,7 @@ use sealpod_market::{ChainClient, SignedVoucher, B256, U256};
 use sealpod_publisher::{AttestOptions, PaymentPlan, Publisher, Target};
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") || !std::env::args().any(|a| a == "--bench") {
+    if common::bench_args().is_none() {
         return;
     }
     if !common::is_root() || Anvil::find().is_none() {

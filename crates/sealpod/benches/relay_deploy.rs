@@ -18,20 +18,12 @@ use std::time::{Duration, Instant};
 use common::{ms, percentile};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") || !args.iter().any(|a| a == "--bench") {
-        return;
-    }
+    let Some(args) = common::bench_args() else { return };
     if !common::is_root() {
         eprintln!("relay_deploy: skipped (running pods needs root)");
         return;
     }
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let rounds = common::flag(&args, "--rounds", 10usize);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     common::build_sample_image(dir);

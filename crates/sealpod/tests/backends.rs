@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 enum Backend {
     Embedded,
@@ -128,29 +127,7 @@ fn two_container_pod_serves_execs_outlives_its_provider_and_goes_cleanly(backend
     });
 
     // Exec runs inside the pod and returns the command's exit code.
-    let out = sealpod(
-        &alice,
-        &[
-            "exec",
-            &pod_id,
-            "--container",
-            "client",
-            "--",
-            "/app/sealpod-sample",
-            "fetch",
-            "--url",
-            "http://127.0.0.1:8080/",
-            "--count",
-            "1",
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("fetched: web says hi"), "{stdout}");
-    let out = sealpod(&alice, &["--json", "exec", &pod_id, "--", "/app/sealpod-sample", "exit", "--code", "5"]);
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["output"].as_str().unwrap().contains("exiting with 5"), "{v}");
+    exec_reaches_the_pod(&alice, &pod_id, "web says hi");
 
     // Another identity can neither see nor control the pod.
     let bob = dir.join("bob");

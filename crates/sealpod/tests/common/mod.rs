@@ -243,3 +243,45 @@ volumes:
     .unwrap();
     path
 }
+
+/// Checks exec on a pod written by [`write_pod_with_port`]: the client
+/// container fetches the web container's `text` over the pod's loopback, and
+/// a command's exit code (5) and output come back; returns the JSON answer of
+/// the second exec.
+pub fn exec_reaches_the_pod(home: &Path, pod_id: &str, text: &str) -> Value {
+    let fetch = [
+        "exec",
+        pod_id,
+        "--container",
+        "client",
+        "--",
+        "/app/sealpod-sample",
+        "fetch",
+        "--url",
+        "http://127.0.0.1:8080/",
+        "--count",
+        "1",
+    ];
+    let out = sealpod(home, &fetch);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("fetched: {text}")), "{stdout}");
+    let out = sealpod(home, &["--json", "exec", pod_id, "--", "/app/sealpod-sample", "exit", "--code", "5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["output"].as_str().unwrap().contains("exiting with 5"), "{v}");
+    v
+}
+
+/// A harness-less bench's arguments, or `None` when cargo runs it for
+/// anything but `cargo bench` (`--list`, `--test`, a plain `cargo test`).
+pub fn bench_args() -> Option<Vec<String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let benching = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list" || a == "--test");
+    benching.then_some(args)
+}
+
+/// The value after `name` in `args`, or `default` when absent or unparsable.
+pub fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
